@@ -1,0 +1,150 @@
+"""The fold trainer on the tiny synthetic release: determinism, protocols, stopping, errors, label isolation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from blemore_core.config import Config
+from blemore_core.decoding import crossfit_thresholds, fit_thresholds
+from blemore_core.train import NonFiniteLossError, cross_validate, finalize_protocols, fit_fold, prepare_data
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from blemore_core.data import generate_release
+
+    root = tmp_path_factory.mktemp("tiny")
+    return generate_release(root / "release", "tiny", seed=0, progress=False)
+
+
+def small_cfg(**over) -> Config:
+    base = {
+        "data.encoders": ["imagebind", "wavlm", "openface"],
+        "model.pooling": "attention", "model.fusion": "concat", "model.latent_dim": 16, "model.shared_dim": 16,
+        "model.seq_len": 6, "model.heads": 2,
+        "train.max_epochs": 3, "train.patience": 0, "train.batch_size": 32, "train.device": "cpu",
+    }
+    base.update(over)
+    return Config().override(base)
+
+
+def test_same_seed_same_metrics(tiny):
+    cfg = small_cfg()
+    data = prepare_data(cfg, tiny, progress=False)
+    a = fit_fold(cfg, data, 0)
+    b = fit_fold(cfg, data, 0)
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    np.testing.assert_array_equal(a.oof_probs, b.oof_probs)
+    assert a.thresholds == b.thresholds
+    c = fit_fold(cfg.override({"seed": 1}), data, 0)
+    assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
+
+
+def test_fold_result_contents(tiny):
+    cfg = small_cfg()
+    data = prepare_data(cfg, tiny, progress=False)
+    r = fit_fold(cfg, data, 1)
+    assert set(np.asarray(data.folds)[r.val_idx]) == {1}
+    assert r.oof_probs.shape == (len(r.val_idx), 6)
+    np.testing.assert_allclose(r.oof_probs.sum(1), 1.0, atol=1e-5)
+    assert len(r.history) == r.epochs_run == 3 and 1 <= r.best_epoch <= 3
+    # the val protocol equals a threshold fit on the OOF probabilities themselves
+    fit = fit_thresholds(r.oof_probs, data.labels[r.val_idx])
+    assert r.thresholds["val"]["score"] == pytest.approx(fit.score, abs=1e-12)
+    assert r.thresholds["val"]["alpha"] == pytest.approx(fit.alpha)
+    # the best epoch's validation Score is what the restored weights reproduce
+    assert r.history[r.best_epoch - 1]["val_score"] == pytest.approx(fit.score, abs=1e-6)
+
+
+def test_on_epoch_can_stop_and_sees_records(tiny):
+    cfg = small_cfg(**{"train.max_epochs": 10})
+    data = prepare_data(cfg, tiny, progress=False)
+    seen = []
+    r = fit_fold(cfg, data, 0, on_epoch=lambda rec: seen.append(rec.epoch) or rec.epoch >= 2)
+    assert seen == [1, 2] and r.epochs_run == 2 and r.stopped
+
+
+def test_nan_loss_raises(tiny, monkeypatch):
+    import blemore_core.train as train_mod
+
+    cfg = small_cfg()
+    data = prepare_data(cfg, tiny, progress=False)
+    real = train_mod.compute_loss
+
+    def broken(*a, **k):
+        loss, parts = real(*a, **k)
+        return loss * float("nan"), parts
+
+    monkeypatch.setattr(train_mod, "compute_loss", broken)
+    with pytest.raises(NonFiniteLossError, match="fold 0, epoch 1"):
+        fit_fold(cfg, data, 0)
+
+
+def test_cross_validate_crossfit_matches_reference(tiny):
+    cfg = small_cfg(**{"train.max_epochs": 2})
+    data = prepare_data(cfg, tiny, progress=False)
+    cv = cross_validate(cfg, data, progress=False)
+    n = len(data.filenames)
+    assert cv.oof_probs.shape == (n, 6) and not np.isnan(cv.oof_probs).any()
+    ref = crossfit_thresholds(cv.oof_probs, data.labels, np.asarray(data.folds))
+    for k, row in zip(cv.metrics["folds"], cv.metrics["crossfit"]["per_fold"]):
+        assert row["score"] == pytest.approx(ref[k]["score"], abs=1e-12)
+    for proto in ("val", "train", "crossfit"):
+        m = cv.metrics[proto]
+        assert m["mean"]["score"] == pytest.approx(np.mean([r["score"] for r in m["per_fold"]]), abs=1e-12)
+    again = finalize_protocols(cv.folds, data, cfg)
+    assert again["crossfit"] == cv.metrics["crossfit"]
+
+
+def test_domain_term_never_reads_target_labels(tiny):
+    """Permuting the validation fold's labels changes nothing in training with a val-fold domain target."""
+    cfg = small_cfg(**{"loss.domain": 0.5, "data.domain_target": "val"})
+    data = prepare_data(cfg, tiny, progress=False)
+    a = fit_fold(cfg, data, 0)
+    val = np.flatnonzero(np.asarray(data.folds) == 0)
+    labels = data.release.labels.copy()
+    data.release.labels = labels.copy()
+    data.release.labels[val] = np.roll(labels[val], 3, axis=1)
+    try:
+        b = fit_fold(cfg, data, 0)
+    finally:
+        data.release.labels = labels
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["val_score"] for h in a.history] != [h["val_score"] for h in b.history]
+
+
+@pytest.mark.parametrize("preset", ["baseline", "attention_mixed", "rank_aware"])
+def test_presets_train_on_tiny(tiny, preset):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = Config.from_yaml(root / "spaces" / "presets" / f"{preset}.yaml").override(
+        {"train.max_epochs": 2, "model.mixed_pretrain_epochs": 1, "train.device": "cpu"})
+    data = prepare_data(cfg, tiny, progress=False)
+    r = fit_fold(cfg, data, 0)
+    assert np.isfinite(r.oof_probs).all() and r.epochs_run == 2
+    if cfg.model.fusion == "rank_aware" and cfg.model.arch == "fusion":
+        assert set(r.importances) == set(cfg.data.encoders)
+
+
+def test_train_cli_writes_outputs(tiny, tmp_path):
+    from search.cli import main
+
+    cfg = small_cfg(**{"train.max_epochs": 2})
+    cfg_path = tmp_path / "c.yaml"
+    cfg.to_yaml(cfg_path)
+    out = tmp_path / "out"
+    assert main(["train", str(cfg_path), "--data", str(tiny), "--out", str(out), "--folds", "0,1"]) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["folds"] == [0, 1] and {"val", "train", "crossfit"} <= set(doc)
+    oof = pd.read_parquet(out / "oof.parquet")
+    assert len(oof) == int(np.isin(prepare_data(cfg, tiny, progress=False).folds, [0, 1]).sum())
+    assert Config.from_yaml(out / "config.yaml") == cfg
+    assert (out / "fold0.pt").exists()
