@@ -23,7 +23,7 @@ value does.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +47,7 @@ __all__ = [
     "trivial_baselines",
 ]
 
-LabelsLike = Union[np.ndarray, Mapping[str, Any]]
+LabelsLike = np.ndarray | Mapping[str, Any]
 
 
 def percent(x: np.ndarray) -> np.ndarray:
