@@ -141,15 +141,17 @@ class _FoldTensors:
                     sel = _frame_rows(offsets, train_idx)
                     mean, std = _moments(frames[sel])
                     frames = (frames - mean) / std
+                else:
+                    frames = np.array(frames, dtype=np.float32)  # a writable copy of the memory map
                 self.frames[e] = torch.as_tensor(np.ascontiguousarray(frames, dtype=np.float32)).to(device)
-                self.offsets[e] = torch.from_numpy(offsets).to(device)
+                self.offsets[e] = torch.from_numpy(offsets.copy()).to(device)
                 if data.target is not None:
                     tseq = data.target.sequences[e]
-                    tf = np.asarray(tseq.frames)
+                    tf = np.array(tseq.frames, dtype=np.float32)
                     if standardise:
                         tf = (tf - mean) / std
                     self.target_frames[e] = torch.as_tensor(np.ascontiguousarray(tf, dtype=np.float32)).to(device)
-                    self.target_offsets[e] = torch.from_numpy(np.asarray(tseq.offsets, dtype=np.int64)).to(device)
+                    self.target_offsets[e] = torch.from_numpy(np.array(tseq.offsets, dtype=np.int64)).to(device)
 
     def inputs(self, idx: torch.Tensor, train: bool, gen: torch.Generator | None, target: bool = False):
         """Model inputs for clips ``idx`` (B,): ({e: (B, L, D) or (B, 7*D)}, {e: (B, L) bool} or None)."""
@@ -173,10 +175,18 @@ class _FoldTensors:
         return int(v.shape[0]) if self.features == "aggregated" else int(v.shape[0] - 1)
 
 
-def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x64 = x.astype(np.float64, copy=False)
-    mean = x64.mean(axis=0)
-    std = np.maximum(x64.std(axis=0), 1e-6)
+def _moments(x: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and population std (floored at 1e-6) of x (n, D), accumulated in float64 chunks."""
+    n = len(x)
+    s = np.zeros(x.shape[1], np.float64)
+    for i in range(0, n, chunk):
+        s += x[i : i + chunk].sum(axis=0, dtype=np.float64)
+    mean = s / max(n, 1)
+    ss = np.zeros_like(s)
+    for i in range(0, n, chunk):
+        d = x[i : i + chunk].astype(np.float64) - mean
+        ss += np.einsum("ij,ij->j", d, d)
+    std = np.maximum(np.sqrt(ss / max(n, 1)), 1e-6)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -357,8 +367,9 @@ def fit_fold(
     for epoch in range(1, cfg.train.max_epochs + 1):
         t0 = time.perf_counter()
         if is_mixed and epoch == cfg.model.mixed_pretrain_epochs + 1:
+            # seed 002: branches frozen, the combining attention trains; the kept model is a combined one
             model.set_stage("combine")
-            since_best = 0
+            best_score, since_best = -math.inf, 0
         model.train()
         perm = train_idx_t[torch.randperm(len(train_idx_t), generator=gen, device=device)]
         total, n_seen, parts_sum = 0.0, 0, {}
