@@ -62,7 +62,7 @@ def main() -> None:
     labels = prepare_data(Config.from_yaml(ROOT / "spaces/presets/baseline.yaml"), root, progress=False).labels
     triv = trivial_baselines(labels)
     out["trivial_baselines"] = triv
-    print("trivial baselines:", json.dumps(triv))
+    print("trivial baselines:", json.dumps(triv, default=lambda o: o.tolist()))
 
     for name in args.presets.split(","):
         cfg = Config.from_yaml(ROOT / "spaces" / "presets" / f"{name}.yaml")
@@ -91,7 +91,7 @@ def main() -> None:
 
     res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
-    (res / "eval_presets.json").write_text(json.dumps(out, indent=2))
+    (res / "eval_presets.json").write_text(json.dumps(out, indent=2, default=lambda o: o.tolist()))
     print(f"wrote {res / 'eval_presets.json'}")
 
 

@@ -1,0 +1,90 @@
+"""``blemore search SPACE.yaml`` (run a distributed hyperparameter search) and ``blemore resume NAME``.
+
+Light at import time: ray, optuna, mlflow and torch are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join: auto | ray://HOST:PORT (default: start a local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: the machine's)")
+    p.add_argument("--storage", default=None, help="Tune storage directory or URI (default: ./ray_results)")
+    p.add_argument("--quiet", action="store_true", help="no live progress table")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``search`` and ``resume`` subcommands."""
+    p = subparsers.add_parser(
+        "search", help="hyperparameter search: Ray Tune + Optuna over 5-fold Ray Train trials, recorded in MLflow",
+        description="Run a search space (spaces/*.yaml): one trial = one config trained on all folds in parallel "
+        "(one Ray Train worker per fold); Optuna TPE proposes configs, ASHA stops poor trials early; every trial "
+        "and fold is recorded in MLflow.",
+    )
+    p.add_argument("space", help="search-space YAML (e.g. spaces/rank_aware.yaml)")
+    p.add_argument("--data", default=None, help="BlEmoRe release directory (default: the space's data.dir, else "
+                   "the embedded demo release)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///./mlflow.db with artifacts in ./mlruns)")
+    p.add_argument("--name", default=None, help="search name = MLflow experiment (default: the space's name)")
+    p.add_argument("--num-samples", type=int, default=None, help="number of trials (default: the space's budget)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="trials at a time (default: the space's budget)")
+    p.add_argument("--cpus-per-fold", type=float, default=None,
+                   help="CPUs per fold worker, fractions allowed (default: local Ray: CPUs shared evenly by the "
+                   "concurrent trials, at most 1; cluster: 1)")
+    p.add_argument("--gpus-per-fold", type=float, default=0.0,
+                   help="GPUs per fold worker; fractions let the folds share one GPU (default 0)")
+    p.add_argument("--scheduler", choices=("asha", "none"), default=None, help="trial scheduler (default: the space's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default 0)")
+    p.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial (default 1)")
+    _common(p)
+    p.set_defaults(func=handle_search)
+
+    r = subparsers.add_parser("resume", help="continue an interrupted search (finished trials are not re-run)")
+    r.add_argument("name", help="the search name (its directory under --storage)")
+    _common(r)
+    r.set_defaults(func=handle_resume)
+
+
+def handle_search(args: argparse.Namespace) -> int:
+    """Run ``blemore search``; returns 0, 1 (a trial failed) or 2 (invalid space/options)."""
+    from search.runner import SearchOptions, print_summary, run_search
+    from search.space import SpaceError
+
+    opts = SearchOptions(
+        name=args.name, data=args.data, address=args.address, num_cpus=args.num_cpus, tracking_uri=args.tracking_uri,
+        num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_fold=args.cpus_per_fold,
+        gpus_per_fold=args.gpus_per_fold, scheduler=args.scheduler, storage=args.storage, seed=args.seed,
+        max_failures=args.max_failures, verbose=0 if args.quiet else 1,
+    )
+    try:
+        outcome = run_search(args.space, opts)
+    except (SpaceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(outcome)
+    if outcome.interrupted:
+        print(f"search interrupted; continue it with: blemore resume {outcome.name}"
+              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
+        return 130
+    return 1 if any(r.error for r in outcome.results) else 0
+
+
+def handle_resume(args: argparse.Namespace) -> int:
+    """Run ``blemore resume``; returns 0, 1 (a trial failed) or 2 (no such search)."""
+    from search.runner import SearchOptions, print_summary, resume_search
+    from search.space import SpaceError
+
+    try:
+        outcome = resume_search(args.name, storage=args.storage,
+                                overrides=SearchOptions(address=args.address, num_cpus=args.num_cpus,
+                                                        verbose=0 if args.quiet else 1))
+    except (SpaceError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(outcome)
+    return 1 if any(r.error for r in outcome.results) else 0

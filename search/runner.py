@@ -1,0 +1,439 @@
+"""Running and resuming a search: Ray Tune + OptunaSearch (seeded TPE / multi-objective TPE) + ASHA, trials from
+:mod:`search.trainable`, records from :mod:`search.tracking` (DESIGN.md section 6).
+
+Order of events in :func:`run_search`: validate the space (no Ray yet) -> resolve the release (the embedded demo
+release when none is named) -> build the feature cache once in the driver -> start or join Ray -> write the
+search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_search` needs) -> ``Tuner.fit()``
+-> end every MLflow run still RUNNING (also on Ctrl-C or a crash) -> summary of the best trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from search.space import SearchSpace, SpaceError, load_space
+
+MANIFEST = "blemore_search.json"
+#: logical CPUs reserved for the (idle) Tune trial actor that drives one TorchTrainer
+TRIAL_ACTOR_CPUS = 0.01
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Command-line options of ``blemore search`` (None = take the default described per field).
+
+    Attributes:
+        name: search name = MLflow experiment = Tune experiment directory (default: the space's name).
+        data: release directory (default: the space's ``data.dir``, else the embedded demo release).
+        address: Ray address (``auto``, ``ray://host:port``); None starts a local Ray.
+        num_cpus: CPUs of a local Ray (default: the machine's).
+        tracking_uri: MLflow URI (default: ``sqlite:///./mlflow.db``, artifacts in ``./mlruns``).
+        num_samples, max_concurrent: budgets (default: the space's ``budget``).
+        cpus_per_fold: CPUs per fold worker (default: local Ray: the CPUs shared evenly by ``max_concurrent``
+            trials, at most 1; cluster: 1). Torch threads per worker = max(1, floor(cpus_per_fold)).
+        gpus_per_fold: GPUs per fold worker (fractions share a GPU between folds; default 0).
+        scheduler: ``asha`` or ``none`` (default: the space's).
+        storage: Tune storage directory or URI (default ``./ray_results``).
+        seed: seed of the Optuna sampler.
+        max_failures: retries of a failed trial (Tune FailureConfig).
+        verbose: Tune verbosity (0 silent, 1 status table, 2 + per-result lines).
+    """
+
+    name: str | None = None
+    data: str | None = None
+    address: str | None = None
+    num_cpus: int | None = None
+    tracking_uri: str | None = None
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    cpus_per_fold: float | None = None
+    gpus_per_fold: float = 0.0
+    scheduler: str | None = None
+    storage: str | None = None
+    seed: int = 0
+    max_failures: int = 1
+    verbose: int = 1
+
+
+@dataclass
+class SearchOutcome:
+    """What a finished (or interrupted) search returns.
+
+    Attributes:
+        name: the search name.
+        experiment_path: Tune's experiment directory.
+        tracking_uri: the MLflow store.
+        results: Tune's ResultGrid.
+        summary: rows of the best trials (dicts), best first.
+        interrupted: Tune stopped before the budget was spent (Ctrl-C).
+        leaked_cpus: logical CPUs still held 20 s after Tune returned (0 when every TorchTrainer, including
+            those of trials stopped early by ASHA, released its fold workers).
+    """
+
+    name: str
+    experiment_path: str
+    tracking_uri: str
+    results: Any
+    summary: list[dict]
+    interrupted: bool = False
+    leaked_cpus: float = 0.0
+
+
+class PlacementGroupJanitor(Callback):
+    """Driver-side Tune callback: when a trial ends (completed, stopped early, errored), remove its fold workers'
+    placement group if it is still held (see :mod:`search.trainable`, clean-up). Module level: Tune pickles it."""
+
+    def __init__(self) -> None:
+        self.released = 0
+
+    def _release(self, trial: Any) -> None:
+        from search.trainable import release_placement_group
+
+        try:
+            self.released += int(release_placement_group(trial.trial_id))
+        except Exception as e:  # best effort; the search goes on
+            print(f"warning: could not release the placement group of {trial}: {e!r}", file=sys.stderr)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._release(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._release(trial)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for t in trials:
+            self._release(t)
+
+
+class _DefineByRun:
+    """Picklable define-by-run callable for ``OptunaSearch(space=...)`` (the searcher is saved for resume)."""
+
+    def __init__(self, space: SearchSpace):
+        self.space = space
+
+    def __call__(self, trial: Any) -> dict | None:
+        self.space.suggest(trial)
+        # constants merged into the trial's config: the Optuna trial number, used by the debug.fail_trial knob
+        return {"debug.trial_index": trial.number} if self.space.debug else None
+
+
+def check_options(opts: SearchOptions) -> None:
+    """Reject bad option values before anything starts.
+
+    Raises:
+        ValueError: naming the option and its value.
+    """
+    errs = []
+    if opts.cpus_per_fold is not None and not opts.cpus_per_fold > 0:
+        errs.append(f"--cpus-per-fold: must be > 0, got {opts.cpus_per_fold}")
+    if opts.gpus_per_fold < 0:
+        errs.append(f"--gpus-per-fold: must be >= 0, got {opts.gpus_per_fold}")
+    for k in ("num_samples", "max_concurrent", "num_cpus"):
+        v = getattr(opts, k)
+        if v is not None and v < 1:
+            errs.append(f"--{k.replace('_', '-')}: must be >= 1, got {v}")
+    if opts.scheduler not in (None, "asha", "none"):
+        errs.append(f"--scheduler: must be asha or none, got {opts.scheduler!r}")
+    if opts.max_failures < 0:
+        errs.append(f"--max-failures: must be >= 0, got {opts.max_failures}")
+    if opts.name is not None and (not opts.name or "/" in opts.name or opts.name.startswith(".")):
+        errs.append(f"--name: must be a plain directory name, got {opts.name!r}")
+    if errs:
+        raise ValueError("invalid search options:\n  " + "\n  ".join(errs))
+
+
+def _storage(opts: SearchOptions) -> str:
+    s = opts.storage or "ray_results"
+    return s if "://" in s else str(Path(s).expanduser().resolve())
+
+
+def _init_ray(opts: SearchOptions) -> bool:
+    """Start (or join) Ray with the search's Train environment; returns True when this call started it."""
+    import ray
+
+    from search.trainable import RAY_TRAIN_ENV, set_process_env
+
+    set_process_env()
+    if ray.is_initialized():
+        return False
+    if opts.address:
+        ray.init(address=opts.address, runtime_env={"env_vars": dict(RAY_TRAIN_ENV)}, log_to_driver=opts.verbose > 1)
+    else:
+        ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=opts.verbose > 1)
+    return True
+
+
+def _prepare(space: SearchSpace, opts: SearchOptions) -> tuple[str, int]:
+    """Resolve the release and build its feature cache once, in the driver; returns (data_dir, number of folds)."""
+    import numpy as np
+
+    from blemore_core.train import prepare_data
+
+    if space.data_dir is not None:
+        root = str(space.data_dir)
+    else:
+        from blemore_core.data import ensure_demo_release
+
+        root = str(ensure_demo_release())
+    data = prepare_data(space.base, root, progress=opts.verbose > 0)
+    # also cache encoder sets a trial may choose, and the test split used by the domain term
+    enc_sets = {tuple(space.base.data.encoders)}
+    for p in space.params:
+        if p.key == "data.encoders":
+            enc_sets.update(tuple(v) for v in p.values)
+    from blemore_core.data import load_release
+
+    for encs in enc_sets:
+        load_release(root, encs, split="train", progress=False)
+        try:
+            load_release(root, encs, split="test", progress=False)
+        except (OSError, ValueError):
+            pass
+    return root, len(set(np.asarray(data.folds).tolist()))
+
+
+def _plan_resources(opts: SearchOptions, n_folds: int, max_concurrent: int, local: bool) -> tuple[float, int]:
+    """CPUs per fold and the number of concurrent trials that fit the cluster."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    cpus = opts.cpus_per_fold
+    if cpus is None:  # local: share the machine between the requested concurrent trials
+        share = (total - max_concurrent * TRIAL_ACTOR_CPUS) / (n_folds * max_concurrent)
+        cpus = max(0.01, min(1.0, math.floor(100 * share) / 100)) if local else 1.0
+    per_trial = n_folds * cpus + TRIAL_ACTOR_CPUS
+    fit = int((total + 1e-9) // per_trial)
+    if fit < 1:
+        raise ValueError(
+            f"--cpus-per-fold {cpus}: one trial needs {n_folds} folds x {cpus} CPUs = {n_folds * cpus:g} CPUs, "
+            f"the Ray cluster has {total:g}"
+        )
+    if max_concurrent > fit and local:
+        print(f"note: {max_concurrent} concurrent trials need {max_concurrent * per_trial:g} CPUs; "
+              f"running {fit} at a time on {total:g} CPUs", file=sys.stderr)
+        max_concurrent = fit
+    return cpus, max_concurrent
+
+
+def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, data_dir: str, n_folds: int,
+                 cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.tracking import MLflowTracker
+    from search.trainable import TrialSetup, run_trial
+
+    metrics = list(space.metrics)
+    if space.pareto:
+        sampler = optuna.samplers.TPESampler(seed=opts.seed, multivariate=True)
+        searcher = OptunaSearch(space=_DefineByRun(space), metric=metrics, mode=["max"] * len(metrics),
+                                sampler=sampler, seed=opts.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=min(5, max(1, space.num_samples // 2)))
+        searcher = OptunaSearch(space=_DefineByRun(space), metric=metrics[0], mode="max", sampler=sampler,
+                                seed=opts.seed)
+    sched_name = opts.scheduler or space.scheduler
+    if sched_name == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",
+                                  max_t=space.max_epochs + 2, grace_period=space.grace_period,
+                                  reduction_factor=space.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    setup = TrialSetup(
+        base=space.base.to_dict(), space_path=str(space.path), data_dir=data_dir, cpus_per_fold=cpus,
+        gpus_per_fold=opts.gpus_per_fold, storage=f"{storage}/{name}/_train" if "://" in storage
+        else str(Path(storage) / name / "_train"), debug=dict(space.debug), max_epochs=space.max_epochs,
+        n_folds=n_folds,
+    )
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": TRIAL_ACTOR_CPUS})
+    tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
+                            search_tags={"search": name, "space": str(space.path)})
+    reporter = tune.CLIReporter(
+        metric_columns={"epoch": "epoch", "score": "score", "acc_presence": "acc_pres", "acc_salience": "acc_sal",
+                        "active_folds": "folds"},
+        parameter_columns=[p.key for p in space.params],
+        max_report_frequency=30,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=opts.num_samples or space.num_samples,
+            max_concurrent_trials=max_concurrent, time_budget_s=space.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, callbacks=[tracker, PlacementGroupJanitor()],
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            progress_reporter=reporter, verbose=opts.verbose,
+        ),
+    )
+    return tuner, trainable
+
+
+def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data_dir: str, tracking_uri: str) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"space": str(space.path.resolve()), "data": data_dir, "tracking_uri": tracking_uri,
+           "options": asdict(opts)}
+    (exp_dir / MANIFEST).write_text(json.dumps(doc, indent=2))
+
+
+def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), resume: bool = False) -> SearchOutcome:
+    """Run (or with ``resume=True``, continue) a search; see the module docstring for the order of events.
+
+    Raises:
+        SpaceError: the space file is invalid (raised before Ray starts).
+        ValueError: bad options, or a search of that name exists already (use ``resume``).
+    """
+    check_options(opts)
+    space = load_space(space_path, data_dir=opts.data)  # before Ray starts
+    name = opts.name or space.name
+    storage = _storage(opts)
+    tracking_uri = opts.tracking_uri or _default_uri()
+    exp_dir = Path(storage) / name
+    if not resume and "://" not in storage and (exp_dir / MANIFEST).exists():
+        raise ValueError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}` "
+                         "or choose another --name")
+    data_dir, n_folds = _prepare(space, opts)
+    started = _init_ray(opts)
+    tracker = None
+    try:
+        from ray import tune
+
+        from search.tracking import MLflowTracker
+
+        cpus, max_conc = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
+                                         local=opts.address is None)
+        tuner, trainable = _build_tuner(space, opts, name, storage, data_dir, n_folds, cpus, max_conc, tracking_uri)
+        tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict())
+        if resume:
+            path = f"{storage}/{name}" if "://" in storage else str(exp_dir)
+            if not tune.Tuner.can_restore(path):
+                raise ValueError(f"{path}: no Tune experiment state to resume (did the search start?)")
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                       restart_errored=False)
+        else:
+            if "://" not in storage:
+                _write_manifest(exp_dir, space, opts, data_dir, tracking_uri)
+        if opts.verbose:
+            print(f"search {name!r}: space {space.path}, data {data_dir}, {n_folds} folds x {cpus:g} CPU"
+                  f"{f' + {opts.gpus_per_fold:g} GPU' if opts.gpus_per_fold else ''} per trial, "
+                  f"{max_conc} concurrent; MLflow {tracking_uri}")
+        t_fit = time.time()
+        results = tuner.fit()
+        elapsed = time.time() - t_fit
+        summary = summarize(results, space)
+        leaked = _wait_released(timeout=20.0) if started else 0.0  # a shared cluster may run other jobs
+        if leaked > 1e-6:
+            print(f"warning: {leaked:g} CPUs still reserved after the search (fold workers not released)",
+                  file=sys.stderr)
+        return SearchOutcome(name, str(exp_dir), tracking_uri, results, summary,
+                             interrupted=_interrupted(results, opts.num_samples or space.num_samples, elapsed, space),
+                             leaked_cpus=leaked)
+    finally:
+        if tracker is not None:
+            try:
+                tracker.close()
+            except Exception as e:  # pragma: no cover - never mask the real error
+                print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _wait_released(timeout: float) -> float:
+    """Wait until every logical CPU of the cluster is free again; returns the CPUs still held at ``timeout``."""
+    import ray
+
+    deadline = time.time() + timeout
+    while True:
+        held = ray.cluster_resources().get("CPU", 0.0) - ray.available_resources().get("CPU", 0.0)
+        if held <= 1e-6 or time.time() > deadline:
+            return max(0.0, held)
+        time.sleep(0.5)
+
+
+def _interrupted(results: Any, want: int, elapsed: float, space: SearchSpace) -> bool:
+    """True when trials were left unfinished by an interruption (not by the space's time budget)."""
+    if space.time_budget_s is not None and elapsed >= space.time_budget_s - 1.0:
+        return False
+    return results.num_terminated + results.num_errors < want
+
+
+def _default_uri() -> str:
+    from search.tracking import default_tracking_uri
+
+    return default_tracking_uri(".")
+
+
+def resume_search(name: str, storage: str | None = None, overrides: SearchOptions | None = None) -> SearchOutcome:
+    """Continue an interrupted search from ``<storage>/<name>`` (finished trials are not re-run; MLflow runs are
+    found again by their trial-id tags, so none is duplicated).
+
+    Raises:
+        ValueError: no such search (names the directory).
+    """
+    st = storage or "ray_results"
+    exp_dir = Path(st).expanduser().resolve() / name
+    manifest = exp_dir / MANIFEST
+    if not manifest.is_file():
+        raise ValueError(f"{manifest}: no search named {name!r} (looked for its manifest)")
+    doc = json.loads(manifest.read_text())
+    opts = SearchOptions(**doc["options"])
+    opts = replace(opts, name=name, storage=str(exp_dir.parent), data=doc["data"], tracking_uri=doc["tracking_uri"])
+    if overrides is not None:
+        keep = ("address", "num_cpus", "verbose")
+        opts = replace(opts, **{k: v for k, v in asdict(overrides).items() if v is not None and k in keep})
+    return run_search(doc["space"], opts, resume=True)
+
+
+def summarize(results: Any, space: SearchSpace, top: int = 5) -> list[dict]:
+    """Best trials (by the space's first metric), best first: trial id, status, metrics and params."""
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        row = {"trial": str(m.get("trial_id", "?")), "status": "error" if r.error else
+               ("completed" if m.get("final") else "stopped"),
+               "score": m.get("score"), "acc_presence": m.get("acc_presence"), "acc_salience": m.get("acc_salience"),
+               "epochs": m.get("epoch")}
+        for p in space.params:
+            row[p.key] = (r.config or {}).get(p.key, "-")
+        rows.append(row)
+    key = space.metrics[0]
+    rows.sort(key=lambda x: -(x[key] if isinstance(x[key], (int, float)) else -math.inf))
+    return rows[:top]
+
+
+def print_summary(outcome: SearchOutcome) -> None:
+    """Rich table of the best trials (parameters abbreviated to their last name part) and the MLflow command."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from search.tracking import ui_command
+
+    console = Console(width=max(Console().width, 120))
+    table = Table(title=f"best trials of {outcome.name!r} (score = fold mean, headline protocol)")
+    short = {"acc_presence": "ACC_pres", "acc_salience": "ACC_sal", "epochs": "ep"}
+    if outcome.summary:
+        for col in outcome.summary[0]:
+            table.add_column(short.get(col, col.rsplit(".", 1)[-1]), justify="left" if col in ("trial", "status")
+                             else "right", no_wrap=True)
+        for row in outcome.summary:
+            table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()])
+    console.print(table)
+    console.print(f"MLflow experiment {outcome.name!r} in {outcome.tracking_uri}; review it with:")
+    console.print(f"  {ui_command(outcome.tracking_uri)}", soft_wrap=True)
+
+
+__all__ = ["SearchOptions", "SearchOutcome", "SpaceError", "run_search", "resume_search", "print_summary",
+           "check_options", "summarize"]

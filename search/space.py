@@ -1,0 +1,436 @@
+"""Search-space files (``spaces/*.yaml``): loading, validation and the Optuna define-by-run space.
+
+DESIGN.md section 6. A space file starts from a preset (``spaces/presets/<name>.yaml``, a complete
+:class:`~blemore_core.config.Config`) and says what to search::
+
+    name: rank_aware                      # optional; the default search name (else the file stem)
+    preset: rank_aware                    # spaces/presets/rank_aware.yaml (or a path to a YAML config)
+    data:
+      dir: null                           # a BlEmoRe release directory; null = the embedded demo release
+      encoders: [imagebind, wavlm, hubert]   # optional: overrides data.encoders of the preset
+    fixed:                                # dotted-key overrides applied to the preset
+      train.max_epochs: 8
+      debug.fail_trial: 1                 # debugging knob (not a Config key, see DEBUG_KEYS)
+    params:                               # searched parameters
+      train.lr: {type: loguniform, low: 3.0e-4, high: 3.0e-3}
+      model.fusion: {type: choice, values: [concat, attention, rank_aware]}
+      model.top_n: {type: int, low: 1, high: 3, when: {model.fusion: rank_aware}}
+    metric: score                         # or [acc_presence, acc_salience] for a Pareto search
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: none}
+    budget: {num_samples: 6, max_concurrent: 1, max_epochs: 8, time_budget_s: 840}
+
+Parameter types: ``choice`` (``values``), ``uniform`` / ``loguniform`` (``low`` < ``high``, loguniform needs
+``low`` > 0) and ``int`` (``low`` < ``high``, optional ``step``). ``when`` makes a parameter conditional: it is
+only sampled when every named key (a searched or fixed key, or a preset value) has one of the given values
+(a value or a list of values); otherwise the preset's value stands. Optuna's define-by-run API samples
+conditionals natively (:meth:`SearchSpace.suggest`).
+
+Validation happens before anything starts (no Ray, no data loading except a directory check) and gathers
+every error into one :class:`SpaceError`, each naming the file, the key and the value: unknown keys, empty
+ranges, ``model.top_n`` beyond the number of encoders, choice values the Config rejects (each is applied to the
+preset and checked with :meth:`Config.problems`), a missing data directory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from blemore_core.config import Config, ConfigError
+
+#: where ``preset: NAME`` is looked up (relative to the repository / installed package root)
+PRESET_DIR = Path(__file__).resolve().parent.parent / "spaces" / "presets"
+TOP_KEYS = ("name", "preset", "data", "fixed", "params", "metric", "scheduler", "budget")
+DATA_KEYS = ("dir", "encoders")
+PARAM_TYPES = {
+    "choice": ("values",),
+    "uniform": ("low", "high"),
+    "loguniform": ("low", "high"),
+    "int": ("low", "high", "step"),
+}
+METRICS = ("score", "acc_presence", "acc_salience")
+SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
+SCHEDULERS = ("asha", "none")
+BUDGET_KEYS = ("num_samples", "max_concurrent", "max_epochs", "time_budget_s")
+#: ``fixed:`` keys that are interpreted by the trainable, not by Config (debugging knobs, documented in README):
+#: ``debug.fail_trial``: index (0-based Optuna trial number, i.e. the order in which trials are proposed) of a trial whose fold-0 worker raises
+#: ``FloatingPointError`` (a forced non-finite loss) after its first epoch, on every attempt.
+DEBUG_KEYS = ("debug.fail_trial",)
+
+
+class SpaceError(ValueError):
+    """A search-space file is invalid; the message lists every problem, each with file, key and value."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched parameter.
+
+    Attributes:
+        key: dotted Config key (``train.lr``).
+        type: choice | uniform | loguniform | int.
+        values: choice values (choice only).
+        low, high: range bounds (inclusive for int; ``low`` < ``high``).
+        step: int step (int only; default 1).
+        when: conditions ``{dotted key: tuple of accepted values}``; empty = always sampled.
+    """
+
+    key: str
+    type: str
+    values: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    step: int = 1
+    when: dict[str, tuple] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space (see the module docstring for the file format).
+
+    Attributes:
+        path: the source file.
+        name: default search name.
+        base: the preset with ``data.encoders`` and ``fixed`` applied (a valid Config).
+        data_dir: release directory, or None for the embedded demo release.
+        fixed: Config overrides (dotted keys), already applied to ``base``.
+        debug: debugging knobs (``DEBUG_KEYS``) for the trainable.
+        params: searched parameters in file order.
+        metrics: ``("score",)`` or ``("acc_presence", "acc_salience")`` (maximised).
+        scheduler: ``"asha"`` or ``"none"``; grace_period / reduction_factor for ASHA (epochs).
+        num_samples, max_concurrent, max_epochs, time_budget_s: budgets (time in seconds; None = unlimited).
+    """
+
+    path: Path
+    name: str
+    base: Config
+    data_dir: Path | None
+    fixed: dict[str, Any]
+    debug: dict[str, Any]
+    params: tuple[Param, ...]
+    metrics: tuple[str, ...]
+    scheduler: str = "asha"
+    grace_period: int = 2
+    reduction_factor: int = 2
+    num_samples: int = 6
+    max_concurrent: int = 1
+    max_epochs: int = 8
+    time_budget_s: float | None = None
+
+    @property
+    def pareto(self) -> bool:
+        """True for a multi-objective (Pareto) search."""
+        return len(self.metrics) > 1
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Define-by-run space for ``OptunaSearch(space=...)``: sample this trial's parameters.
+
+        Args:
+            trial: an ``optuna.Trial``.
+
+        Returns:
+            ``{dotted key: value}`` of the parameters whose conditions hold (conditional ones may be absent).
+        """
+        chosen: dict[str, Any] = {}
+        for p in self.params:
+            if not self._active(p, chosen):
+                continue
+            if p.type == "choice":
+                chosen[p.key] = trial.suggest_categorical(p.key, list(p.values))
+            elif p.type == "uniform":
+                chosen[p.key] = trial.suggest_float(p.key, p.low, p.high)
+            elif p.type == "loguniform":
+                chosen[p.key] = trial.suggest_float(p.key, p.low, p.high, log=True)
+            else:
+                chosen[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), step=p.step)
+        return chosen
+
+    def _active(self, p: Param, chosen: Mapping[str, Any]) -> bool:
+        flat = self.base.flat()
+        for key, accepted in p.when.items():
+            value = chosen.get(key, flat.get(key))
+            if value not in accepted:
+                return False
+        return True
+
+    def resolve(self, params: Mapping[str, Any]) -> Config:
+        """The trial's Config: ``base`` with the sampled ``params`` applied (validated).
+
+        Raises:
+            ConfigError: when the combination is invalid (e.g. a Config rule across two params).
+        """
+        updates = {k: v for k, v in params.items() if not k.startswith("debug.")}
+        return self.base.override(updates, source=f"{self.path} (trial params {dict(updates)})")
+
+
+def _as_tuple(v: Any) -> tuple:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _preset_path(preset: Any, space_path: Path) -> Path | None:
+    if not isinstance(preset, str) or not preset:
+        return None
+    cands = [Path(preset)] if preset.endswith((".yaml", ".yml")) else []
+    cands += [space_path.parent / "presets" / f"{preset}.yaml", PRESET_DIR / f"{preset}.yaml"]
+    if preset.endswith((".yaml", ".yml")):
+        cands.append(space_path.parent / preset)
+    for c in cands:
+        if c.is_file():
+            return c
+    return None
+
+
+def load_space(path: str | Path, data_dir: str | Path | None = None) -> SearchSpace:
+    """Read and validate a search-space file.
+
+    Args:
+        path: the ``spaces/*.yaml`` file.
+        data_dir: overrides ``data.dir`` of the file (the ``--data`` option); checked to exist.
+
+    Returns:
+        A :class:`SearchSpace` whose every choice value gives a valid Config.
+
+    Raises:
+        SpaceError: listing every problem, each as ``"<file>: <key>: <message> (got <value>)"``.
+    """
+    path = Path(path)
+    src = str(path)
+    errors: list[str] = []
+
+    def err(key: str, msg: str, value: Any = None) -> None:
+        errors.append(f"{src}: {key}: {msg}" + ("" if value is None else f" (got {value!r})"))
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SpaceError(f"{src}: cannot read search space: {e}") from e
+    if not isinstance(doc, Mapping):
+        raise SpaceError(f"{src}: <top>: a search space must be a mapping (got {type(doc).__name__})")
+    for k in doc:
+        if k not in TOP_KEYS:
+            err(str(k), f"unknown key (valid: {', '.join(TOP_KEYS)})", doc[k])
+
+    # ---- preset
+    preset_path = _preset_path(doc.get("preset"), path)
+    base: Config | None = None
+    if "preset" not in doc:
+        err("preset", "required: a file in spaces/presets/ (e.g. preset: baseline)")
+    elif preset_path is None:
+        names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        err("preset", f"no such preset (known: {', '.join(names) or 'none'})", doc.get("preset"))
+    else:
+        try:
+            base = Config.from_yaml(preset_path)
+        except ConfigError as e:
+            err("preset", f"invalid preset config {preset_path}: {e}", doc.get("preset"))
+
+    # ---- data
+    data = doc.get("data") or {}
+    encoders = None
+    if not isinstance(data, Mapping):
+        err("data", "must be a mapping with dir / encoders", data)
+        data = {}
+    for k in data:
+        if k not in DATA_KEYS:
+            err(f"data.{k}", f"unknown key (valid: {', '.join(DATA_KEYS)})", data[k])
+    ddir = data_dir if data_dir is not None else data.get("dir")
+    resolved_dir: Path | None = None
+    if ddir is not None:
+        resolved_dir = Path(ddir).expanduser()
+        if not resolved_dir.is_absolute() and data_dir is None:
+            resolved_dir = (path.parent / resolved_dir) if (path.parent / resolved_dir).exists() else resolved_dir
+        if not resolved_dir.is_dir():
+            err("data.dir" if data_dir is None else "--data", "data directory does not exist", str(ddir))
+    if "encoders" in data:
+        encoders = data["encoders"]
+        if not isinstance(encoders, list) or not encoders or not all(isinstance(e, str) for e in encoders):
+            err("data.encoders", "must be a non-empty list of encoder names", encoders)
+            encoders = None
+
+    # ---- fixed
+    fixed = doc.get("fixed") or {}
+    debug: dict[str, Any] = {}
+    if not isinstance(fixed, Mapping):
+        err("fixed", "must be a mapping of dotted keys to values", fixed)
+        fixed = {}
+    fixed = dict(fixed)
+    for k in list(fixed):
+        if str(k).startswith("debug."):
+            if k not in DEBUG_KEYS:
+                err(f"fixed.{k}", f"unknown debug key (valid: {', '.join(DEBUG_KEYS)})", fixed[k])
+            elif not isinstance(fixed[k], int) or isinstance(fixed[k], bool) or fixed[k] < 0:
+                err(f"fixed.{k}", "must be a trial index >= 0", fixed[k])
+            else:
+                debug[k] = fixed[k]
+            del fixed[k]
+
+    # ---- budget / scheduler / metric
+    budget = doc.get("budget") or {}
+    if not isinstance(budget, Mapping):
+        err("budget", "must be a mapping", budget)
+        budget = {}
+    for k in budget:
+        if k not in BUDGET_KEYS:
+            err(f"budget.{k}", f"unknown key (valid: {', '.join(BUDGET_KEYS)})", budget[k])
+    b = {"num_samples": 6, "max_concurrent": 1, "max_epochs": None, "time_budget_s": None}
+    for k in BUDGET_KEYS:
+        if k in budget:
+            v = budget[k]
+            if k == "time_budget_s":
+                if v is not None and (not _num(v) or v <= 0):
+                    err(f"budget.{k}", "must be a positive number of seconds or null", v)
+                    continue
+            elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                err(f"budget.{k}", "must be an integer >= 1", v)
+                continue
+            b[k] = v
+
+    sched = doc.get("scheduler", {"type": "asha"})
+    if isinstance(sched, str):
+        sched = {"type": sched}
+    if not isinstance(sched, Mapping):
+        err("scheduler", "must be asha|none or a mapping with type", sched)
+        sched = {"type": "asha"}
+    for k in sched:
+        if k not in SCHEDULER_KEYS:
+            err(f"scheduler.{k}", f"unknown key (valid: {', '.join(sorted(SCHEDULER_KEYS))})", sched[k])
+    stype = sched.get("type", "asha")
+    if stype not in SCHEDULERS:
+        err("scheduler.type", f"must be one of {list(SCHEDULERS)}", stype)
+    for k, default in (("grace_period", 2), ("reduction_factor", 2)):
+        v = sched.get(k, default)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "grace_period" else 2):
+            err(f"scheduler.{k}", f"must be an integer >= {1 if k == 'grace_period' else 2}", v)
+
+    metric = doc.get("metric", "score")
+    metrics = _as_tuple(metric)
+    if metrics not in (("score",), ("acc_presence", "acc_salience"), ("acc_salience", "acc_presence")):
+        err("metric", "must be 'score' or [acc_presence, acc_salience]", metric)
+        metrics = ("score",)
+
+    # ---- build the base config: preset + encoders + fixed + max_epochs
+    params_doc = doc.get("params") or {}
+    preset_cfg = base
+    if base is not None:
+        updates: dict[str, Any] = {}
+        if encoders is not None:
+            updates["data.encoders"] = encoders
+            if isinstance(params_doc, Mapping) and "model.top_n" in params_doc and "model.top_n" not in fixed:
+                updates["model.top_n"] = min(base.model.top_n, len(encoders))  # searched: keep the base valid
+        updates.update(fixed)
+        if b["max_epochs"] is not None:
+            updates["train.max_epochs"] = b["max_epochs"]
+        try:
+            base = base.override(updates, source=f"{src}: fixed")
+        except ConfigError as e:
+            errors.extend(str(e).split("\n  ")[1:])
+            base = None
+
+    # ---- params
+    params: list[Param] = []
+    if not isinstance(params_doc, Mapping):
+        err("params", "must be a mapping of dotted keys to {type: ...}", params_doc)
+        params_doc = {}
+    flat = base.flat() if base is not None else Config().flat()
+    n_enc = len(encoders) if encoders is not None else (len(preset_cfg.data.encoders) if preset_cfg else None)
+    enc_names = list(encoders) if encoders is not None else (list(preset_cfg.data.encoders) if preset_cfg else [])
+    for key, spec in params_doc.items():
+        pk = f"params.{key}"
+        if key not in flat:
+            err(pk, "unknown Config key", key)
+            continue
+        if key in fixed:
+            err(pk, "is both fixed and searched", key)
+        if not isinstance(spec, Mapping) or spec.get("type") not in PARAM_TYPES:
+            err(f"{pk}.type", f"must be one of {list(PARAM_TYPES)}", spec.get("type") if isinstance(spec, Mapping) else spec)
+            continue
+        ptype = spec["type"]
+        for k in spec:
+            if k not in (*PARAM_TYPES[ptype], "type", "when"):
+                err(f"{pk}.{k}", f"unknown key for type {ptype} (valid: type, when, {', '.join(PARAM_TYPES[ptype])})", spec[k])
+        when: dict[str, tuple] = {}
+        w = spec.get("when") or {}
+        if not isinstance(w, Mapping):
+            err(f"{pk}.when", "must be a mapping {dotted key: value or [values]}", w)
+            w = {}
+        for ck, cv in w.items():
+            if ck not in flat:
+                err(f"{pk}.when.{ck}", "unknown Config key", ck)
+            elif ck == key:
+                err(f"{pk}.when.{ck}", "a parameter cannot depend on itself", ck)
+            else:
+                when[ck] = _as_tuple(cv)
+        p = Param(key=key, type=ptype, when=when)
+        if ptype == "choice":
+            values = spec.get("values")
+            if not isinstance(values, list) or not values:
+                err(f"{pk}.values", "must be a non-empty list", values)
+                continue
+            p = Param(key=key, type=ptype, values=tuple(tuple(v) if isinstance(v, list) else v for v in values), when=when)
+            if base is not None:
+                for v in values:
+                    _check_value(base, key, v, when, pk, err)
+        else:
+            low, high = spec.get("low"), spec.get("high")
+            if isinstance(low, str) or isinstance(high, str):  # YAML reads 1e-3 (no dot) as a string
+                try:
+                    low, high = float(low), float(high)
+                except (TypeError, ValueError):
+                    pass
+            if not _num(low) or not _num(high):
+                err(f"{pk}", "low and high must be numbers", {"low": low, "high": high})
+                continue
+            if low >= high:
+                err(f"{pk}", "empty range: low must be < high", {"low": low, "high": high})
+                continue
+            if ptype == "loguniform" and low <= 0:
+                err(f"{pk}.low", "loguniform needs low > 0", low)
+                continue
+            step = spec.get("step", 1)
+            if ptype == "int":
+                if not all(isinstance(x, int) and not isinstance(x, bool) for x in (low, high, step)) or step < 1:
+                    err(f"{pk}", "int needs integer low, high and step >= 1", {"low": low, "high": high, "step": step})
+                    continue
+            p = Param(key=key, type=ptype, low=low, high=high, step=step, when=when)
+            if key == "model.top_n" and n_enc is not None and high > n_enc:
+                err(f"{pk}.high", f"top_n larger than the number of encoders ({n_enc}: {enc_names})", high)
+            elif base is not None:
+                for v in (low, high):
+                    _check_value(base, key, int(v) if ptype == "int" else float(v), when, pk, err)
+        params.append(p)
+    searched = {p.key for p in params}
+    for p in params:
+        for ck in p.when:
+            if ck in searched and list(params_doc).index(ck) > list(params_doc).index(p.key):
+                err(f"params.{p.key}.when.{ck}", "must refer to a parameter listed before it", ck)
+
+    if errors:
+        raise SpaceError(f"invalid search space {src}:\n  " + "\n  ".join(errors))
+    assert base is not None
+    return SearchSpace(
+        path=path, name=str(doc.get("name") or path.stem), base=base, data_dir=resolved_dir, fixed=fixed,
+        debug=debug, params=tuple(params), metrics=metrics if metrics[0] == "score" else ("acc_presence", "acc_salience"),
+        scheduler=stype, grace_period=sched.get("grace_period", 2), reduction_factor=sched.get("reduction_factor", 2),
+        num_samples=b["num_samples"], max_concurrent=b["max_concurrent"],
+        max_epochs=b["max_epochs"] or base.train.max_epochs, time_budget_s=b["time_budget_s"],
+    )
+
+
+def _check_value(base: Config, key: str, value: Any, when: Mapping[str, tuple], pk: str, err) -> None:
+    """Apply ``key: value`` (with the first accepted value of each condition) to ``base``; report problems."""
+    updates = {ck: cv[0] for ck, cv in when.items()}
+    updates[key] = list(value) if isinstance(value, tuple) else value
+    try:
+        base.override(updates)
+    except ConfigError as e:
+        msgs = [m.split(": ", 1)[-1] for m in str(e).split("\n  ")[1:]]
+        err(pk, f"value rejected by the config: {'; '.join(msgs)}", value)

@@ -1,0 +1,367 @@
+"""MLflow records of a search, written by ONE process: a Ray Tune callback on the driver.
+
+DESIGN.md section 6. Experiment = search name; one parent run per trial (tag ``tune_trial_id``); one child run per
+fold (tags ``tune_trial_id``, ``fold``). Runs are found again by these tags, so a retried or resumed trial
+reuses its runs: exactly one parent run per trial across retries and resumes. Workers never talk to MLflow.
+
+* Parent: params = ``Config.flat()`` of the resolved config; metrics per epoch ``epoch/<m>`` (fold mean,
+  step = epoch) and at the end ``acc_presence``, ``acc_salience``, ``score`` (fold mean, headline protocol) plus
+  ``<protocol>/<m>_mean`` / ``_std``; artifacts: ``config.yaml``, ``oof.parquet`` (one row per training clip),
+  ``thresholds.json``, ``metrics.json``, ``plots/confusion.png``, ``plots/importances.png`` (rank-aware).
+* Child (fold k): learning curves ``epoch/<m>`` (step = epoch); final ``acc_presence``, ``acc_salience``,
+  ``score``, ``alpha``, ``beta`` (headline protocol) and ``<protocol>/<m>``, ``best_epoch``; artifacts
+  ``fold{k}.pt`` (state dict) and ``history.json``.
+* A trial stopped by the scheduler keeps the metrics of its last epoch (``val`` protocol) and gets the tag
+  ``stopped_early=true``; a failed trial's runs end FAILED with the error text in the tag ``error``; after the
+  search (also on Ctrl-C or a crash) :meth:`MLflowTracker.close` ends every run still RUNNING as KILLED.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+TRIAL_TAG = "tune_trial_id"
+ROLE_TAG = "role"
+FOLD_METRICS = ("acc_presence", "acc_salience", "score", "alpha", "beta")
+EPOCH_FIELDS = ("score", "best_score", "acc_presence", "acc_salience", "alpha", "beta", "train_loss", "lr")
+_ERROR_TAG_MAX = 4900
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # trackers of this process with a writer thread
+
+
+def default_tracking_uri(workdir: str | Path = ".") -> str:
+    """``sqlite:///<workdir>/mlflow.db`` (artifacts in ``<workdir>/mlruns``), which ``mlflow ui`` opens with
+    ``--backend-store-uri`` set to the same URI."""
+    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The shell command that opens the MLflow UI on this store (loopback only)."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    """Experiment id of ``name``; created (artifacts next to a local SQLite store in ``mlruns/``) if missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlruns").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently
+        return client.get_experiment_by_name(name).experiment_id
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    """What the tracker needs of a Tune trial, copied when a hook fires (the writer thread runs later)."""
+
+    trial_id: str
+    name: str
+    config: dict
+    error_file: str | None
+    num_failures: int
+
+    @classmethod
+    def of(cls, trial: Any) -> TrialInfo:
+        return cls(str(trial.trial_id), str(trial), dict(trial.config or {}), getattr(trial, "error_file", None),
+                   int(getattr(trial, "num_failures", 0) or 0))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MLflowTracker(Callback):
+    """Tune callback that mirrors trials into MLflow (see the module docstring).
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment: experiment name (the search name).
+        base: the space's base config (``Config.to_dict()``); a trial's config is base + its sampled params.
+        search_tags: extra tags for every run (space file, search name).
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, base: dict, search_tags: dict[str, str] | None = None):
+        self.tracking_uri = tracking_uri
+        self.base = base
+        self.experiment = experiment
+        self.search_tags = dict(search_tags or {})
+        self._client = None
+        self._exp_id: str | None = None
+        self._parents: dict[str, str] = {}
+        self._children: dict[tuple[str, int], str] = {}
+        self._final_seen: set[str] = set()
+        self._last: dict[str, dict] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict:  # the callback is pickled into Tune's experiment state
+        return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "base": self.base,
+                "search_tags": self.search_tags}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    # ------------------------------------------------------------------ plumbing
+    # Tune calls the hooks on its driver loop; MLflow writes (SQLite: ~0.1-0.3 s per call) would stall it, so each
+    # hook enqueues its work and ONE writer thread of the driver process performs every MLflow call, in order.
+    def _submit(self, fn: Any, *args: Any) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._writer, name="mlflow-writer", daemon=True)
+            self._thread.start()
+            _LIVE.add(self)
+        self._queue.put((fn, args))
+
+    def _writer(self) -> None:
+        while True:
+            fn, args = self._queue.get()
+            try:
+                if fn is None:
+                    return
+                fn(*args)
+            except Exception as e:  # never let tracking break the search; say what was lost
+                print(f"warning: MLflow tracking ({getattr(fn, '__name__', fn)}): {e!r}", file=sys.stderr)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued MLflow write is done."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.join()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+            self._exp_id = get_or_create_experiment(self._client, self.experiment, self.tracking_uri)
+        return self._client
+
+    def _find(self, trial_id: str, fold: int | None) -> str | None:
+        f = f"tags.{TRIAL_TAG} = '{trial_id}' and tags.{ROLE_TAG} = '{'parent' if fold is None else 'fold'}'"
+        if fold is not None:
+            f += f" and tags.fold = '{fold}'"
+        runs = self.client.search_runs([self._exp_id], filter_string=f, max_results=5)
+        return runs[0].info.run_id if runs else None
+
+    def _parent(self, trial: Any) -> str:
+        tid = trial.trial_id
+        if tid not in self._parents:
+            run_id = self._find(tid, None)
+            if run_id is None:
+                tags = {TRIAL_TAG: tid, ROLE_TAG: "parent", "mlflow.runName": str(trial), **self.search_tags}
+                run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
+            else:
+                self.client.update_run(run_id, status="RUNNING")
+            self._parents[tid] = run_id
+        return self._parents[tid]
+
+    def _child(self, trial: Any, fold: int) -> str:
+        key = (trial.trial_id, fold)
+        if key not in self._children:
+            parent = self._parent(trial)
+            run_id = self._find(trial.trial_id, fold)
+            if run_id is None:
+                tags = {TRIAL_TAG: trial.trial_id, ROLE_TAG: "fold", "fold": str(fold),
+                        "mlflow.parentRunId": parent, "mlflow.runName": f"{trial}-fold{fold}", **self.search_tags}
+                run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
+                self.client.log_param(run_id, "fold", fold)
+            else:
+                self.client.update_run(run_id, status="RUNNING")
+            self._children[key] = run_id
+        return self._children[key]
+
+    def _log(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        ms = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(ms), 900):
+            self.client.log_batch(run_id, metrics=ms[i : i + 900])
+
+    # ------------------------------------------------------------------ Tune hooks
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._submit(self._start, TrialInfo.of(trial))
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._submit(self._parent, TrialInfo.of(trial))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._submit(self._result, TrialInfo.of(trial), dict(result))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._submit(self._complete, TrialInfo.of(trial))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._submit(self._error, TrialInfo.of(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._submit(self._recover, TrialInfo.of(trial))
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.flush()
+
+    # ------------------------------------------------------------------ writer-thread work
+    def _start(self, trial: TrialInfo) -> None:
+        run_id = self._parent(trial)
+        self._final_seen.discard(trial.trial_id)
+        try:
+            from blemore_core.config import Config
+
+            params = {k: v for k, v in trial.config.items() if not k.startswith("debug.")}
+            cfg = Config.from_dict(self.base).override(params)
+            from mlflow.entities import Param
+
+            existing = self.client.get_run(run_id).data.params
+            params = [Param(k, str(v)) for k, v in cfg.flat().items() if k not in existing]
+            for i in range(0, len(params), 90):
+                self.client.log_batch(run_id, params=params[i : i + 90])
+        except Exception as e:  # never let tracking break the search
+            self.client.set_tag(run_id, "params_error", str(e)[:500])
+
+    def _result(self, trial: TrialInfo, result: dict) -> None:
+        folds = sorted({int(k[4:].split("/", 1)[0]) for k in result if k.startswith("fold") and "/" in k})
+        if result.get("final"):
+            self._log_final(trial, result, folds)
+            return
+        self._last[trial.trial_id] = result
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self._log(self._parent(trial), {f"epoch/{m}": result.get(m) for m in
+                                        ("score", "score_epoch", "acc_presence", "acc_salience")}, step)
+        for k in folds:
+            if result.get(f"fold{k}/active", 1.0) < 0.5 and step > 1:
+                continue  # this fold has finished; its final numbers come with the final report
+            ep = int(result.get(f"fold{k}/epoch", step))
+            self._log(self._child(trial, k), {f"epoch/{f}": result.get(f"fold{k}/{f}") for f in EPOCH_FIELDS}, ep)
+
+    def _log_final(self, trial: Any, result: dict, folds: list[int]) -> None:
+        parent = self._parent(trial)
+        headline = result.get("headline", "crossfit")
+        pm = {m: result[m] for m in ("acc_presence", "acc_salience", "score")}
+        pm.update({k: v for k, v in result.items() if k.count("/") == 1 and k.endswith(("_mean", "_std"))})
+        self._log(parent, pm)
+        self.client.set_tag(parent, "headline_protocol", headline)
+        for k in folds:
+            child = self._child(trial, k)
+            m = {x: result.get(f"fold{k}/{headline}/{x}") for x in FOLD_METRICS}
+            for proto in ("val", "train", "crossfit"):
+                m.update({f"{proto}/{x}": result.get(f"fold{k}/{proto}/{x}") for x in FOLD_METRICS})
+            m["best_epoch"] = result.get(f"fold{k}/best_epoch")
+            m["epochs_run"] = result.get(f"fold{k}/epochs_run")
+            self._log(child, m)
+            self.client.set_tag(child, "stopped_early", str(bool(result.get(f"fold{k}/stopped"))).lower())
+        ckpt = result.get("checkpoint_path")
+        if ckpt:
+            try:
+                self._log_artifacts(parent, trial, ckpt, folds)
+            except Exception as e:  # artifacts are best effort; the metrics are already recorded
+                self.client.set_tag(parent, "artifact_error", str(e)[:_ERROR_TAG_MAX])
+        self._final_seen.add(trial.trial_id)
+
+    def _log_artifacts(self, parent: str, trial: Any, ckpt: str, folds: list[int]) -> None:
+        from search import plots
+        from search.trainable import read_checkpoint_dir
+
+        d = read_checkpoint_dir(ckpt)
+        for name in ("config.yaml", "oof.parquet", "thresholds.json", "metrics.json", "importances.json",
+                     "confusion.json"):
+            if (d / name).is_file():
+                self.client.log_artifact(parent, str(d / name))
+        with tempfile.TemporaryDirectory() as tmp:
+            pngs = []
+            if (d / "confusion.json").is_file():
+                pngs.append(plots.confusion_plot(d / "confusion.json", Path(tmp) / "confusion.png"))
+            if (d / "importances.json").is_file():
+                pngs.append(plots.importance_plot(d / "importances.json", Path(tmp) / "importances.png"))
+            for p in pngs:
+                self.client.log_artifact(parent, str(p), artifact_path="plots")
+        for k in folds:
+            child = self._child(trial, k)
+            for name in (f"fold{k}.pt", f"history_fold{k}.json"):
+                if (d / name).is_file():
+                    self.client.log_artifact(child, str(d / name))
+
+    def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
+        ids = [self._parent(trial)] + [r for (t, _), r in self._children.items() if t == trial.trial_id]
+        for run_id in ids:
+            for k, v in tags.items():
+                self.client.set_tag(run_id, k, v)
+            self.client.set_terminated(run_id, status=status)
+        self._parents.pop(trial.trial_id, None)
+        for key in [k for k in self._children if k[0] == trial.trial_id]:
+            self._children.pop(key)
+
+    def _complete(self, trial: TrialInfo) -> None:
+        tid = trial.trial_id
+        stopped = tid not in self._final_seen
+        if stopped:  # stopped by the scheduler: the last epoch's numbers are the record
+            last = self._last.get(tid, {})
+            folds = sorted({int(k[4:].split("/", 1)[0]) for k in last if k.startswith("fold") and "/" in k})
+            means: dict[str, list[float]] = {m: [] for m in FOLD_METRICS}
+            for k in folds:
+                m = {"acc_presence": last.get(f"fold{k}/acc_presence"), "acc_salience": last.get(f"fold{k}/acc_salience"),
+                     "score": last.get(f"fold{k}/best_score"), "alpha": last.get(f"fold{k}/alpha"),
+                     "beta": last.get(f"fold{k}/beta"), "epochs_run": last.get(f"fold{k}/epoch")}
+                self._log(self._child(trial, k), m)
+                for x in FOLD_METRICS:
+                    means[x].append(float(m[x]))
+            if folds:
+                import numpy as np
+
+                pm = {x: float(np.mean(v)) for x, v in means.items() if x in ("acc_presence", "acc_salience", "score")}
+                self._log(self._parent(trial), pm)
+        self._end(trial, "FINISHED", {"stopped_early": str(stopped).lower(), "trial_status": "stopped" if stopped
+                                      else "completed"})
+
+    def _error(self, trial: TrialInfo) -> None:
+        text = ""
+        try:
+            if trial.error_file and os.path.exists(trial.error_file):
+                text = Path(trial.error_file).read_text()
+        except Exception:
+            pass
+        text = text or "trial failed (no error file)"
+        self._end(trial, "FAILED", {"error": text[-_ERROR_TAG_MAX:], "trial_status": "error",
+                                    "num_failures": str(trial.num_failures)})
+
+    def _recover(self, trial: TrialInfo) -> None:
+        self.client.set_tag(self._parent(trial), "retries", str(trial.num_failures))
+
+    def stop_writer(self) -> None:
+        """Finish the queued writes and end the writer thread."""
+        self.flush()
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put((None, ()))
+            self._thread.join(timeout=60)
+        self._thread = None
+
+    def close(self) -> int:
+        """Finish the queued writes, then end every run of the experiment still RUNNING as KILLED; returns how
+        many were ended."""
+        for t in list(_LIVE):  # e.g. the callback instance Tune unpickled on resume
+            t.stop_writer()
+        self.stop_writer()
+        n = 0
+        for run in self.client.search_runs([self._exp_id], filter_string="attributes.status = 'RUNNING'",
+                                           max_results=10000):
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+            n += 1
+        self._parents.clear()
+        self._children.clear()
+        return n

@@ -1,0 +1,201 @@
+"""End-to-end searches on the tiny synthetic release with a local Ray (slow; lean sizes so that the five fold
+workers of a trial share the 2 CI cores): MLflow layout and numbers, a failing trial, interrupt + resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SPACE = """
+name: {name}
+preset: rank_aware
+data: {{dir: {data}, encoders: [imagebind, wavlm]}}
+fixed:
+  model.pooling: stat
+  model.latent_dim: 16
+  model.shared_dim: 16
+  loss.domain: 0.0
+  train.patience: 0
+{extra}
+params:
+  model.fusion: {{type: choice, values: [concat, rank_aware]}}
+  model.top_n: {{type: int, low: 1, high: 2, when: {{model.fusion: rank_aware}}}}
+  train.lr: {{type: loguniform, low: 3.0e-4, high: 3.0e-3}}
+metric: score
+scheduler: none
+budget: {{num_samples: 3, max_concurrent: 2, max_epochs: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from blemore_core.data import generate_release
+
+    return generate_release(tmp_path_factory.mktemp("rel") / "tiny", "tiny", progress=False)
+
+
+def _space(tmp_path: Path, tiny: Path, name: str, extra: str = "") -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(SPACE.format(name=name, data=tiny, extra=extra))
+    return p
+
+
+def _runs(uri: str, name: str):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        return c, [], []
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("role") == "parent"]
+    folds = [r for r in runs if r.data.tags.get("role") == "fold"]
+    return c, parents, folds
+
+
+def _opts(tmp_path: Path, **kw):
+    from search.runner import SearchOptions
+
+    base = dict(storage=str(tmp_path / "ray_results"), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", num_cpus=2,
+                cpus_per_fold=0.19, verbose=0)
+    base.update(kw)
+    return SearchOptions(**base)
+
+
+def test_three_trial_search_records_everything(tmp_path, tiny):
+    from search.runner import run_search
+
+    opts = _opts(tmp_path)
+    out = run_search(_space(tmp_path, tiny, "e2e"), opts)
+    assert len(out.results) == 3 and not any(r.error for r in out.results)
+    c, parents, folds = _runs(opts.tracking_uri, "e2e")
+    assert len(parents) == 3 and len(folds) == 15
+    assert all(r.info.status == "FINISHED" for r in parents + folds)
+    import ray
+
+    assert not ray.is_initialized()
+    n_clips = len(pd.read_csv(tiny / "train_metadata.csv")) if (tiny / "train_metadata.csv").exists() else None
+    for p in parents:
+        tid = p.data.tags["tune_trial_id"]
+        kids = [f for f in folds if f.data.tags["tune_trial_id"] == tid]
+        assert sorted(int(k.data.tags["fold"]) for k in kids) == [0, 1, 2, 3, 4]
+        assert all(k.data.tags["mlflow.parentRunId"] == p.info.run_id for k in kids)
+        for k in kids:
+            for m in ("acc_presence", "acc_salience", "score", "alpha", "beta", "best_epoch"):
+                assert m in k.data.metrics, (m, k.data.metrics)
+            hist = c.get_metric_history(k.info.run_id, "epoch/score")
+            assert [h.step for h in hist] == [1, 2]
+        for m in ("acc_presence", "acc_salience", "score"):
+            mean = float(np.mean([k.data.metrics[m] for k in kids]))
+            assert abs(p.data.metrics[m] - mean) <= 1e-9, (m, p.data.metrics[m], mean)
+        # the conditional parameter: top_n only logged as searched when fusion is rank_aware
+        assert p.data.params["model.fusion"] in ("concat", "rank_aware")
+        assert "data.encoders" in p.data.params
+        local = Path(c.download_artifacts(p.info.run_id, "oof.parquet", str(tmp_path / tid)))
+        oof = pd.read_parquet(local)
+        from blemore_core.data import load_release
+
+        n = len(load_release(tiny, ("imagebind",), progress=False).filenames)
+        assert len(oof) == n and oof["filename"].is_unique
+        assert list(oof.columns[:2]) == ["filename", "fold"] and oof.shape[1] == 8
+        assert np.allclose(oof.iloc[:, 2:].sum(axis=1), 1.0, atol=1e-4)
+        arts = {a.path for a in c.list_artifacts(p.info.run_id)}
+        assert {"config.yaml", "thresholds.json", "oof.parquet", "plots"} <= arts
+        kid_arts = {a.path for a in c.list_artifacts(kids[0].info.run_id)}
+        assert any(a.endswith(".pt") for a in kid_arts)
+    assert n_clips is None or n_clips >= n
+
+
+def test_failing_trial_is_retried_and_recorded_failed(tmp_path, tiny):
+    from search.runner import run_search
+
+    opts = _opts(tmp_path, num_samples=2, max_failures=1)
+    out = run_search(_space(tmp_path, tiny, "fails", extra="  debug.fail_trial: 1"), opts)
+    errored = [r for r in out.results if r.error]
+    ok = [r for r in out.results if not r.error]
+    assert len(errored) == 1 and len(ok) == 1
+    assert "debug.fail_trial" in str(errored[0].error)
+    c, parents, folds = _runs(opts.tracking_uri, "fails")
+    assert len(parents) == 2  # one parent per trial, also across the retry
+    failed = [p for p in parents if p.info.status == "FAILED"]
+    assert len(failed) == 1
+    assert "debug.fail_trial" in failed[0].data.tags["error"]
+    assert failed[0].data.tags.get("retries") == "1"  # Tune retried it once (FailureConfig max_failures=1)
+    assert [p.info.status for p in parents if p not in failed] == ["FINISHED"]
+    assert not any(r.info.status == "RUNNING" for r in parents + folds)
+
+
+def test_interrupt_then_resume_gives_exactly_num_samples_runs(tmp_path, tiny):
+    space = _space(tmp_path, tiny, "resumable").read_text().replace("max_concurrent: 2", "max_concurrent: 1")
+    (tmp_path / "resumable.yaml").write_text(space)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    storage = str(tmp_path / "ray_results")
+    cmd = [sys.executable, "-m", "search.cli", "search", str(tmp_path / "resumable.yaml"), "--storage", storage,
+           "--tracking-uri", uri, "--num-cpus", "2", "--cpus-per-fold", "0.19", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:
+            _, parents, _ = _runs(uri, "resumable") if (tmp_path / "mlflow.db").exists() else (None, [], [])
+            if sum(p.info.status == "FINISHED" for p in parents) >= 1:
+                break
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            time.sleep(2)
+        else:
+            pytest.fail("no trial finished in time")
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    _, parents, folds = _runs(uri, "resumable")
+    assert 1 <= sum(p.info.status == "FINISHED" for p in parents) < 3
+    assert not any(r.info.status == "RUNNING" for r in parents + folds)
+
+    res = subprocess.run([sys.executable, "-m", "search.cli", "resume", "resumable", "--storage", storage, "--num-cpus",
+                          "2", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _, parents, folds = _runs(uri, "resumable")
+    assert len(parents) == 3, [p.data.tags["tune_trial_id"] for p in parents]
+    assert len({p.data.tags["tune_trial_id"] for p in parents}) == 3
+    assert all(p.info.status == "FINISHED" for p in parents)
+    assert len(folds) == 15 and all("score" in f.data.metrics for f in folds)
+
+
+def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny):
+    """ASHA stops poor trials at epoch 1 (deterministic: seeded sampler, one trial at a time); a stopped trial's
+    fold workers and placement group are released (so later trials still start), and its runs are recorded with
+    the metrics at the stop and the stopped_early tag."""
+    from search.runner import run_search
+
+    text = _space(tmp_path, tiny, "asha").read_text()
+    text = text.replace("scheduler: none", "scheduler: {type: asha, grace_period: 1, reduction_factor: 4}")
+    text = text.replace("budget: {num_samples: 3, max_concurrent: 2, max_epochs: 2}",
+                        "budget: {num_samples: 4, max_concurrent: 1, max_epochs: 3}")
+    text = text.replace("low: 3.0e-4, high: 3.0e-3", "low: 2.0e-5, high: 3.0e-2")
+    (tmp_path / "asha.yaml").write_text(text)
+    opts = _opts(tmp_path, cpus_per_fold=0.39)
+    out = run_search(tmp_path / "asha.yaml", opts)
+    assert out.leaked_cpus == 0
+    assert len(out.results) == 4 and not any(r.error for r in out.results)
+    stopped = [r for r in out.results if not r.metrics.get("final")]
+    assert stopped, "expected ASHA to stop at least one trial"
+    c, parents, folds = _runs(opts.tracking_uri, "asha")
+    assert len(parents) == 4 and len(folds) == 20
+    assert not any(r.info.status == "RUNNING" for r in parents + folds)
+    tagged = [p for p in parents if p.data.tags.get("stopped_early") == "true"]
+    assert len(tagged) == len(stopped)
+    for p in tagged:
+        kids = [f for f in folds if f.data.tags["tune_trial_id"] == p.data.tags["tune_trial_id"]]
+        assert len(kids) == 5 and all("score" in k.data.metrics and "alpha" in k.data.metrics for k in kids)
+        assert abs(p.data.metrics["score"] - float(np.mean([k.data.metrics["score"] for k in kids]))) <= 1e-9

@@ -1,0 +1,158 @@
+"""Search-space files: every shipped space loads; invalid spaces are rejected (before Ray starts) with the file,
+key and value in the message; conditional parameters are sampled only when their condition holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.space import SpaceError, load_space
+
+ROOT = Path(__file__).resolve().parents[2]
+SPACES = sorted((ROOT / "spaces").glob("*.yaml"))
+
+
+def test_shipped_spaces_exist():
+    names = {p.stem for p in SPACES}
+    assert {"baseline", "attention_fusion", "rank_aware", "full"} <= names
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_space_loads(path):
+    space = load_space(path)
+    assert space.params, path
+    assert space.base.problems() == []
+    assert space.num_samples >= 1 and space.max_epochs == space.base.train.max_epochs
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "space.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_all_errors_gathered_with_file_key_value(tmp_path):
+    p = _write(tmp_path, """
+preset: rank_aware
+bogus_top: 1
+data: {dir: /definitely/not/here, encoders: [imagebind, wavlm]}
+params:
+  train.lr: {type: loguniform, low: 0.01, high: 0.001}
+  model.top_n: {type: int, low: 1, high: 4}
+  model.fusion: {type: choice, values: [concat, transformer_xl]}
+  model.no_such_field: {type: uniform, low: 0, high: 1}
+""")
+    with pytest.raises(SpaceError) as ei:
+        load_space(p)
+    msg = str(ei.value)
+    lines = msg.splitlines()[1:]
+    assert all(str(p) in line for line in lines), msg
+    expected = [
+        ("bogus_top", "unknown key"),
+        ("data.dir", "/definitely/not/here"),
+        ("params.train.lr", "empty range"),
+        ("params.model.top_n.high", "number of encoders"),
+        ("params.model.fusion", "transformer_xl"),
+        ("params.model.no_such_field", "unknown Config key"),
+    ]
+    for key, text in expected:
+        assert any(key in line and text in line for line in lines), (key, msg)
+    assert len(lines) == len(expected), msg
+
+
+def test_top_n_value_in_message(tmp_path):
+    p = _write(tmp_path, """
+preset: rank_aware
+data: {encoders: [imagebind, wavlm, hubert]}
+params:
+  model.top_n: {type: int, low: 1, high: 5}
+""")
+    with pytest.raises(SpaceError, match=r"params\.model\.top_n\.high: top_n larger than the number of encoders \(3.*got 5"):
+        load_space(p)
+
+
+def test_unknown_preset_and_metric(tmp_path):
+    p = _write(tmp_path, "preset: nope\nmetric: [acc_presence]\nparams: {}\n")
+    with pytest.raises(SpaceError) as ei:
+        load_space(p)
+    assert "preset: no such preset" in str(ei.value) and "'nope'" in str(ei.value)
+    assert "metric:" in str(ei.value)
+
+
+def test_conditional_sampling_is_define_by_run(tmp_path):
+    p = _write(tmp_path, """
+preset: rank_aware
+data: {encoders: [imagebind, wavlm, hubert]}
+params:
+  model.fusion: {type: choice, values: [concat, rank_aware]}
+  model.top_n: {type: int, low: 1, high: 3, when: {model.fusion: rank_aware}}
+  train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+""")
+    space = load_space(p)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        chosen = space.suggest(trial)
+        assert ("model.top_n" in chosen) == (chosen["model.fusion"] == "rank_aware")
+        assert 1e-4 <= chosen["train.lr"] <= 1e-2
+        cfg = space.resolve(chosen)
+        assert cfg.model.fusion == chosen["model.fusion"]
+        seen.add(chosen["model.fusion"])
+        study.tell(trial, 0.0)
+    assert seen == {"concat", "rank_aware"}
+
+
+def test_debug_knob_is_not_a_config_key(tmp_path):
+    p = _write(tmp_path, """
+preset: baseline
+fixed: {debug.fail_trial: 1, train.max_epochs: 3}
+params:
+  train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+""")
+    space = load_space(p)
+    assert space.debug == {"debug.fail_trial": 1}
+    assert space.base.train.max_epochs == 3
+    p2 = _write(tmp_path, "preset: baseline\nfixed: {debug.explode: 1}\nparams: {train.lr: {type: uniform, low: 0.001, high: 0.01}}\n")
+    with pytest.raises(SpaceError, match=r"fixed\.debug\.explode: unknown debug key"):
+        load_space(p2)
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "empty_range", "top_n", "fusion", "missing_data"])
+def test_invalid_space_fails_before_ray_starts(tmp_path, case):
+    import ray
+
+    from search.runner import SearchOptions, run_search
+
+    bodies = {
+        "unknown_key": ("preset: baseline\nparams: {train.lr: {type: uniform, low: 0.001, high: 0.01, stepp: 2}}\n",
+                        "params.train.lr.stepp", "2"),
+        "empty_range": ("preset: baseline\nparams: {train.lr: {type: uniform, low: 0.01, high: 0.01}}\n",
+                        "params.train.lr", "0.01"),
+        "top_n": ("preset: rank_aware\nparams: {model.top_n: {type: int, low: 1, high: 9}}\n",
+                  "params.model.top_n.high", "9"),
+        "fusion": ("preset: rank_aware\nparams: {model.fusion: {type: choice, values: [concat, gated]}}\n",
+                   "params.model.fusion", "'gated'"),
+        "missing_data": ("preset: baseline\ndata: {dir: /no/such/release}\nparams: {train.lr: {type: uniform, low: 0.001, high: 0.01}}\n",
+                         "data.dir", "/no/such/release"),
+    }
+    text, key, value = bodies[case]
+    p = _write(tmp_path, text)
+    assert not ray.is_initialized()
+    with pytest.raises(SpaceError) as ei:
+        run_search(p, SearchOptions(storage=str(tmp_path / "rr"), tracking_uri=f"sqlite:///{tmp_path}/m.db"))
+    assert not ray.is_initialized()
+    msg = str(ei.value)
+    assert str(p) in msg and key in msg and value in msg, msg
+    assert not (tmp_path / "rr").exists()
+
+
+def test_bad_options_rejected():
+    from search.runner import SearchOptions, check_options
+
+    with pytest.raises(ValueError, match=r"--cpus-per-fold: must be > 0, got 0"):
+        check_options(SearchOptions(cpus_per_fold=0))
+    with pytest.raises(ValueError, match=r"--scheduler"):
+        check_options(SearchOptions(scheduler="hyperband"))

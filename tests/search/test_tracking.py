@@ -1,0 +1,104 @@
+"""MLflowTracker with stand-in Tune trials (no Ray): early-stopped, failed and resumed trials, closing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from blemore_core.config import Config
+from search.tracking import MLflowTracker
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    config: dict
+    error_file: str | None = None
+    num_failures: int = 0
+
+    def __str__(self) -> str:
+        return f"run_trial_{self.trial_id}"
+
+
+def _epoch_result(epoch: int, rng: np.random.Generator) -> dict:
+    r = {"epoch": epoch, "final": False, "training_iteration": epoch}
+    for k in range(5):
+        for f in ("score", "best_score", "acc_presence", "acc_salience", "alpha", "beta", "train_loss", "lr"):
+            r[f"fold{k}/{f}"] = float(rng.uniform(0.05, 0.6))
+        r[f"fold{k}/epoch"] = epoch
+        r[f"fold{k}/active"] = 1.0
+    for m in ("score", "acc_presence", "acc_salience"):
+        r[m] = float(np.mean([r[f"fold{k}/{m}"] for k in range(5)]))
+    return r
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    return MLflowTracker(uri, "unit", base=Config().to_dict(), search_tags={"search": "unit"})
+
+
+def _runs(tracker, trial_id=None):
+    tracker.flush()
+    runs = tracker.client.search_runs([tracker._exp_id], max_results=100)
+    if trial_id:
+        runs = [r for r in runs if r.data.tags["tune_trial_id"] == trial_id]
+    return ([r for r in runs if r.data.tags["role"] == "parent"], [r for r in runs if r.data.tags["role"] == "fold"])
+
+
+def test_stopped_trial_recorded_with_metrics_at_stop(tracker):
+    rng = np.random.default_rng(0)
+    t = FakeTrial("aaa", {"train.lr": 0.002, "model.fusion": "attention"})
+    tracker.on_trial_start(0, [], t)
+    last = None
+    for e in (1, 2):
+        last = _epoch_result(e, rng)
+        tracker.on_trial_result(0, [], t, last)
+    tracker.on_trial_complete(0, [], t)  # no final report: stopped by the scheduler
+    parents, folds = _runs(tracker, "aaa")
+    assert len(parents) == 1 and len(folds) == 5
+    p = parents[0]
+    assert p.info.status == "FINISHED" and p.data.tags["stopped_early"] == "true"
+    assert p.data.params["train.lr"] == "0.002" and p.data.params["model.fusion"] == "attention"
+    for f in folds:
+        k = int(f.data.tags["fold"])
+        assert f.data.metrics["score"] == pytest.approx(last[f"fold{k}/best_score"], abs=1e-12)
+        assert f.data.metrics["alpha"] == pytest.approx(last[f"fold{k}/alpha"], abs=1e-12)
+        assert [h.step for h in tracker.client.get_metric_history(f.info.run_id, "epoch/score")] == [1, 2]
+    for m in ("score", "acc_presence", "acc_salience"):
+        assert p.data.metrics[m] == pytest.approx(np.mean([f.data.metrics[m] for f in folds]), abs=1e-9)
+
+
+def test_failed_trial_ends_failed_with_error_tag(tracker, tmp_path):
+    err = tmp_path / "error.txt"
+    err.write_text("Traceback ...\nFloatingPointError: non-finite loss")
+    t = FakeTrial("bbb", {"train.lr": 0.001}, error_file=str(err), num_failures=2)
+    tracker.on_trial_start(0, [], t)
+    tracker.on_trial_result(0, [], t, _epoch_result(1, np.random.default_rng(1)))
+    tracker.on_trial_recover(0, [], t)
+    tracker.on_trial_start(0, [], t)  # the retry reuses the runs
+    tracker.on_trial_error(0, [], t)
+    parents, folds = _runs(tracker, "bbb")
+    assert len(parents) == 1 and len(folds) == 5
+    assert all(r.info.status == "FAILED" for r in parents + folds)
+    assert "non-finite loss" in parents[0].data.tags["error"]
+
+
+def test_resumed_tracker_reuses_runs_and_close_ends_running(tracker):
+    t = FakeTrial("ccc", {"train.lr": 0.001})
+    tracker.on_trial_start(0, [], t)
+    tracker.on_trial_result(0, [], t, _epoch_result(1, np.random.default_rng(2)))
+    tracker.flush()
+    # the driver dies; a new process (resume) builds a new tracker from the pickled state
+    import pickle
+
+    again = pickle.loads(pickle.dumps(tracker))
+    again.on_trial_start(0, [], t)
+    again.on_trial_result(0, [], t, _epoch_result(1, np.random.default_rng(3)))
+    parents, folds = _runs(again, "ccc")
+    assert len(parents) == 1 and len(folds) == 5
+    assert again.close() == 6
+    parents, folds = _runs(again, "ccc")
+    assert all(r.info.status == "KILLED" for r in parents + folds)
