@@ -19,7 +19,6 @@ Without --data, the full profile (imagebind + wavlm only) is generated once unde
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -39,11 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _reference_module():
-    path = ROOT / "tests" / "blemore_core" / "test_decoding.py"
-    spec = importlib.util.spec_from_file_location("_blemore_decoding_reference", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The per-clip reference grid search, loaded the same way bench_thresholds.py loads it."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_thresholds import _load_reference
+
+    return _load_reference()
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
