@@ -6,7 +6,9 @@ encoder importance against the generator's true informativeness (Spearman, from 
 against concat when a near-noise encoder is added.
 
 Usage: python benchmarks/eval_presets.py [--data DIR] [--presets baseline,rank_aware] [--max-epochs N]
-Prints a table and writes benchmarks/results/eval_presets.json.
+                                        [--parts presets,noise] [--noise-seeds 0,1]
+Prints a table and writes benchmarks/results/eval_presets.json (merged with an earlier run's entries, so the two
+parts can be run separately).
 """
 
 from __future__ import annotations
@@ -53,18 +55,24 @@ def main() -> None:
     ap.add_argument("--presets", default="baseline,attention_mixed,rank_aware")
     ap.add_argument("--max-epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parts", default="presets,noise", help="presets, noise, or both (comma-separated)")
+    ap.add_argument("--noise-seeds", default="0", help="seeds of the rank_aware vs concat comparison")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
     root = args.data or ensure_demo_release()
     manifest = json.loads((Path(root) / "manifest.json").read_text())
-    out: dict = {"data": str(root)}
+    res = ROOT / "benchmarks" / "results"
+    prev = res / "eval_presets.json"
+    out: dict = json.loads(prev.read_text()) if prev.exists() else {}
+    out["data"] = str(root)
 
     labels = prepare_data(Config.from_yaml(ROOT / "spaces/presets/baseline.yaml"), root, progress=False).labels
     triv = trivial_baselines(labels)
     out["trivial_baselines"] = triv
     print("trivial baselines:", json.dumps(triv, default=lambda o: o.tolist()))
 
-    for name in args.presets.split(","):
+    for name in args.presets.split(",") if "presets" in parts else []:
         cfg = Config.from_yaml(ROOT / "spaces" / "presets" / f"{name}.yaml")
         if args.max_epochs:
             cfg = cfg.override({"train.max_epochs": args.max_epochs})
@@ -77,19 +85,32 @@ def main() -> None:
             out[name]["importance_spearman"] = float(rho)
             print(f"  importances {imp}\n  true informativeness {truth}\n  Spearman = {rho:.3f}")
 
-    # rank_aware vs concat with a near-noise encoder included
-    noise = min(manifest["encoders"], key=lambda e: manifest["encoders"][e]["informativeness"])
-    base = Config.from_yaml(ROOT / "spaces/presets/rank_aware.yaml")
-    enc = list(base.data.encoders) + ([noise] if noise not in base.data.encoders else [])
-    for fusion in ("rank_aware", "concat"):
-        cfg = base.override({"data.encoders": enc, "model.fusion": fusion})
-        if args.max_epochs:
-            cfg = cfg.override({"train.max_epochs": args.max_epochs})
-        m, eps, _ = run(cfg, root)
-        out[f"noise_{fusion}"] = {"encoders": enc, "metrics": m}
-        print(f"with noise encoder {noise!r}: {fusion:10s} {fmt(m)}")
+    # rank_aware vs concat with a near-noise encoder included (same preset otherwise: pooling, head, losses)
+    if "noise" in parts:
+        noise = min(manifest["encoders"], key=lambda e: manifest["encoders"][e]["informativeness"])
+        base = Config.from_yaml(ROOT / "spaces/presets/rank_aware.yaml")
+        enc = list(base.data.encoders) + ([noise] if noise not in base.data.encoders else [])
+        seeds = [int(x) for x in args.noise_seeds.split(",")]
+        for fusion in ("rank_aware", "concat"):
+            per_seed = {}
+            for seed in seeds:
+                cfg = base.override({"data.encoders": enc, "model.fusion": fusion, "seed": seed})
+                if args.max_epochs:
+                    cfg = cfg.override({"train.max_epochs": args.max_epochs})
+                m, eps, imp = run(cfg, root)
+                per_seed[seed] = {"metrics": m, "epochs_per_s": eps, "importances": imp}
+                print(f"with noise encoder {noise!r}, seed {seed}: {fusion:10s} {eps:5.2f} epochs/s  {fmt(m)}")
+                if imp:
+                    print(f"  importances {imp}")
+            mean = {p: float(np.mean([r["metrics"][p]["mean"]["score"] for r in per_seed.values()]))
+                    for p in ("val", "train", "crossfit")}
+            out[f"noise_{fusion}"] = {"encoders": enc, "noise_encoder": noise, "max_epochs": args.max_epochs,
+                                      "seeds": per_seed, "mean_score": mean}
+            print(f"  {fusion}: mean Score over seeds {seeds}: {mean}")
+        d = {p: out["noise_rank_aware"]["mean_score"][p] - out["noise_concat"]["mean_score"][p] for p in mean}
+        out["noise_rank_aware_minus_concat"] = d
+        print(f"rank_aware - concat (mean Score over seeds): {d}")
 
-    res = ROOT / "benchmarks" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / "eval_presets.json").write_text(json.dumps(out, indent=2, default=lambda o: o.tolist()))
     print(f"wrote {res / 'eval_presets.json'}")

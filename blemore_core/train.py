@@ -288,15 +288,43 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the model's parameters with ``train.lr`` and ``train.weight_decay`` (DESIGN.md section 5).
+
+    Uses PyTorch's fused AdamW kernel where it exists (CPU and CUDA floating-point parameters; about 2x faster per
+    step than the default multi-tensor kernel on CPU for the MLP baselines) and the default kernel otherwise.
+    """
+    fused = device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in model.parameters())
+    kwargs = {"lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay}
+    if fused:
+        try:
+            return torch.optim.AdamW(model.parameters(), fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a build or device without the fused kernel
+            pass
+    return torch.optim.AdamW(model.parameters(), **kwargs)
+
+
+def forward(model: torch.nn.Module, x, m, precision: str, device: torch.device):
+    """``model(x, m)`` at ``train.precision``; the returned ModelOutput's tensors are always float32.
+
+    ``"bf16"`` runs the forward under ``torch.autocast(device.type, dtype=torch.bfloat16)``; ``"fp32"`` runs it as is.
+    """
+    if precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = model(x, m)
+        return out.float()
+    return model(x, m)
+
+
 @torch.no_grad()
-def _predict(model, tensors: _FoldTensors, idx: np.ndarray, target: bool = False):
+def _predict(model, tensors: _FoldTensors, idx: np.ndarray, target: bool = False, precision: str = "fp32"):
     """Eval-mode probabilities float32 (n, 6) and importances (n, E) or None for clips ``idx``."""
     model.eval()
     probs, imps = [], []
     idx_t = torch.as_tensor(idx, dtype=torch.long, device=tensors.device)
     for s in range(0, len(idx_t), _EVAL_CHUNK):
         x, m = tensors.inputs(idx_t[s : s + _EVAL_CHUNK], train=False, gen=None, target=target)
-        out = model(x, m)
+        out = forward(model, x, m, precision, tensors.device)
         probs.append(out.probs.float().cpu())
         if out.importances is not None:
             imps.append(out.importances.float().cpu())
@@ -355,7 +383,8 @@ def fit_fold(
     is_mixed = cfg.model.arch == "fusion" and cfg.model.fusion == "mixed"
     if is_mixed:
         model.set_stage("pretrain")
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = make_optimizer(model, cfg, device)
+    prec = cfg.train.precision
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.max_epochs, eta_min=cfg.train.lr_min)
     bs = cfg.train.batch_size
     pw = cfg.thresholds.presence_weight
@@ -376,13 +405,13 @@ def fit_fold(
         for s in range(0, len(perm), bs):
             idx = perm[s : s + bs]
             x, m = t.inputs(idx, train=True, gen=gen)
-            out = model(x, m)
+            out = forward(model, x, m, prec, device)
             target_emb = None
             if use_domain:
                 tidx = target_pool[torch.randint(len(target_pool), (min(bs, len(target_pool)),), generator=gen,
                                                  device=device)]
                 xt, mt = t.inputs(tidx, train=True, gen=gen, target=cfg.data.domain_target == "test")
-                target_emb = model(xt, mt).embedding
+                target_emb = forward(model, xt, mt, prec, device).embedding
             loss, parts = compute_loss(out, labels[idx], cfg.loss, target_embedding=target_emb)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"fold {fold}, epoch {epoch}: non-finite loss {loss.item()} (parts {parts})")
@@ -396,7 +425,7 @@ def fit_fold(
         lr_now = opt.param_groups[0]["lr"]
         sched.step()
 
-        probs, _ = _predict(model, t, val_idx)
+        probs, _ = _predict(model, t, val_idx, precision=prec)
         fit = fit_thresholds(probs, val_truth, presence_weight=pw)
         improved = fit.score > best_score + 1e-12
         if improved:
@@ -422,9 +451,9 @@ def fit_fold(
             break
 
     model.load_state_dict(best_state)
-    oof, imps = _predict(model, t, val_idx)
+    oof, imps = _predict(model, t, val_idx, precision=prec)
     val_fit = fit_thresholds(oof, val_truth, presence_weight=pw)
-    train_probs, _ = _predict(model, t, train_idx)
+    train_probs, _ = _predict(model, t, train_idx, precision=prec)
     train_truth = np.asarray(data.labels, dtype=np.float32)[train_idx]
     thresholds = {
         "val": {"alpha": float(val_fit.alpha), "beta": float(val_fit.beta),

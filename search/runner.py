@@ -328,6 +328,7 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
             print(f"search {name!r}: space {space.path}, data {data_dir}, {n_folds} folds x {cpus:g} CPU"
                   f"{f' + {opts.gpus_per_fold:g} GPU' if opts.gpus_per_fold else ''} per trial, "
                   f"{max_conc} concurrent; MLflow {tracking_uri}")
+        tracker.ensure_store()  # the store exists before the first trial, so `mlflow ui` can open it at once
         t_fit = time.time()
         results = tuner.fit()
         elapsed = time.time() - t_fit

@@ -151,6 +151,15 @@ class MLflowTracker(Callback):
             self._exp_id = get_or_create_experiment(self._client, self.experiment, self.tracking_uri)
         return self._client
 
+    def ensure_store(self) -> str:
+        """Create the tracking store (SQLite schema, artifact folder) and the experiment now; returns its id.
+
+        Called by the runner before the search starts, so that ``mlflow ui`` opened at any moment of the search
+        finds a complete store (otherwise the first trial's writes would create the schema while the UI reads it).
+        """
+        _ = self.client
+        return str(self._exp_id)
+
     def _find(self, trial_id: str, fold: int | None) -> str | None:
         f = f"tags.{TRIAL_TAG} = '{trial_id}' and tags.{ROLE_TAG} = '{'parent' if fold is None else 'fold'}'"
         if fold is not None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..config import RegConfig
 from ..labels import NUM_EMOTIONS
 from .base import BlemoreModel
+from .layers import full_precision
 from .output import ModelOutput
 from .registry import ARCH
 
@@ -39,7 +40,7 @@ class AggregatedBaseline(BlemoreModel):
         _, keep = self.regularise(inputs, None)
         x = torch.cat([inputs[e] * keep[:, i:i + 1] for i, e in enumerate(self.encoders)], dim=1)
         h = self.body(x)
-        logits = self.fc(h)
+        logits = full_precision(self.fc, h)
         return ModelOutput(logits=logits, probs=torch.softmax(logits, dim=1), embedding=h)
 
 

@@ -20,6 +20,7 @@ from ..config import Config
 from .base import STAGES, BlemoreModel
 from .fusion import MixedFusion
 from .heads import decode_structured
+from .layers import full_precision
 from .output import ModelOutput
 from .registry import ARCH, FUSION, HEAD
 
@@ -93,10 +94,10 @@ class FusionModel(BlemoreModel):
         masks, keep = self.regularise(inputs, masks if self.features == "sequence" else None)
         f = self.fusion(inputs, masks, keep)
         if self.mixed and self.stage == "pretrain":
-            aux = tuple(h(b) for h, b in zip(self.aux_heads, f.branches, strict=True))
+            aux = tuple(full_precision(h, b) for h, b in zip(self.aux_heads, f.branches, strict=True))
             probs = torch.stack([o.probs for o in aux]).mean(dim=0)
             return ModelOutput(logits=probs.clamp_min(1e-12).log(), probs=probs, embedding=f.embedding, aux=aux)
-        out = self.head(f.embedding)
+        out = full_precision(self.head, f.embedding)
         return dataclasses.replace(out, importances=f.importances)
 
     def decode_structured(self, out: ModelOutput) -> Tensor:

@@ -13,6 +13,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def full_precision(module: nn.Module, *inputs: Tensor):
+    """``module(*inputs)`` in float32 even inside a ``torch.autocast`` region (``train.precision: bf16``).
+
+    The output heads run this way, so that probabilities sum to 1 to float32 precision and the threshold fits see
+    no bf16 rounding (about 3 significant digits); the body of the model keeps the autocast dtype. Standard
+    mixed-precision practice (PyTorch AMP recipe: softmax and losses in float32).
+    """
+    with torch.autocast(inputs[0].device.type, enabled=False):
+        return module(*(x.float() for x in inputs))
+
+
 def check_heads(width: int, heads: int, where: str) -> None:
     """Raise ValueError unless ``heads`` >= 1 divides ``width`` (multi-head attention rule)."""
     if heads < 1 or width < 1 or width % heads != 0:

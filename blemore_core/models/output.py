@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
+import torch
 from torch import Tensor
 
 
@@ -37,3 +38,17 @@ class ModelOutput:
     pair_ratio_logits: Tensor | None = None
     importances: Tensor | None = None
     aux: tuple[ModelOutput, ...] = ()
+
+    def float(self) -> ModelOutput:
+        """A copy with every floating tensor in float32 (outputs of a ``torch.autocast`` bf16 forward).
+
+        Losses and threshold fits then run in float32 whatever the forward's precision (``train.precision``).
+        """
+        changes = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32:
+                changes[f.name] = v.float()
+        if self.aux:
+            changes["aux"] = tuple(a.float() for a in self.aux)
+        return replace(self, **changes) if changes else self

@@ -47,6 +47,39 @@ def test_same_seed_same_metrics(tiny):
     assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
 
 
+@pytest.mark.parametrize("fusion", ["concat", "rank_aware"])
+def test_bf16_precision_trains_deterministically_with_float32_outputs(tiny, fusion):
+    cfg = small_cfg(**{"train.precision": "bf16", "model.fusion": fusion, "model.head": "presence_salience"})
+    data = prepare_data(cfg, tiny, progress=False)
+    a = fit_fold(cfg, data, 0)
+    b = fit_fold(cfg, data, 0)
+    assert a.oof_probs.dtype == np.float32 and np.isfinite(a.oof_probs).all()
+    np.testing.assert_allclose(a.oof_probs.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(a.oof_probs, b.oof_probs)
+    fp32 = fit_fold(cfg.override({"train.precision": "fp32"}), data, 0)
+    # same initial weights and batches; bf16 forwards round activations to ~3 significant digits
+    assert not np.array_equal(a.oof_probs, fp32.oof_probs)
+    assert np.abs(a.oof_probs - fp32.oof_probs).max() < 0.2
+
+
+def test_optimizer_is_fused_adamw_on_cpu():
+    from blemore_core.models import build_model
+    from blemore_core.train import make_optimizer
+
+    cfg = small_cfg(**{"train.lr": 3e-4, "train.weight_decay": 0.01})
+    opt = make_optimizer(build_model(cfg, {"imagebind": 8, "wavlm": 8, "openface": 8}), cfg, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.AdamW)
+    g = opt.param_groups[0]
+    assert g["fused"] is True and g["lr"] == 3e-4 and g["weight_decay"] == 0.01
+
+
+def test_precision_is_validated():
+    from blemore_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.precision"):
+        Config().override({"train.precision": "fp16"})
+
+
 def test_fold_result_contents(tiny):
     cfg = small_cfg()
     data = prepare_data(cfg, tiny, progress=False)

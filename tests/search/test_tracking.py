@@ -102,3 +102,17 @@ def test_resumed_tracker_reuses_runs_and_close_ends_running(tracker):
     assert again.close() == 6
     parents, folds = _runs(again, "ccc")
     assert all(r.info.status == "KILLED" for r in parents + folds)
+
+
+def test_ensure_store_creates_schema_and_experiment_before_any_trial(tracker, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    assert not (tmp_path / "mlflow.db").exists()
+    exp_id = tracker.ensure_store()
+    assert (tmp_path / "mlflow.db").exists()
+    # a second process (the `mlflow ui` a user opens) sees the experiment, with no run yet
+    reader = MlflowClient(tracker.tracking_uri)
+    exp = reader.get_experiment_by_name("unit")
+    assert exp is not None and exp.experiment_id == exp_id
+    assert reader.search_runs([exp_id]) == []
+    assert tracker.ensure_store() == exp_id  # idempotent
