@@ -7,6 +7,7 @@ against concat when a near-noise encoder is added.
 
 Usage: python benchmarks/eval_presets.py [--data DIR] [--presets baseline,rank_aware] [--max-epochs N]
                                         [--parts presets,noise] [--noise-seeds 0,1]
+                                        [--noise-top-n 3,5] [--noise-fusions rank_aware,concat]
 Prints a table and writes benchmarks/results/eval_presets.json (merged with an earlier run's entries, so the two
 parts can be run separately).
 """
@@ -57,6 +58,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parts", default="presets,noise", help="presets, noise, or both (comma-separated)")
     ap.add_argument("--noise-seeds", default="0", help="seeds of the rank_aware vs concat comparison")
+    ap.add_argument("--noise-top-n", default="", help="model.top_n values of rank_aware (default: encoders - 1)")
+    ap.add_argument("--noise-fusions", default="rank_aware,concat", help="fusions of the noise comparison")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
@@ -85,31 +88,41 @@ def main() -> None:
             out[name]["importance_spearman"] = float(rho)
             print(f"  importances {imp}\n  true informativeness {truth}\n  Spearman = {rho:.3f}")
 
-    # rank_aware vs concat with a near-noise encoder included (same preset otherwise: pooling, head, losses)
+    # rank_aware vs concat with a near-noise encoder included (same preset otherwise: pooling, head, losses).
+    # rank_aware runs at each --noise-top-n (default E - 1: the gate may drop exactly one encoder).
     if "noise" in parts:
         noise = min(manifest["encoders"], key=lambda e: manifest["encoders"][e]["informativeness"])
         base = Config.from_yaml(ROOT / "spaces/presets/rank_aware.yaml")
         enc = list(base.data.encoders) + ([noise] if noise not in base.data.encoders else [])
         seeds = [int(x) for x in args.noise_seeds.split(",")]
-        for fusion in ("rank_aware", "concat"):
+        top_ns = [int(x) for x in args.noise_top_n.split(",")] if args.noise_top_n else [len(enc) - 1]
+        runs = [("concat", None)] * ("concat" in args.noise_fusions.split(",")) + [
+            ("rank_aware", n) for n in top_ns if "rank_aware" in args.noise_fusions.split(",")]
+        for fusion, top_n in runs:
+            key = f"noise_{fusion}" + (f"_top{top_n}" if top_n else "")
             per_seed = {}
             for seed in seeds:
-                cfg = base.override({"data.encoders": enc, "model.fusion": fusion, "seed": seed})
+                ov = {"data.encoders": enc, "model.fusion": fusion, "seed": seed}
+                if top_n:
+                    ov["model.top_n"] = top_n
                 if args.max_epochs:
-                    cfg = cfg.override({"train.max_epochs": args.max_epochs})
-                m, eps, imp = run(cfg, root)
+                    ov["train.max_epochs"] = args.max_epochs
+                m, eps, imp = run(base.override(ov), root)
                 per_seed[seed] = {"metrics": m, "epochs_per_s": eps, "importances": imp}
-                print(f"with noise encoder {noise!r}, seed {seed}: {fusion:10s} {eps:5.2f} epochs/s  {fmt(m)}")
+                print(f"with noise encoder {noise!r}, seed {seed}: {key:20s} {eps:5.2f} epochs/s  {fmt(m)}")
                 if imp:
                     print(f"  importances {imp}")
             mean = {p: float(np.mean([r["metrics"][p]["mean"]["score"] for r in per_seed.values()]))
                     for p in ("val", "train", "crossfit")}
-            out[f"noise_{fusion}"] = {"encoders": enc, "noise_encoder": noise, "max_epochs": args.max_epochs,
-                                      "seeds": per_seed, "mean_score": mean}
-            print(f"  {fusion}: mean Score over seeds {seeds}: {mean}")
-        d = {p: out["noise_rank_aware"]["mean_score"][p] - out["noise_concat"]["mean_score"][p] for p in mean}
-        out["noise_rank_aware_minus_concat"] = d
-        print(f"rank_aware - concat (mean Score over seeds): {d}")
+            out[key] = {"encoders": enc, "noise_encoder": noise, "top_n": top_n, "max_epochs": args.max_epochs,
+                        "seeds": per_seed, "mean_score": mean}
+            print(f"  {key}: mean Score over seeds {seeds}: {mean}")
+        for key in [k for k in out if k.startswith("noise_rank_aware_top")]:
+            if "noise_concat" in out:
+                d = {p: out[key]["mean_score"][p] - out["noise_concat"]["mean_score"][p]
+                     for p in ("val", "train", "crossfit")}
+                out[key.replace("noise_", "noise_diff_") + "_minus_concat"] = d
+                print(f"{key} - concat (mean Score over seeds): {d}")
 
     res.mkdir(parents=True, exist_ok=True)
     (res / "eval_presets.json").write_text(json.dumps(out, indent=2, default=lambda o: o.tolist()))
