@@ -5,8 +5,8 @@ release's size and encoder dimensions) is trained for ``--epochs`` epochs with e
 whole training pass plus the validation forward and the threshold refit. The first epoch (allocator warm-up) is
 left out of the figure, which is the median seconds per epoch of the others, reported as epochs/s.
 
-Usage: python benchmarks/bench_presets.py [--presets baseline,attention_mixed,rank_aware] [--epochs 4]
-                                          [--precisions fp32] [--threads 2] [--data DIR]
+Usage: python benchmarks/bench_presets.py [--presets baseline,attention_mixed,rank_aware] [--epochs 8]
+                                          [--precisions fp32,bf16] [--threads 2] [--data DIR]
 Without --data, the full profile of the presets' encoders is generated once under ~/.cache/blemore/synthetic
 (about 2.4 GB per encoder, a minute per encoder). Prints a table and writes benchmarks/results/bench_presets.json.
 """
@@ -43,8 +43,8 @@ def full_release(encoders: list[str]) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="baseline,attention_mixed,rank_aware")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--precisions", default="fp32")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None, help="a release holding every encoder of the presets")
     args = ap.parse_args()
