@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 
 from blemore_core.config import Config
-from blemore_core.data import fold_indices, generate_release
+from blemore_core.data import fold_indices
 from blemore_core.losses import compute_loss
 from blemore_core.models import build_model
 from blemore_core.train import _moments, fit_fold, prepare_data
@@ -47,14 +46,19 @@ from blemore_core.train import _moments, fit_fold, prepare_data
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _reference_module():
-    """The per-clip reference grid search, loaded the same way bench_thresholds.py loads it."""
+def _sibling(name: str):
+    """Another script of benchmarks/ as a module (they are scripts, not a package)."""
+    import importlib
     import sys
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_thresholds import _load_reference
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    return importlib.import_module(name)
 
-    return _load_reference()
+
+def _reference_module():
+    """The per-clip reference grid search, loaded the same way bench_thresholds.py loads it."""
+    return _sibling("bench_thresholds")._load_reference()
 
 
 class PerSampleDataset(torch.utils.data.Dataset):
@@ -177,14 +181,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both loops train")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    root = args.data
-    if root is None:
-        cache = Path(os.environ.get("BLEMORE_CACHE", Path.home() / ".cache" / "blemore")) / "synthetic"
-        root = cache / "full-seed0-imagebind-wavlm"
-        if not (root / "manifest.json").exists():
-            t0 = time.perf_counter()
-            generate_release(root, "full", seed=0, encoders=["imagebind", "wavlm"])
-            print(f"generated the full profile (imagebind, wavlm) in {time.perf_counter() - t0:.1f} s")
+    root = args.data or _sibling("bench_presets").full_release(["imagebind", "wavlm"])
     cfg = Config.from_yaml(ROOT / "spaces" / "presets" / "baseline.yaml").override(
         {"train.max_epochs": args.epochs, "train.patience": 0, "train.device": args.device})
     data = prepare_data(cfg, root, progress=False)

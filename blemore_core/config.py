@@ -132,8 +132,8 @@ class TrainConfig:
         patience: epochs without a better validation Score before early stopping (0 = never stop early).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"`` (default) or ``"bf16"``: forward passes under ``torch.autocast`` in bfloat16 (weights,
-            optimiser state, losses and threshold fits stay float32). About 1.8x faster for the MLP baselines on a
-            CPU with AVX512-BF16 and standard on recent GPUs; Scores move by a few thousandths (benchmarks/).
+            optimiser state, losses and threshold fits stay float32). 1.3-1.5x faster for the MLP-512 baseline on a
+            CPU with AVX512-BF16 (benchmarks/bench_trainer.py) and standard on recent GPUs; Scores move by a few thousandths (benchmarks/).
     """
 
     lr: float = 1e-3
