@@ -9,7 +9,6 @@ search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_se
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -18,13 +17,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-
+from search.resources import TRIAL_ACTOR_CPUS, Plan, check_device_options, plan_resources
 from search.space import SearchSpace, SpaceError, load_space
-
-MANIFEST = "blemore_search.json"
-#: logical CPUs reserved for the (idle) Tune trial actor that drives one TorchTrainer
-TRIAL_ACTOR_CPUS = 0.01
+from search.storage import MANIFEST, Storage, read_manifest, resolve_storage, write_manifest
 
 
 @dataclass(frozen=True)
@@ -77,6 +72,7 @@ class SearchOutcome:
         interrupted: Tune stopped before the budget was spent (Ctrl-C).
         leaked_cpus: logical CPUs still held 20 s after Tune returned (0 when every TorchTrainer, including
             those of trials stopped early by ASHA, released its fold workers).
+        ui_link: the MLflow UI's runs view of the search, sorted by the objective.
     """
 
     name: str
@@ -86,32 +82,7 @@ class SearchOutcome:
     summary: list[dict]
     interrupted: bool = False
     leaked_cpus: float = 0.0
-
-
-class PlacementGroupJanitor(Callback):
-    """Driver-side Tune callback: when a trial ends (completed, stopped early, errored), remove its fold workers'
-    placement group if it is still held (see :mod:`search.trainable`, clean-up). Module level: Tune pickles it."""
-
-    def __init__(self) -> None:
-        self.released = 0
-
-    def _release(self, trial: Any) -> None:
-        from search.trainable import release_placement_group
-
-        try:
-            self.released += int(release_placement_group(trial.trial_id))
-        except Exception as e:  # best effort; the search goes on
-            print(f"warning: could not release the placement group of {trial}: {e!r}", file=sys.stderr)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._release(trial)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._release(trial)
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        for t in trials:
-            self._release(t)
+    ui_link: str = ""
 
 
 class _DefineByRun:
@@ -151,24 +122,28 @@ def check_options(opts: SearchOptions) -> None:
         raise ValueError("invalid search options:\n  " + "\n  ".join(errs))
 
 
-def _storage(opts: SearchOptions) -> str:
-    s = opts.storage or "ray_results"
-    return s if "://" in s else str(Path(s).expanduser().resolve())
+def _storage(opts: SearchOptions) -> Storage:
+    return resolve_storage(opts.storage)
 
 
 def _init_ray(opts: SearchOptions) -> bool:
     """Start (or join) Ray with the search's Train environment; returns True when this call started it."""
     import ray
 
+    from search.storage import forwarded_env
     from search.trainable import RAY_TRAIN_ENV, set_process_env
 
     set_process_env()
     if ray.is_initialized():
         return False
     if opts.address:
-        ray.init(address=opts.address, runtime_env={"env_vars": dict(RAY_TRAIN_ENV)}, log_to_driver=opts.verbose > 1)
+        ray.init(address=opts.address, runtime_env={"env_vars": {**RAY_TRAIN_ENV, **forwarded_env()}},
+                 log_to_driver=opts.verbose > 1)
     else:
-        ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=opts.verbose > 1)
+        # the dashboard (loopback only) serves Ray's State API, which Ray Train's PlacementGroupCleaner needs to
+        # release the fold workers' placement group of a trial that Tune stopped (ASHA, time budget, Ctrl-C)
+        ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
+                 log_to_driver=opts.verbose > 1)
     return True
 
 
@@ -201,31 +176,21 @@ def _prepare(space: SearchSpace, opts: SearchOptions) -> tuple[str, int]:
     return root, len(set(np.asarray(data.folds).tolist()))
 
 
-def _plan_resources(opts: SearchOptions, n_folds: int, max_concurrent: int, local: bool) -> tuple[float, int]:
-    """CPUs per fold and the number of concurrent trials that fit the cluster."""
+def _plan_resources(opts: SearchOptions, n_folds: int, max_concurrent: int, local: bool) -> Plan:
+    """The resource plan on the running Ray cluster (see :func:`search.resources.plan_resources`)."""
     import ray
 
-    total = float(ray.cluster_resources().get("CPU", 1.0))
-    cpus = opts.cpus_per_fold
-    if cpus is None:  # local: share the machine between the requested concurrent trials
-        share = (total - max_concurrent * TRIAL_ACTOR_CPUS) / (n_folds * max_concurrent)
-        cpus = max(0.01, min(1.0, math.floor(100 * share) / 100)) if local else 1.0
-    per_trial = n_folds * cpus + TRIAL_ACTOR_CPUS
-    fit = int((total + 1e-9) // per_trial)
-    if fit < 1:
-        raise ValueError(
-            f"--cpus-per-fold {cpus}: one trial needs {n_folds} folds x {cpus} CPUs = {n_folds * cpus:g} CPUs, "
-            f"the Ray cluster has {total:g}"
-        )
-    if max_concurrent > fit and local:
-        print(f"note: {max_concurrent} concurrent trials need {max_concurrent * per_trial:g} CPUs; "
-              f"running {fit} at a time on {total:g} CPUs", file=sys.stderr)
-        max_concurrent = fit
-    return cpus, max_concurrent
+    plan = plan_resources(ray.cluster_resources(), n_folds, max_concurrent, opts.cpus_per_fold, opts.gpus_per_fold,
+                          local)
+    if local and plan.trials_at_once < max_concurrent:
+        print(f"note: {max_concurrent} concurrent trials do not fit; running {plan.trials_at_once} at a time "
+              f"({plan.bound}-bound)", file=sys.stderr)
+    return plan
 
 
-def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, data_dir: str, n_folds: int,
-                 cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
+def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage | str, data_dir: str,
+                 n_folds: int, cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
+    storage = storage if isinstance(storage, Storage) else resolve_storage(storage)
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -252,13 +217,14 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
         scheduler = FIFOScheduler()
     setup = TrialSetup(
         base=space.base.to_dict(), space_path=str(space.path), data_dir=data_dir, cpus_per_fold=cpus,
-        gpus_per_fold=opts.gpus_per_fold, storage=f"{storage}/{name}/_train" if "://" in storage
-        else str(Path(storage) / name / "_train"), debug=dict(space.debug), max_epochs=space.max_epochs,
+        gpus_per_fold=opts.gpus_per_fold, storage=storage.join(name, "_train"), debug=dict(space.debug),
+        max_epochs=space.max_epochs,
         n_folds=n_folds,
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": TRIAL_ACTOR_CPUS})
     tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
-                            search_tags={"search": name, "space": str(space.path)})
+                            search_tags={"search": name, "space": str(space.path)}, storage=storage.uri,
+                            searched=[p.key for p in space.params], metric=space.metrics[0])
     reporter = tune.CLIReporter(
         metric_columns={"epoch": "epoch", "score": "score", "acc_presence": "acc_pres", "acc_salience": "acc_sal",
                         "active_folds": "folds"},
@@ -272,7 +238,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
             max_concurrent_trials=max_concurrent, time_budget_s=space.time_budget_s,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=[tracker, PlacementGroupJanitor()],
+            name=name, storage_path=storage.uri, callbacks=[tracker],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             progress_reporter=reporter, verbose=opts.verbose,
         ),
@@ -280,11 +246,11 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
     return tuner, trainable
 
 
-def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data_dir: str, tracking_uri: str) -> None:
-    exp_dir.mkdir(parents=True, exist_ok=True)
+def _write_manifest(storage: Storage, name: str, space: SearchSpace, opts: SearchOptions, data_dir: str,
+                    tracking_uri: str) -> str:
     doc = {"space": str(space.path.resolve()), "data": data_dir, "tracking_uri": tracking_uri,
            "options": asdict(opts)}
-    (exp_dir / MANIFEST).write_text(json.dumps(doc, indent=2))
+    return write_manifest(storage, name, doc)
 
 
 def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), resume: bool = False) -> SearchOutcome:
@@ -296,39 +262,46 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
     """
     check_options(opts)
     space = load_space(space_path, data_dir=opts.data)  # before Ray starts
+    check_device_options(space.base.train.device, opts.gpus_per_fold)
     name = opts.name or space.name
     storage = _storage(opts)
     tracking_uri = opts.tracking_uri or _default_uri()
-    exp_dir = Path(storage) / name
-    if not resume and "://" not in storage and (exp_dir / MANIFEST).exists():
-        raise ValueError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}` "
-                         "or choose another --name")
+    exp_path = storage.join(name)
+    from search.storage import check_writable
+
+    check_writable(storage)  # an unreachable or read-only store fails now, naming it
+    if not resume and read_manifest(storage, name) is not None:
+        raise ValueError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}"
+                         f"{'' if opts.storage is None else f' --storage {opts.storage}'}` or choose another --name")
     data_dir, n_folds = _prepare(space, opts)
     started = _init_ray(opts)
     tracker = None
     try:
         from ray import tune
 
-        from search.tracking import MLflowTracker
+        from search.resources import check_nodes
+        from search.tracking import MLflowTracker, runs_link
 
-        cpus, max_conc = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
-                                         local=opts.address is None)
+        check_nodes(data_dir, storage)  # every node reads the release and shares a filesystem storage path
+        plan = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
+                               local=opts.address is None)
+        cpus, max_conc = plan.cpus_per_fold, plan.trials_at_once
         tuner, trainable = _build_tuner(space, opts, name, storage, data_dir, n_folds, cpus, max_conc, tracking_uri)
         tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict())
         if resume:
-            path = f"{storage}/{name}" if "://" in storage else str(exp_dir)
-            if not tune.Tuner.can_restore(path):
-                raise ValueError(f"{path}: no Tune experiment state to resume (did the search start?)")
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
+            if not tune.Tuner.can_restore(exp_path):
+                raise ValueError(f"{exp_path}: no Tune experiment state to resume (did the search start?)")
+            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
         else:
-            if "://" not in storage:
-                _write_manifest(exp_dir, space, opts, data_dir, tracking_uri)
+            _write_manifest(storage, name, space, opts, data_dir, tracking_uri)
+        exp_id = tracker.ensure_store()  # the store exists before the first trial, so the UI can open it at once
+        tracker.describe_experiment(_description(space, opts, name, storage, data_dir, plan))
+        link = runs_link(tracking_uri, exp_id, space.metrics[0])
         if opts.verbose:
-            print(f"search {name!r}: space {space.path}, data {data_dir}, {n_folds} folds x {cpus:g} CPU"
-                  f"{f' + {opts.gpus_per_fold:g} GPU' if opts.gpus_per_fold else ''} per trial, "
-                  f"{max_conc} concurrent; MLflow {tracking_uri}")
-        tracker.ensure_store()  # the store exists before the first trial, so `mlflow ui` can open it at once
+            print(f"search {name!r}: space {space.path}, data {data_dir}, storage {exp_path}; MLflow {tracking_uri}")
+            print(plan.describe())
+            print(f"MLflow runs of this search, best first: {link}", flush=True)
         t_fit = time.time()
         results = tuner.fit()
         elapsed = time.time() - t_fit
@@ -337,9 +310,9 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
         if leaked > 1e-6:
             print(f"warning: {leaked:g} CPUs still reserved after the search (fold workers not released)",
                   file=sys.stderr)
-        return SearchOutcome(name, str(exp_dir), tracking_uri, results, summary,
+        return SearchOutcome(name, exp_path, tracking_uri, results, summary,
                              interrupted=_interrupted(results, opts.num_samples or space.num_samples, elapsed, space),
-                             leaked_cpus=leaked)
+                             leaked_cpus=leaked, ui_link=link)
     finally:
         if tracker is not None:
             try:
@@ -350,6 +323,27 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
             import ray
 
             ray.shutdown()
+
+
+def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,
+                 plan: Plan) -> str:
+    """Markdown description of the search's MLflow experiment: what it is and how to read it."""
+    metric = space.metrics[0]
+    searched = ", ".join(f"`{p.key}`" for p in space.params) or "(none)"
+    return (
+        f"**blemore search `{name}`**: hyperparameter search over `{space.path.name}` (preset-based config; "
+        f"searched: {searched}) on the release `{data_dir}`, {space.num_samples} trials, "
+        f"objective `{metric}` (maximised).\n\n"
+        "How to read it: one parent run per trial (named `tNN` + the values searched), with `score`, "
+        "`acc_presence`, `acc_salience` = mean over the folds of the headline threshold protocol "
+        "(Score = mean of ACC_presence and ACC_salience); sort by `score` for the best trial. Expand a trial to see "
+        "its fold runs: per fold ACC_presence, ACC_salience, the presence threshold `alpha` and salience threshold "
+        "`beta`, the best epoch and learning curves (`epoch/*`). Trials tagged `stopped_early=true` were stopped "
+        "by the scheduler and keep their last epoch's numbers; `trial_status=error` runs failed (tag `error`).\n\n"
+        f"Artifacts (config, out-of-fold predictions, thresholds, fold weights) are in each run; Ray state and "
+        f"checkpoints in `{storage.join(name)}`; continue an interrupted search with "
+        f"`blemore resume {name} --storage {storage.uri}`. {plan.describe()}."
+    )
 
 
 def _wait_released(timeout: float) -> float:
@@ -384,14 +378,12 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
     Raises:
         ValueError: no such search (names the directory).
     """
-    st = storage or "ray_results"
-    exp_dir = Path(st).expanduser().resolve() / name
-    manifest = exp_dir / MANIFEST
-    if not manifest.is_file():
-        raise ValueError(f"{manifest}: no search named {name!r} (looked for its manifest)")
-    doc = json.loads(manifest.read_text())
+    st = resolve_storage(storage)
+    doc = read_manifest(st, name)
+    if doc is None:
+        raise ValueError(f"{st.join(name, MANIFEST)}: no search named {name!r} (looked for its manifest)")
     opts = SearchOptions(**doc["options"])
-    opts = replace(opts, name=name, storage=str(exp_dir.parent), data=doc["data"], tracking_uri=doc["tracking_uri"])
+    opts = replace(opts, name=name, storage=st.uri, data=doc["data"], tracking_uri=doc["tracking_uri"])
     if overrides is not None:
         keep = ("address", "num_cpus", "verbose")
         opts = replace(opts, **{k: v for k, v in asdict(overrides).items() if v is not None and k in keep})
@@ -433,7 +425,10 @@ def print_summary(outcome: SearchOutcome) -> None:
             table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()])
     console.print(table)
     console.print(f"MLflow experiment {outcome.name!r} in {outcome.tracking_uri}; review it with:")
-    console.print(f"  {ui_command(outcome.tracking_uri)}", soft_wrap=True)
+    if not outcome.tracking_uri.startswith(("http://", "https://")):
+        console.print(f"  {ui_command(outcome.tracking_uri)}", soft_wrap=True)
+    if outcome.ui_link:
+        console.print(f"  runs, best first: {outcome.ui_link}", soft_wrap=True)
 
 
 __all__ = ["SearchOptions", "SearchOutcome", "SpaceError", "run_search", "resume_search", "print_summary",

@@ -49,6 +49,68 @@ def ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
 
 
+#: MLflow 3 UI: an experiment tagged with this kind opens on its runs table (not the GenAI overview of traces)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: metric columns shown in the runs view link (besides the objective, which it is sorted by)
+LINK_COLUMNS = ("score", "acc_presence", "acc_salience")
+_ABBREV = {"top_n": "top", "learning_rate": "lr", "weight_decay": "wd", "batch_size": "bs", "latent_dim": "d",
+           "shared_dim": "ds", "dropout": "drop", "max_epochs": "ep"}
+
+
+def trial_number(trial_id: str) -> int | None:
+    """The counter Tune puts at the end of a trial id (``"4f2c1_00003"`` -> 3); None when there is none."""
+    tail = str(trial_id).rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _fmt_value(key: str, v: Any) -> str:
+    short = _ABBREV.get(key.rsplit(".", 1)[-1], key.rsplit(".", 1)[-1])
+    if isinstance(v, bool):
+        return f"{short}={'y' if v else 'n'}"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple)):
+        return "+".join(str(x) for x in v)
+    if isinstance(v, int):
+        return f"{short}{v}" if short != key.rsplit(".", 1)[-1] or len(short) <= 4 else f"{short}={v}"
+    if isinstance(v, float):
+        if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4):
+            mant, exp = f"{v:.1e}".split("e")
+            return f"{short}={mant}e{int(exp)}"
+        return f"{short}={v:.3g}"
+    return f"{short}={v}"
+
+
+def trial_run_name(trial_id: str, config: dict, searched: list[str] | None = None) -> str:
+    """A parent run's name that says what the trial is: its number and the searched values, e.g.
+    ``t03 rank_aware top3 lr=1.1e-3`` (``searched`` orders the keys; default: the config's own order)."""
+    n = trial_number(trial_id)
+    head = f"t{n:02d}" if n is not None else str(trial_id)
+    keys = [k for k in (searched or list(config)) if k in config and not k.startswith("debug.")]
+    return " ".join([head] + [_fmt_value(k, config[k]) for k in keys])
+
+
+def ui_base(tracking_uri: str) -> str:
+    """The MLflow UI address of a store: the server itself for an http(s) URI, else the address of
+    :func:`ui_command` (``http://127.0.0.1:5000``)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def runs_link(tracking_uri: str, experiment_id: str, metric: str = "score") -> str:
+    """Direct link to the experiment's runs view, sorted by ``metric`` (best first) with the key metric columns
+    selected (the MLflow 3 UI reads ``orderByKey``, ``orderByAsc`` and ``selectedColumns`` from the URL)."""
+    from urllib.parse import quote
+
+    cols = [f"metrics.`{m}`" for m in dict.fromkeys([metric, *LINK_COLUMNS])]
+    sel = "[" + ",".join(f'"{c}"' for c in cols) + "]"
+    q = (f"orderByKey={quote(f'metrics.`{metric}`', safe='')}&orderByAsc=false"
+         f"&selectedColumns={quote(sel, safe='')}")
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{q}"
+
+
 def get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
     """Experiment id of ``name``; created (artifacts next to a local SQLite store in ``mlruns/``) if missing."""
     exp = client.get_experiment_by_name(name)
@@ -94,11 +156,15 @@ class MLflowTracker(Callback):
         search_tags: extra tags for every run (space file, search name).
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, base: dict, search_tags: dict[str, str] | None = None):
+    def __init__(self, tracking_uri: str, experiment: str, base: dict, search_tags: dict[str, str] | None = None,
+                 storage: str | None = None, searched: list[str] | None = None, metric: str = "score"):
         self.tracking_uri = tracking_uri
         self.base = base
         self.experiment = experiment
         self.search_tags = dict(search_tags or {})
+        self.storage = storage
+        self.searched = list(searched or [])
+        self.metric = metric
         self._client = None
         self._exp_id: str | None = None
         self._parents: dict[str, str] = {}
@@ -110,7 +176,8 @@ class MLflowTracker(Callback):
 
     def __getstate__(self) -> dict:  # the callback is pickled into Tune's experiment state
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "base": self.base,
-                "search_tags": self.search_tags}
+                "search_tags": self.search_tags, "storage": self.storage, "searched": self.searched,
+                "metric": self.metric}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
@@ -158,7 +225,17 @@ class MLflowTracker(Callback):
         finds a complete store (otherwise the first trial's writes would create the schema while the UI reads it).
         """
         _ = self.client
+        self.client.set_experiment_tag(self._exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return str(self._exp_id)
+
+    def describe_experiment(self, text: str) -> None:
+        """Set the experiment's description (the UI shows it above the runs; Markdown)."""
+        self.client.set_experiment_tag(self._exp_id, "mlflow.note.content", text)
+
+    def run_name(self, trial: Any) -> str:
+        """The parent run's name of ``trial`` (see :func:`trial_run_name`)."""
+        return trial_run_name(trial.trial_id, {k: v for k, v in trial.config.items() if not k.startswith("debug.")},
+                              self.searched or None)
 
     def _find(self, trial_id: str, fold: int | None) -> str | None:
         f = f"tags.{TRIAL_TAG} = '{trial_id}' and tags.{ROLE_TAG} = '{'parent' if fold is None else 'fold'}'"
@@ -172,7 +249,8 @@ class MLflowTracker(Callback):
         if tid not in self._parents:
             run_id = self._find(tid, None)
             if run_id is None:
-                tags = {TRIAL_TAG: tid, ROLE_TAG: "parent", "mlflow.runName": str(trial), **self.search_tags}
+                tags = {TRIAL_TAG: tid, ROLE_TAG: "parent", "mlflow.runName": self.run_name(trial),
+                        **self.search_tags}
                 run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
             else:
                 self.client.update_run(run_id, status="RUNNING")
@@ -186,7 +264,8 @@ class MLflowTracker(Callback):
             run_id = self._find(trial.trial_id, fold)
             if run_id is None:
                 tags = {TRIAL_TAG: trial.trial_id, ROLE_TAG: "fold", "fold": str(fold),
-                        "mlflow.parentRunId": parent, "mlflow.runName": f"{trial}-fold{fold}", **self.search_tags}
+                        "mlflow.parentRunId": parent, "mlflow.runName": f"{self.run_name(trial)} fold{fold}",
+                        **self.search_tags}
                 run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
                 self.client.log_param(run_id, "fold", fold)
             else:
@@ -275,6 +354,11 @@ class MLflowTracker(Callback):
             m["epochs_run"] = result.get(f"fold{k}/epochs_run")
             self._log(child, m)
             self.client.set_tag(child, "stopped_early", str(bool(result.get(f"fold{k}/stopped"))).lower())
+            for tag in ("node_id", "device"):  # where the fold worker ran (search.trainable._place)
+                if result.get(f"fold{k}/{tag}"):
+                    self.client.set_tag(child, tag, str(result[f"fold{k}/{tag}"]))
+        if folds and result.get(f"fold{folds[0]}/node_id"):  # rank 0 = the first fold: it wrote the artifacts
+            self.client.set_tag(parent, "rank0_node_id", str(result[f"fold{folds[0]}/node_id"]))
         ckpt = result.get("checkpoint_path")
         if ckpt:
             try:
@@ -284,10 +368,21 @@ class MLflowTracker(Callback):
         self._final_seen.add(trial.trial_id)
 
     def _log_artifacts(self, parent: str, trial: Any, ckpt: str, folds: list[int]) -> None:
-        from search import plots
-        from search.trainable import read_checkpoint_dir
+        import shutil
 
-        d = read_checkpoint_dir(ckpt)
+        from search.storage import download_checkpoint, resolve_storage
+
+        # from the search's storage (shared filesystem or object store), never from the worker's disk
+        d = download_checkpoint(resolve_storage(self.storage), ckpt) if self.storage else Path(ckpt)
+        try:
+            self._log_artifact_dir(parent, trial, d, folds)
+        finally:
+            if self.storage:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def _log_artifact_dir(self, parent: str, trial: Any, d: Path, folds: list[int]) -> None:
+        from search import plots
+
         for name in ("config.yaml", "oof.parquet", "thresholds.json", "metrics.json", "importances.json",
                      "confusion.json"):
             if (d / name).is_file():

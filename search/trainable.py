@@ -27,6 +27,7 @@ score, alpha, beta.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -97,43 +98,12 @@ def load_data(cfg: Any, root: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ clean-up
-# When Tune stops a trial (ASHA, time budget, Ctrl-C) it kills the trial actor; Ray then kills the Train controller
-# and the fold workers it owns, but the workers' placement group lives on (it belongs to the job, and Ray Train's
-# own PlacementGroupCleaner needs the State API, i.e. a dashboard, which a local search does not start). So rank 0
-# records its placement group in Ray's GCS key-value store and the driver removes it when the trial ends
-# (search.runner.PlacementGroupJanitor). A trial that ends normally has released it already: then this is a no-op.
-
-PG_KEY_PREFIX = "blemore_pg:"
-
-
-def register_placement_group(trial_id: str) -> None:
-    """Record the current worker's placement group under the trial id (GCS internal KV)."""
-    import ray
-    from ray.experimental import internal_kv
-
-    pg = ray.util.get_current_placement_group()
-    if pg is not None:
-        internal_kv._internal_kv_put(PG_KEY_PREFIX + trial_id, pg.id.hex(), overwrite=True)
-
-
-def release_placement_group(trial_id: str) -> bool:
-    """Remove the recorded placement group of ``trial_id`` if it still holds resources; True when removed."""
-    import ray
-    from ray._raylet import PlacementGroupID
-    from ray.experimental import internal_kv
-    from ray.util.placement_group import PlacementGroup
-
-    key = PG_KEY_PREFIX + trial_id
-    raw = internal_kv._internal_kv_get(key)
-    if not raw:
-        return False
-    internal_kv._internal_kv_del(key)
-    pg_hex = raw.decode() if isinstance(raw, bytes) else str(raw)
-    state = ray.util.placement_group_table().get(pg_hex, {}).get("state")
-    if state in (None, "REMOVED"):
-        return False
-    ray.util.remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex))))
-    return True
+# When Tune stops a trial (ASHA, time budget, Ctrl-C) it kills the trial actor and with it the Train controller it
+# owns; the fold workers' placement group is then removed by Ray Train's own PlacementGroupCleaner (a detached
+# actor that watches the controller through Ray's State API, which the dashboard serves: the runner starts a
+# local Ray with the dashboard on 127.0.0.1, and the cluster scripts start every head with it).
+# A trial's artifacts are written to a temporary directory on rank 0's node, persisted to the search's storage by
+# ``ray.train.report(checkpoint=...)`` (Ray Train uploads it before returning), and the directory is then removed.
 
 
 # ------------------------------------------------------------------------------------------------ worker side
@@ -200,9 +170,8 @@ def fold_worker(loop_config: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if rank == 0:
-        register_placement_group(loop_config["trial_id"])
     cfg = Config.from_dict(loop_config["config"], source=f"{setup.space_path} (trial {loop_config['trial_id']})")
+    cfg = _place(cfg, setup.gpus_per_fold)
     t_imports = time.time()
     data = load_data(cfg, setup.data_dir)
     t_data = time.time()
@@ -210,6 +179,8 @@ def fold_worker(loop_config: dict) -> None:
     if len(folds) != world:
         raise ValueError(f"{setup.data_dir}: release has folds {folds}, but the trial runs {world} fold workers")
     fold = folds[rank]
+    placed: list[Any] = [None] * world  # every fold's node id and device, recorded as run tags
+    dist.all_gather_object(placed, dict(_NODE))
     stepper = _Stepper(rank, world, folds)
     fail = setup.debug.get("debug.fail_trial")
     should_fail = fail is not None and loop_config.get("trial_index") == fail and rank == 0
@@ -246,13 +217,50 @@ def fold_worker(loop_config: dict) -> None:
         return
     final, ckpt_dir = _finalize(gathered, cfg, data, setup, loop_config["trial_id"])
     final["epoch"] = stepper.step
+    for k, p in zip(folds, placed, strict=True):
+        final[f"fold{k}/node_id"] = p["node_id"]
+        final[f"fold{k}/device"] = p["device"]
     t0 = loop_config["t_trial_start"]
     final.update({  # start-up breakdown of rank 0, seconds since the trial function started
         "timing/worker_enter_s": t_enter - t0, "timing/imports_s": t_imports - t_enter, "timing/data_s": t_data - t_imports,
         "timing/first_epoch_s": (first_epoch[0] if first_epoch else t_fit) - t_data, "timing/fit_s": t_fit - t_data,
         "timing/finalize_s": time.time() - t_fit, "timing/total_s": time.time() - t0,
     })
-    ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
+    try:  # Ray Train persists the checkpoint to the search's storage before report() returns
+        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _place(cfg: Any, gpus_per_fold: float) -> Any:
+    """The fold worker's config with its device taken from Ray Train (:func:`search.resources.fold_device`): CPU
+    when the worker reserved no GPU, else the GPU Ray assigned (made the current CUDA device)."""
+    from search.resources import fold_device
+
+    def ray_device() -> Any:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    dev = fold_device(gpus_per_fold, ray_device)
+    node = {"node_id": "", "device": dev}
+    try:
+        import ray
+
+        node["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # pragma: no cover - outside Ray
+        pass
+    _NODE.update(node)
+    if dev.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(dev)
+        return cfg.override({"train.device": "cuda"})
+    return cfg.override({"train.device": "cpu"})
+
+
+#: node id and device of this fold worker process (set by :func:`_place`, reported per fold)
+_NODE: dict[str, str] = {}
 
 
 def _finalize(results: list[Any], cfg: Any, data: Any, setup: TrialSetup, trial_id: str) -> tuple[dict, str]:
@@ -356,15 +364,6 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
         ),
     )
     trainer.fit()
-
-
-def read_checkpoint_dir(path: str, dest: str | None = None) -> Path:
-    """A local directory with the artifacts of a trial's final checkpoint (``path`` may be a URI)."""
-    if "://" not in path and Path(path).is_dir():
-        return Path(path)
-    import ray.train
-
-    return Path(ray.train.Checkpoint(path).to_directory(dest or tempfile.mkdtemp(prefix="blemore-ckpt-")))
 
 
 def set_process_env() -> None:

@@ -1,0 +1,247 @@
+"""Resources of a search on Ray: the fold workers' device, the plan (how many trials run at once) and the per-node
+checks before the first trial (DESIGN.md sections 6 and 8).
+
+* Device: a fold worker takes its device from Ray Train (``ray.train.torch.get_device()``, the GPU Ray assigned
+  to it) when it reserved GPU (``--gpus-per-fold > 0``), and the CPU otherwise, even on a node with GPUs (Ray does
+  not hide GPUs from zero-GPU workers, so a bare ``torch.cuda.is_available()`` probe would put every fold of every
+  trial on ``cuda:0`` without Ray accounting for it).
+* Plan: a trial = ``n_folds`` workers of ``cpus_per_fold`` CPU + ``gpus_per_fold`` GPU, plus a trial actor of
+  :data:`TRIAL_ACTOR_CPUS`. A fractional GPU share is packed per GPU: ``floor(1 / gpus_per_fold)`` folds fit on
+  one GPU (Ray never splits one worker's share across GPUs), so five folds x 0.2 GPU = one trial per GPU.
+* Nodes: one task per alive node checks that the release is readable at ``--data`` there and, for a filesystem
+  ``--storage``, that the node sees the driver's marker file in it (a path that is not shared is refused).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: logical CPUs reserved for the (idle) Tune trial actor that drives one TorchTrainer
+TRIAL_ACTOR_CPUS = 0.01
+_EPS = 1e-9
+
+
+class ResourceError(ValueError):
+    """A resource request that cannot work (bad combination of options, or more than the cluster has)."""
+
+
+def check_device_options(train_device: str, gpus_per_fold: float) -> None:
+    """Reject device/GPU combinations that contradict each other, before Ray starts.
+
+    Args:
+        train_device: the config's ``train.device`` (``auto``, ``cpu``, ``cuda``).
+        gpus_per_fold: ``--gpus-per-fold`` (0 = CPU folds).
+
+    Raises:
+        ResourceError: ``train.device: cpu`` with GPUs reserved; ``train.device: cuda`` without; a share above 1
+            that is not a whole number of GPUs.
+    """
+    if gpus_per_fold < 0:
+        raise ResourceError(f"--gpus-per-fold: must be >= 0, got {gpus_per_fold}")
+    if gpus_per_fold > 1 and gpus_per_fold != int(gpus_per_fold):
+        raise ResourceError(f"--gpus-per-fold: above 1 it must be a whole number of GPUs, got {gpus_per_fold}")
+    if train_device == "cpu" and gpus_per_fold > 0:
+        raise ResourceError(f"train.device: 'cpu' contradicts --gpus-per-fold {gpus_per_fold:g} (GPUs would be "
+                            "reserved and left idle); use --gpus-per-fold 0 or train.device: auto")
+    if train_device == "cuda" and gpus_per_fold <= 0:
+        raise ResourceError("train.device: 'cuda' needs --gpus-per-fold > 0 (Ray must reserve the GPU the fold "
+                            "uses); e.g. --gpus-per-fold 0.2 lets the five folds of a trial share one GPU")
+
+
+def fold_device(gpus_per_fold: float, ray_device: Any) -> str:
+    """The torch device of a fold worker.
+
+    Args:
+        gpus_per_fold: the GPU share the worker reserved.
+        ray_device: ``ray.train.torch.get_device()`` of the worker (a ``torch.device``), or a callable returning
+            it (only called when GPUs were reserved).
+
+    Returns:
+        ``"cpu"`` when no GPU was reserved (whatever the node has), else the device Ray Train assigned
+        (e.g. ``"cuda:0"``).
+
+    Raises:
+        RuntimeError: a GPU share was reserved but the worker's torch sees no CUDA device (a CPU build of torch,
+            or logical GPUs that do not exist); names the share and the device Ray returned.
+    """
+    if gpus_per_fold <= 0:
+        return "cpu"
+    dev = ray_device() if callable(ray_device) else ray_device
+    if getattr(dev, "type", str(dev).split(":")[0]) != "cuda":
+        raise RuntimeError(f"--gpus-per-fold {gpus_per_fold:g}: Ray reserved a GPU share for this fold worker on "
+                           f"{socket.gethostname()}, but its torch has no CUDA device (ray.train.torch.get_device() "
+                           f"= {dev}); install a CUDA build of torch on the GPU nodes or use --gpus-per-fold 0")
+    return str(dev)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a search uses the cluster.
+
+    Attributes:
+        n_folds: fold workers per trial.
+        cpus_per_fold, gpus_per_fold: each fold worker's reservation.
+        total_cpus, total_gpus: the cluster's logical resources when the plan was made.
+        trials_at_once: concurrent trials (``max_concurrent_trials`` given to Tune).
+        folds_per_gpu: fold workers that share one GPU (0 when no GPU is reserved).
+        bound: what limits ``trials_at_once``: ``requested``, ``cpu`` or ``gpu``.
+    """
+
+    n_folds: int
+    cpus_per_fold: float
+    gpus_per_fold: float
+    total_cpus: float
+    total_gpus: float
+    trials_at_once: int
+    folds_per_gpu: int
+    bound: str
+
+    def describe(self) -> str:
+        """One line for the search's start-up output."""
+        per = f"{self.cpus_per_fold:g} CPU" + (f" + {self.gpus_per_fold:g} GPU" if self.gpus_per_fold else "")
+        s = (f"plan: {self.trials_at_once} trial(s) at once ({self.bound}-bound) x {self.n_folds} fold workers of "
+             f"{per}; cluster {self.total_cpus:g} CPU, {self.total_gpus:g} GPU")
+        if self.gpus_per_fold:
+            s += f"; {self.folds_per_gpu} fold worker(s) per GPU"
+        return s
+
+
+def folds_per_gpu(gpus_per_fold: float) -> int:
+    """Fold workers one GPU holds: ``floor(1 / share)`` for a share <= 1 (0 for no GPU; 1 for whole GPUs)."""
+    if gpus_per_fold <= 0:
+        return 0
+    if gpus_per_fold >= 1:
+        return 1
+    return int(math.floor(1.0 / gpus_per_fold + _EPS))
+
+
+def plan_resources(resources: dict, n_folds: int, max_concurrent: int, cpus_per_fold: float | None,
+                   gpus_per_fold: float, local: bool) -> Plan:
+    """How many trials run at once and what each fold worker reserves.
+
+    Args:
+        resources: ``ray.cluster_resources()`` (keys ``CPU``, ``GPU``).
+        n_folds: fold workers per trial.
+        max_concurrent: the requested concurrent trials.
+        cpus_per_fold: ``--cpus-per-fold``; None = local Ray: the CPUs shared evenly by the requested trials (at
+            most 1, in steps of 0.01), cluster: 1.
+        gpus_per_fold: ``--gpus-per-fold``.
+        local: True when the search started its own Ray (then the plan shrinks to what fits); on a cluster (which
+            may grow by autoscaling) the requested number is kept and a note is printed by the caller.
+
+    Raises:
+        ResourceError: one trial does not fit the (local) cluster: names the need and what the cluster has.
+    """
+    total_cpu = float(resources.get("CPU", 0.0))
+    total_gpu = float(resources.get("GPU", 0.0))
+    cpus = cpus_per_fold
+    if cpus is None:
+        share = (total_cpu - max_concurrent * TRIAL_ACTOR_CPUS) / (n_folds * max_concurrent)
+        cpus = max(0.01, min(1.0, math.floor(100 * share) / 100)) if local else 1.0
+    per_trial_cpu = n_folds * cpus + TRIAL_ACTOR_CPUS
+    fit_cpu = int((total_cpu + _EPS) // per_trial_cpu)
+    fit, bound = fit_cpu, "cpu"
+    fpg = folds_per_gpu(gpus_per_fold)
+    if gpus_per_fold > 0:
+        gpu_slots = (int(total_gpu + _EPS) * fpg) if gpus_per_fold < 1 else int(total_gpu + _EPS) // int(gpus_per_fold)
+        fit_gpu = gpu_slots // n_folds
+        if fit_gpu < fit_cpu:
+            fit, bound = fit_gpu, "gpu"
+    if fit < 1 and local:
+        need = f"{n_folds} folds x {cpus:g} CPU = {n_folds * cpus:g} CPU"
+        if gpus_per_fold > 0:
+            need += f" and {n_folds} folds x {gpus_per_fold:g} GPU ({fpg} per GPU)"
+        raise ResourceError(f"one trial needs {need}; the Ray cluster has {total_cpu:g} CPU, {total_gpu:g} GPU "
+                            "(lower --cpus-per-fold / --gpus-per-fold)")
+    if max_concurrent <= fit or not local:
+        return Plan(n_folds, cpus, gpus_per_fold, total_cpu, total_gpu, max_concurrent, fpg, "requested")
+    return Plan(n_folds, cpus, gpus_per_fold, total_cpu, total_gpu, fit, fpg, bound)
+
+
+# ---------------------------------------------------------------------------------------------------- node checks
+
+
+def probe_node(data_dir: str, marker: str | None, token: str | None) -> dict:
+    """Run ON a node: is the release readable at ``data_dir`` and does the node see the storage marker?
+
+    Returns:
+        ``{"host", "data_error", "storage_error"}`` (errors None when fine).
+    """
+    from blemore_core.data.release import TRAIN_METADATA
+
+    out: dict[str, Any] = {"host": socket.gethostname(), "data_error": None, "storage_error": None}
+    meta = Path(data_dir) / TRAIN_METADATA
+    if not Path(data_dir).is_dir():
+        out["data_error"] = f"--data {data_dir}: no such directory on this node"
+    elif not os.access(meta, os.R_OK):
+        out["data_error"] = f"--data {data_dir}: {meta} missing or unreadable on this node"
+    if marker is not None:
+        try:
+            seen = Path(marker).read_text().strip()
+        except OSError:
+            seen = None
+        if seen != token:
+            out["storage_error"] = (f"--storage {Path(marker).parent}: this node does not see the driver's files "
+                                    "there (a local path, not shared)")
+    return out
+
+
+def check_nodes(data_dir: str, storage: Any, timeout_s: float = 120.0) -> list[dict]:
+    """One task per alive Ray node (pinned with a hard node affinity) runs :func:`probe_node`.
+
+    Args:
+        data_dir: the release directory every node must read.
+        storage: the search's :class:`search.storage.Storage`; a filesystem path must be the same shared
+            directory on every node (an object-store URI needs no check here).
+        timeout_s: how long to wait for the probes.
+
+    Returns:
+        One dict per node: ``node_id``, ``address``, ``host`` and the errors (all None when fine).
+
+    Raises:
+        ResourceError: a node cannot read the data or does not share the storage path (names every such node by
+            address and id and the path); or a probe did not run within ``timeout_s``.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = token = None
+    if storage.is_local:
+        token = uuid.uuid4().hex
+        Path(storage.uri).mkdir(parents=True, exist_ok=True)
+        marker = str(Path(storage.uri) / f".blemore-node-check-{token[:12]}")
+        Path(marker).write_text(token)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    probe = ray.remote(num_cpus=0)(probe_node)
+    try:
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                              max_retries=0).remote(data_dir, marker, token) for n in nodes]
+        try:
+            outs = ray.get(refs, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise ResourceError(f"node check: not every node of the Ray cluster answered within {timeout_s:g} s "
+                                "(a node without free capacity to start a worker process?)") from None
+    finally:
+        if marker is not None:
+            Path(marker).unlink(missing_ok=True)
+    rows, errs = [], []
+    for n, o in zip(nodes, outs, strict=True):
+        rows.append({"node_id": n["NodeID"], "address": n.get("NodeManagerAddress"), **o})
+        for k in ("data_error", "storage_error"):
+            if o[k]:
+                errs.append(f"node {n.get('NodeManagerAddress')} ({n['NodeID'][:12]}): {o[k]}")
+    if errs:
+        hint = ("; use a shared filesystem path or an object store URI (s3://...) for --storage"
+                if any("storage" in e for e in errs) else "")
+        raise ResourceError("node check failed:\n  " + "\n  ".join(errs) + hint)
+    return rows
+
+
+__all__ = ["TRIAL_ACTOR_CPUS", "ResourceError", "Plan", "check_device_options", "fold_device", "folds_per_gpu",
+           "plan_resources", "probe_node", "check_nodes"]
