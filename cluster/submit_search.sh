@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Submit a search to a running Ray cluster as a Ray job (the driver runs on the head node).
+# Submit a search (or its resumption) to a running Ray cluster as a Ray job; the driver runs on the head node and
+# the repository is shipped as the job's working directory (so every node imports the same code).
 # Usage: cluster/submit_search.sh SPACE.yaml [extra `blemore search` options...]
-#   RAY_ADDRESS (default http://127.0.0.1:8265, the dashboard's job API), MLFLOW_TRACKING_URI (default
-#   http://127.0.0.1:5000, see start_mlflow.sh) and RAY_AUTH_TOKEN (token auth) are read from the environment.
+#        cluster/submit_search.sh resume NAME [extra `blemore resume` options, e.g. --storage URI]
+#   env: RAY_ADDRESS (default http://127.0.0.1:8265, the dashboard's job API), MLFLOW_TRACKING_URI (default
+#   http://127.0.0.1:5000, see start_mlflow.sh), RAY_AUTH_TOKEN (token auth), SUBMIT_ARGS (extra `ray job submit`
+#   options, e.g. "--no-wait --submission-id my-search"). For an S3-compatible storage, AWS_ENDPOINT_URL and the
+#   region are forwarded by the driver; credentials must be in the nodes' environment (see README).
 set -euo pipefail
-SPACE="${1:?usage: submit_search.sh SPACE.yaml [options]}"; shift
+FIRST="${1:?usage: submit_search.sh SPACE.yaml [options] | submit_search.sh resume NAME [options]}"; shift
 export RAY_AUTH_MODE=token  # the job client authenticates with the cluster token
 export RAY_ADDRESS="${RAY_ADDRESS:-http://127.0.0.1:8265}"
 TRACKING="${MLFLOW_TRACKING_URI:-http://127.0.0.1:5000}"
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
-exec ray job submit --working-dir "$HERE" \
-    --runtime-env-json '{"excludes": ["mlruns", "ray_results", "mlflow.db", ".git"]}' \
-    -- python -m search.cli search "$SPACE" --address auto --tracking-uri "$TRACKING" "$@"
+if [ "$FIRST" = "resume" ]; then
+  NAME="${1:?usage: submit_search.sh resume NAME [options]}"; shift
+  CMD=(python3 -m search.cli resume "$NAME" --address auto "$@")
+else
+  CMD=(python3 -m search.cli search "$FIRST" --address auto --tracking-uri "$TRACKING" "$@")
+fi
+# shellcheck disable=SC2086
+exec ray job submit --working-dir "$HERE" ${SUBMIT_ARGS:-} \
+    --runtime-env-json '{"excludes": ["mlruns", "ray_results", "mlflow.db", ".git", "cluster_run", "mlflow_server", "**/__pycache__"]}' \
+    -- "${CMD[@]}"

@@ -54,13 +54,15 @@ def check_device_options(train_device: str, gpus_per_fold: float) -> None:
                             "uses); e.g. --gpus-per-fold 0.2 lets the five folds of a trial share one GPU")
 
 
-def fold_device(gpus_per_fold: float, ray_device: Any) -> str:
+def fold_device(gpus_per_fold: float, ray_device: Any, cuda_available: Any = None) -> str:
     """The torch device of a fold worker.
 
     Args:
         gpus_per_fold: the GPU share the worker reserved.
         ray_device: ``ray.train.torch.get_device()`` of the worker (a ``torch.device``), or a callable returning
             it (only called when GPUs were reserved).
+        cuda_available: callable telling whether this process's torch can use CUDA (default
+            ``torch.cuda.is_available``; Ray reports ``cuda:N`` for an assigned GPU even when torch cannot use it).
 
     Returns:
         ``"cpu"`` when no GPU was reserved (whatever the node has), else the device Ray Train assigned
@@ -73,7 +75,11 @@ def fold_device(gpus_per_fold: float, ray_device: Any) -> str:
     if gpus_per_fold <= 0:
         return "cpu"
     dev = ray_device() if callable(ray_device) else ray_device
-    if getattr(dev, "type", str(dev).split(":")[0]) != "cuda":
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available
+    if getattr(dev, "type", str(dev).split(":")[0]) != "cuda" or not cuda_available():
         raise RuntimeError(f"--gpus-per-fold {gpus_per_fold:g}: Ray reserved a GPU share for this fold worker on "
                            f"{socket.gethostname()}, but its torch has no CUDA device (ray.train.torch.get_device() "
                            f"= {dev}); install a CUDA build of torch on the GPU nodes or use --gpus-per-fold 0")

@@ -142,8 +142,9 @@ def _init_ray(opts: SearchOptions) -> bool:
     else:
         # the dashboard (loopback only) serves Ray's State API, which Ray Train's PlacementGroupCleaner needs to
         # release the fold workers' placement group of a trial that Tune stopped (ASHA, time budget, Ctrl-C)
-        ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
-                 log_to_driver=opts.verbose > 1)
+        # address="local": always a new instance, never a cluster some `ray start` on this machine left running
+        ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=True,
+                 dashboard_host="127.0.0.1", log_to_driver=opts.verbose > 1)
     return True
 
 

@@ -111,6 +111,19 @@ def runs_link(tracking_uri: str, experiment_id: str, metric: str = "score") -> s
     return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{q}"
 
 
+def trial_link(tracking_uri: str, experiment_id: str, trial_id: str) -> str:
+    """Link to the runs view filtered to one trial's fold runs, with ACC_presence, ACC_salience, Score, the presence
+    threshold alpha and the salience threshold beta (headline protocol) and the fold's node as columns."""
+    from urllib.parse import quote
+
+    cols = [f"metrics.`{m}`" for m in FOLD_METRICS] + ["tags.`fold`", "tags.`node_id`"]
+    sel = "[" + ",".join(f'"{c}"' for c in cols) + "]"
+    filt = f"tags.{TRIAL_TAG} = '{trial_id}' and tags.{ROLE_TAG} = 'fold'"
+    q = (f"searchFilter={quote(filt, safe='')}&orderByKey={quote('params.`fold`', safe='')}&orderByAsc=true"
+         f"&selectedColumns={quote(sel, safe='')}")
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{q}"
+
+
 def get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
     """Experiment id of ``name``; created (artifacts next to a local SQLite store in ``mlruns/``) if missing."""
     exp = client.get_experiment_by_name(name)
