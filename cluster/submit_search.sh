@@ -19,7 +19,18 @@ if [ "$FIRST" = "resume" ]; then
 else
   CMD=(python3 -m search.cli search "$FIRST" --address auto --tracking-uri "$TRACKING" "$@")
 fi
-# shellcheck disable=SC2086
-exec ray job submit --working-dir "$HERE" ${SUBMIT_ARGS:-} \
-    --runtime-env-json '{"excludes": ["mlruns", "ray_results", "mlflow.db", ".git", "cluster_run", "mlflow_server", "**/__pycache__"]}' \
-    -- "${CMD[@]}"
+LOG="$(mktemp)"; trap 'rm -f "$LOG"' EXIT
+# A head that has just started may not have its job agent yet ("No available agent to submit job"): nothing was
+# submitted then, so retry for up to 2 minutes.
+for _ in $(seq 1 24); do
+  set +e
+  # shellcheck disable=SC2086
+  ray job submit --working-dir "$HERE" ${SUBMIT_ARGS:-} \
+      --runtime-env-json '{"excludes": ["mlruns", "ray_results", "mlflow.db", ".git", "cluster_run", "mlflow_server", "**/__pycache__", ".pytest_cache", ".ruff_cache", "tests/screenshots"]}' \
+      -- "${CMD[@]}" 2>&1 | tee "$LOG"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" -ne 0 ] && grep -q "No available agent to submit job" "$LOG"; then sleep 5; continue; fi
+  exit "$rc"
+done
+exit 1
