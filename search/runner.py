@@ -301,8 +301,8 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
         link = runs_link(tracking_uri, exp_id, space.metrics[0])
         if opts.verbose:
             print(f"search {name!r}: space {space.path}, data {data_dir}, storage {exp_path}; MLflow {tracking_uri}")
-            print(plan.describe())
-            print(f"MLflow runs of this search, best first: {link}", flush=True)
+        print(plan.describe())  # also with --quiet: what runs at once, and where to watch it
+        print(f"MLflow runs of this search, best first: {link}", flush=True)
         t_fit = time.time()
         results = tuner.fit()
         elapsed = time.time() - t_fit
