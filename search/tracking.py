@@ -99,29 +99,49 @@ def ui_base(tracking_uri: str) -> str:
     return "http://127.0.0.1:5000"
 
 
-def runs_link(tracking_uri: str, experiment_id: str, metric: str = "score") -> str:
-    """Direct link to the experiment's runs view, sorted by ``metric`` (best first) with the key metric columns
-    selected (the MLflow 3 UI reads ``orderByKey``, ``orderByAsc`` and ``selectedColumns`` from the URL)."""
-    from urllib.parse import quote
+#: experiment tag prefix of the MLflow UI's shared views (the UI's "Share" button writes the same tags); a link
+#: ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens the view stored under ``<prefix><key>``
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 
-    cols = [f"metrics.`{m}`" for m in dict.fromkeys([metric, *LINK_COLUMNS])]
-    sel = "[" + ",".join(f'"{c}"' for c in cols) + "]"
-    q = (f"orderByKey={quote(f'metrics.`{metric}`', safe='')}&orderByAsc=false"
-         f"&selectedColumns={quote(sel, safe='')}")
-    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{q}"
+
+def best_view_key(metric: str = "score") -> str:
+    """Shared-view key of the search's trial runs sorted by ``metric``, best first."""
+    return f"blemore-best-{metric}"
+
+
+def trial_view_key(trial_id: str) -> str:
+    """Shared-view key of one trial's fold runs."""
+    return f"blemore-trial-{trial_id}"
+
+
+def best_view_state(metric: str = "score") -> dict:
+    """The runs view of the trials (parent runs) sorted by ``metric`` (best first), key metric columns selected."""
+    return {"searchFilter": f"tags.{ROLE_TAG} = 'parent'", "orderByKey": f"metrics.`{metric}`", "orderByAsc": False,
+            "selectedColumns": [f"metrics.`{m}`" for m in dict.fromkeys([metric, *LINK_COLUMNS])]}
+
+
+def trial_view_state(trial_id: str) -> dict:
+    """The runs view of one trial's fold runs in fold order, with ACC_presence, ACC_salience, Score, the presence
+    threshold alpha, the salience threshold beta (headline protocol) and the node each fold ran on."""
+    return {"searchFilter": f"tags.{TRIAL_TAG} = '{trial_id}' and tags.{ROLE_TAG} = 'fold'",
+            "orderByKey": "params.`fold`", "orderByAsc": True,
+            "selectedColumns": [f"metrics.`{m}`" for m in FOLD_METRICS] + ["tags.`node_id`"]}
+
+
+def view_link(tracking_uri: str, experiment_id: str, key: str) -> str:
+    """Link to a shared view of the experiment's runs (MLflow 3 UI)."""
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}"
+
+
+def runs_link(tracking_uri: str, experiment_id: str, metric: str = "score") -> str:
+    """Direct link to the search's trials sorted by the objective (best first) with the key metric columns selected
+    (the view is stored as an experiment tag by :meth:`MLflowTracker.ensure_store`)."""
+    return view_link(tracking_uri, experiment_id, best_view_key(metric))
 
 
 def trial_link(tracking_uri: str, experiment_id: str, trial_id: str) -> str:
-    """Link to the runs view filtered to one trial's fold runs, with ACC_presence, ACC_salience, Score, the presence
-    threshold alpha and the salience threshold beta (headline protocol) and the fold's node as columns."""
-    from urllib.parse import quote
-
-    cols = [f"metrics.`{m}`" for m in FOLD_METRICS] + ["tags.`fold`", "tags.`node_id`"]
-    sel = "[" + ",".join(f'"{c}"' for c in cols) + "]"
-    filt = f"tags.{TRIAL_TAG} = '{trial_id}' and tags.{ROLE_TAG} = 'fold'"
-    q = (f"searchFilter={quote(filt, safe='')}&orderByKey={quote('params.`fold`', safe='')}&orderByAsc=true"
-         f"&selectedColumns={quote(sel, safe='')}")
-    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{q}"
+    """Direct link to one trial's fold runs (the view is stored when the trial's run is created)."""
+    return view_link(tracking_uri, experiment_id, trial_view_key(trial_id))
 
 
 def get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
@@ -238,7 +258,11 @@ class MLflowTracker(Callback):
         finds a complete store (otherwise the first trial's writes would create the schema while the UI reads it).
         """
         _ = self.client
+        import json
+
         self.client.set_experiment_tag(self._exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        self.client.set_experiment_tag(self._exp_id, VIEW_TAG_PREFIX + best_view_key(self.metric),
+                                       json.dumps(best_view_state(self.metric)))
         return str(self._exp_id)
 
     def describe_experiment(self, text: str) -> None:
@@ -265,6 +289,10 @@ class MLflowTracker(Callback):
                 tags = {TRIAL_TAG: tid, ROLE_TAG: "parent", "mlflow.runName": self.run_name(trial),
                         **self.search_tags}
                 run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
+                import json
+
+                self.client.set_experiment_tag(self._exp_id, VIEW_TAG_PREFIX + trial_view_key(tid),
+                                               json.dumps(trial_view_state(tid)))
             else:
                 self.client.update_run(run_id, status="RUNNING")
             self._parents[tid] = run_id

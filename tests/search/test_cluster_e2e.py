@@ -19,7 +19,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,6 +39,7 @@ fixed:
   model.pooling: stat
   model.latent_dim: 16
   model.shared_dim: 16
+  model.top_n: 2
   loss.domain: 0.0
   train.patience: 0
 params:
@@ -129,6 +129,7 @@ def cluster(tmp_path_factory):
         except subprocess.TimeoutExpired:
             moto.kill()
         moto_log.close()
+        shutil.rmtree(env["RAY_TEMP_DIR"], ignore_errors=True)
 
 
 def _space(c: SimpleNamespace, name: str, n: int, epochs: int = 2) -> Path:
@@ -199,7 +200,9 @@ def test_search_submitted_as_job_uses_both_nodes_and_s3(cluster, searched):
     # the experiment opens on its runs (MLflow 3 experiment kind) and says what it is
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     assert "How to read it" in exp.tags.get("mlflow.note.content", "")
-    assert f"#/experiments/{exp.experiment_id}/runs?orderByKey=metrics.%60score%60&orderByAsc=false" in c.search_output
+    assert f"#/experiments/{exp.experiment_id}/runs?viewStateShareKey=blemore-best-score" in c.search_output
+    view = json.loads(exp.tags["mlflow.sharedViewState.blemore-best-score"])
+    assert view["orderByKey"] == "metrics.`score`" and view["orderByAsc"] is False
 
 
 # --------------------------------------------------------------------------------------------------- the browser
