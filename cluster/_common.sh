@@ -24,8 +24,11 @@ start_ray() {
   if [ -f "$RUN_DIR/$name.pid" ] && kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null; then
     echo "error: $name already running (pid $(cat "$RUN_DIR/$name.pid"), $RUN_DIR/$name.pid)" >&2; return 1
   fi
-  # RAY_TEMP_DIR: Ray's session files (default /tmp/ray, where `ray.init(address="auto")` finds the cluster)
-  setsid nohup ray start "$@" ${RAY_TEMP_DIR:+--temp-dir "$RAY_TEMP_DIR"} --block --disable-usage-stats > "$RUN_DIR/$name.log" 2>&1 < /dev/null &
+  # NODE_TEMP_DIR / RAY_TEMP_DIR: Ray's session files (default /tmp/ray, where `ray.init(address="auto")` finds
+  # the cluster). Raylets sharing a machine need their own: each node garbage-collects its runtime-env packages
+  # (the job's working directory among them) under it.
+  local tmp="${NODE_TEMP_DIR:-${RAY_TEMP_DIR:-}}"
+  setsid nohup ray start "$@" ${tmp:+--temp-dir "$tmp"} --block --disable-usage-stats > "$RUN_DIR/$name.log" 2>&1 < /dev/null &
   local pid=$!
   echo "$pid" > "$RUN_DIR/$name.pid"
   local raylet=""

@@ -57,8 +57,8 @@ def test_device_options_accepted(device, gpus):
 
 
 def test_planner_arithmetic_hand_worked():
-    # folds per GPU: floor(1/share); 0.3 -> 3 (0.9 of a GPU), 0.2 -> 5, 0.1 -> 10, whole GPUs -> 1
-    assert [folds_per_gpu(g) for g in (0, 0.3, 0.25, 0.2, 0.1, 1, 2)] == [0, 3, 4, 5, 10, 1, 1]
+    # folds per GPU: floor(1/share); 0.3 -> 3 (0.9 of a GPU), 0.35 -> 2 (never 3: 1.05 GPU), 0.2 -> 5, 0.1 -> 10, whole GPUs -> 1
+    assert [folds_per_gpu(g) for g in (0, 0.3, 0.35, 0.25, 0.2, 0.1, 1, 2)] == [0, 3, 2, 4, 5, 10, 1, 1]
     # 4 GPUs, 0.2 GPU per fold: 4 x 5 = 20 fold slots / 5 folds = 4 trials; CPU 32 // (5 x 1 + 0.01) = 6 -> gpu-bound
     p = plan_resources({"CPU": 32, "GPU": 4}, 5, 8, 1.0, 0.2, local=True)
     assert (p.trials_at_once, p.folds_per_gpu, p.bound) == (4, 5, "gpu")
