@@ -82,10 +82,11 @@ def _fmt_value(key: str, v: Any) -> str:
     return f"{short}={v}"
 
 
-def trial_run_name(trial_id: str, config: dict, searched: list[str] | None = None) -> str:
+def trial_run_name(trial_id: str, config: dict, searched: list[str] | None = None, number: int | None = None) -> str:
     """A parent run's name that says what the trial is: its number and the searched values, e.g.
-    ``t03 rank_aware top3 lr=1.1e-3`` (``searched`` orders the keys; default: the config's own order)."""
-    n = trial_number(trial_id)
+    ``t03 rank_aware top3 lr=1.1e-3`` (``searched`` orders the keys; default: the config's own order). The number
+    is ``number`` when given, else the counter at the end of Tune's trial id (``..._00003``), else the id itself."""
+    n = number if number is not None else trial_number(trial_id)
     head = f"t{n:02d}" if n is not None else str(trial_id)
     keys = [k for k in (searched or list(config)) if k in config and not k.startswith("debug.")]
     return " ".join([head] + [_fmt_value(k, config[k]) for k in keys])
@@ -200,6 +201,8 @@ class MLflowTracker(Callback):
         self.metric = metric
         self._client = None
         self._exp_id: str | None = None
+        self._numbers: dict[str, int] = {}
+        self._next_number: int | None = None
         self._parents: dict[str, str] = {}
         self._children: dict[tuple[str, int], str] = {}
         self._final_seen: set[str] = set()
@@ -270,9 +273,20 @@ class MLflowTracker(Callback):
         self.client.set_experiment_tag(self._exp_id, "mlflow.note.content", text)
 
     def run_name(self, trial: Any) -> str:
-        """The parent run's name of ``trial`` (see :func:`trial_run_name`)."""
+        """The parent run's name of ``trial`` (see :func:`trial_run_name`). Tune's trial ids carry no counter when a
+        searcher names them, so the number is the trial's order of creation in the experiment (1, 2, ...), counted
+        from the store, hence stable across resumes."""
+        n = trial_number(trial.trial_id)
+        if n is None:
+            if trial.trial_id not in self._numbers:
+                if self._next_number is None:
+                    self._next_number = 1 + len(self.client.search_runs(
+                        [self._exp_id], filter_string=f"tags.{ROLE_TAG} = 'parent'", max_results=50000))
+                self._numbers[trial.trial_id] = self._next_number
+                self._next_number += 1
+            n = self._numbers[trial.trial_id]
         return trial_run_name(trial.trial_id, {k: v for k, v in trial.config.items() if not k.startswith("debug.")},
-                              self.searched or None)
+                              self.searched or None, number=n)
 
     def _find(self, trial_id: str, fold: int | None) -> str | None:
         f = f"tags.{TRIAL_TAG} = '{trial_id}' and tags.{ROLE_TAG} = '{'parent' if fold is None else 'fold'}'"

@@ -187,8 +187,11 @@ def test_search_submitted_as_job_uses_both_nodes_and_s3(cluster, searched):
             assert any(a.path.endswith(".pt") for a in client.list_artifacts(k.info.run_id)), k.info.run_name
             assert k.data.tags["device"] == "cpu"
     # names say what a trial is: tNN + the searched values
-    assert all(p.info.run_name.startswith("t0") and ("concat" in p.info.run_name or "rank_aware" in p.info.run_name)
-               and "lr=" in p.info.run_name for p in parents), [p.info.run_name for p in parents]
+    import re
+
+    names = sorted(p.info.run_name for p in parents)
+    assert [n[:4] for n in names] == ["t01 ", "t02 "], names
+    assert all(re.fullmatch(r"t0\d (concat|rank_aware) lr=\d\.\de-\d", n) for n in names), names
     # manifest and checkpoints on S3, nothing under the head's default local storage
     import boto3
 

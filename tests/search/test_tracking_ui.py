@@ -44,6 +44,13 @@ def test_links_use_shared_views_stored_on_the_experiment(tmp_path):
 
     run_id = tr._parent(T())
     assert tr.client.get_run(run_id).info.run_name == "t02 lr=2.0e-3"
+
+    class U:  # a searcher's trial id: no counter -> numbered in order of creation
+        trial_id = "e54e9abb"
+        config = {"train.lr": 0.0011}
+
+    assert tr.client.get_run(tr._parent(U())).info.run_name == "t02 lr=1.1e-3"  # 1 parent existed
+    assert tr.run_name(U()) == "t02 lr=1.1e-3"  # stable for the same trial
     tv = json.loads(tr.client.get_experiment(exp_id).tags["mlflow.sharedViewState.blemore-trial-ab_00002"])
     assert tv["searchFilter"] == "tags.tune_trial_id = 'ab_00002' and tags.role = 'fold'"
     assert [c for c in tv["selectedColumns"] if c.startswith("metrics")] == [
