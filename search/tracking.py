@@ -288,6 +288,12 @@ class MLflowTracker(Callback):
         return trial_run_name(trial.trial_id, {k: v for k, v in trial.config.items() if not k.startswith("debug.")},
                               self.searched or None, number=n)
 
+    def fold_run_name(self, trial: Any, fold: int) -> str:
+        """A fold run's name: the trial's number, the fold, then the searched values (``t03 fold2 rank_aware ...``),
+        so the fold stays visible when the UI truncates long names."""
+        head, _, rest = self.run_name(trial).partition(" ")
+        return f"{head} fold{fold} {rest}".rstrip()
+
     def _find(self, trial_id: str, fold: int | None) -> str | None:
         f = f"tags.{TRIAL_TAG} = '{trial_id}' and tags.{ROLE_TAG} = '{'parent' if fold is None else 'fold'}'"
         if fold is not None:
@@ -319,7 +325,7 @@ class MLflowTracker(Callback):
             run_id = self._find(trial.trial_id, fold)
             if run_id is None:
                 tags = {TRIAL_TAG: trial.trial_id, ROLE_TAG: "fold", "fold": str(fold),
-                        "mlflow.parentRunId": parent, "mlflow.runName": f"{self.run_name(trial)} fold{fold}",
+                        "mlflow.parentRunId": parent, "mlflow.runName": self.fold_run_name(trial, fold),
                         **self.search_tags}
                 run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
                 self.client.log_param(run_id, "fold", fold)

@@ -228,12 +228,12 @@ class _Text(html.parser.HTMLParser):
             self.parts.append(data.strip())
 
 
-def _render(url: str, shot: Path) -> str:
+def _render(url: str, shot: Path, profile: Path) -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.fail("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
     flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-             "--window-size=1600,1000", "--virtual-time-budget=25000", f"--user-data-dir={shot.parent / 'chrome'}"]
+             "--window-size=1600,1000", "--virtual-time-budget=25000", f"--user-data-dir={profile}"]
     subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=180, check=False)
     dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=180, check=True).stdout
     p = _Text()
@@ -250,7 +250,7 @@ def test_mlflow_ui_lists_trials_best_first_and_fold_runs(cluster, searched):
     assert link in c.search_output  # the link the search printed
     shots = Path(os.environ.get("BLEMORE_SCREENSHOTS", REPO / "tests" / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
-    text = _render(link, shots / "mlflow_runs.png")
+    text = _render(link, shots / "mlflow_runs.png", c.tmp / "chrome")
     assert (shots / "mlflow_runs.png").stat().st_size > 10_000
     assert "score" in text and "acc_presence" in text, text[:2000]
     best_first = [p.info.run_name for p in sorted(parents, key=lambda r: -r.data.metrics["score"])]
@@ -260,7 +260,7 @@ def test_mlflow_ui_lists_trials_best_first_and_fold_runs(cluster, searched):
     assert f"{top.data.metrics['score']:.4g}"[:4] in text  # the Score value is visible
     assert "Traces" not in text.split(best_first[0])[0] or "Runs" in text  # opened on the runs, not GenAI overview
     tlink = trial_link(c.tracking, exp.experiment_id, top.data.tags["tune_trial_id"])
-    t2 = _render(tlink, shots / "mlflow_trial_folds.png")
+    t2 = _render(tlink, shots / "mlflow_trial_folds.png", c.tmp / "chrome")
     for col in ("acc_presence", "acc_salience", "alpha", "beta"):
         assert col in t2, (col, t2[:2000])
     kids = [f.info.run_name for f in folds if f.data.tags["tune_trial_id"] == top.data.tags["tune_trial_id"]]

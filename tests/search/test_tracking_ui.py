@@ -51,6 +51,7 @@ def test_links_use_shared_views_stored_on_the_experiment(tmp_path):
 
     assert tr.client.get_run(tr._parent(U())).info.run_name == "t02 lr=1.1e-3"  # 1 parent existed
     assert tr.run_name(U()) == "t02 lr=1.1e-3"  # stable for the same trial
+    assert tr.fold_run_name(U(), 3) == "t02 fold3 lr=1.1e-3"
     tv = json.loads(tr.client.get_experiment(exp_id).tags["mlflow.sharedViewState.blemore-trial-ab_00002"])
     assert tv["searchFilter"] == "tags.tune_trial_id = 'ab_00002' and tags.role = 'fold'"
     assert [c for c in tv["selectedColumns"] if c.startswith("metrics")] == [
