@@ -333,10 +333,11 @@ def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched)
     c = cluster
     name = "cl_fault_node"
     sid = f"{name}-{secrets.token_hex(3)}"
-    _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, 2)), *_search_args(c, name),
+    _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, 2, epochs=12)), *_search_args(c, name),
         extra_env={"SUBMIT_ARGS": f"--no-wait --submission-id {sid}"})
-    # kill the worker node's raylet by its recorded pid once the first trial has epoch metrics
-    _wait(lambda: any("epoch/score" in p.data.metrics for p in _runs(c, name)[2]), 400, "first trial's epochs")
+    # kill the worker node's raylet by its recorded pid while the first trial trains (its first epoch is recorded)
+    _wait(lambda: any("epoch/score" in p.data.metrics and p.info.status == "RUNNING" for p in _runs(c, name)[2]),
+          400, "first trial's epochs", step=0.5)
     os.kill(int((c.run_dir / "worker1.raylet.pid").read_text()), signal.SIGKILL)
     # a replacement node joins (what an autoscaler does); the failed trial is retried per FailureConfig
     _sh(c, str(CLUSTER / "stop_cluster.sh"), "worker1")
