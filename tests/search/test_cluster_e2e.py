@@ -322,7 +322,8 @@ def _wait(pred, timeout: float, what: str, step: float = 1.0):
 
 
 def _job_status(c: SimpleNamespace, sid: str) -> str:
-    out = _sh(c, "ray", "job", "status", sid, check=False).stdout
+    p = _sh(c, "ray", "job", "status", sid, check=False)
+    out = p.stdout + p.stderr  # the Ray CLI logs to stderr
     for s in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
         if s in out:
             return s
@@ -344,7 +345,8 @@ def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched)
     _sh(c, str(CLUSTER / "start_worker.sh"), f"127.0.0.1:{c.ports['gcs']}", "3", "0", timeout=240,
         extra_env={"NODE_NAME": "worker2"})
     st = _wait(lambda: (s := _job_status(c, sid)) in ("SUCCEEDED", "FAILED", "STOPPED") and s, 600, "job end", 3)
-    logs = _sh(c, "ray", "job", "logs", sid, check=False).stdout
+    lp = _sh(c, "ray", "job", "logs", sid, check=False)
+    logs = lp.stdout + lp.stderr
     _, _, parents, folds = _runs(c, name)
     assert len(parents) == 2, [p.info.run_name for p in parents]
     assert not [r for r in parents + folds if r.info.status == "RUNNING"]
