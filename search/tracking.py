@@ -60,8 +60,8 @@ _ABBREV = {"top_n": "top", "learning_rate": "lr", "weight_decay": "wd", "batch_s
 
 def trial_number(trial_id: str) -> int | None:
     """The counter Tune puts at the end of a trial id (``"4f2c1_00003"`` -> 3); None when there is none."""
-    tail = str(trial_id).rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    head, sep, tail = str(trial_id).rpartition("_")
+    return int(tail) if sep and head and tail.isdigit() else None  # a bare hex id may be all digits: not a counter
 
 
 def _fmt_value(key: str, v: Any) -> str:

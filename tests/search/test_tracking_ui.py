@@ -22,6 +22,7 @@ def test_trial_run_names_say_what_the_trial_is():
     assert trial_run_name("4f2c1_00012", cfg, ["train.lr", "model.fusion"]) == "t12 lr=1.1e-3 rank_aware"
     assert trial_run_name("x_00001", {"model.dropout": 0.25, "data.encoders": ["a", "b"]}) == "t01 drop=0.25 a+b"
     assert trial_number("abc") is None and trial_run_name("abc", {}) == "abc"
+    assert trial_number("88422978") is None  # Tune's hex trial id, all digits by chance: not a counter
 
 
 def test_links_use_shared_views_stored_on_the_experiment(tmp_path):
