@@ -8,6 +8,8 @@ search spaces in ``spaces/``. Loading rejects unknown keys and wrong types and g
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -182,15 +184,19 @@ class Config:
                 dotted key.
         """
         errors: list[str] = []
-        cfg = _build(cls, d or {}, "", errors, source)
-        errors.extend(f"{source}: {e}" for e in cfg.problems())
+        bad: set[str] = set()
+        cfg = _build(cls, d or {}, "", errors, source, bad)
+        errors.extend(f"{source}: {e}" for e in _without_follow_ons(cfg.problems(), bad))
         if errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
         return cfg
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> Config:
-        """Load a Config from a YAML file (``yaml.safe_load``).
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None,
+                  overrides_source: str = "--set") -> Config:
+        """Load a Config from a YAML file (``yaml.safe_load``), with optional dotted-key ``overrides``
+        (``{"train.lr": 0.01}``, e.g. from ``--set``) applied before validation, so that the file's errors and
+        the overrides' errors come in ONE message (an override's error names ``overrides_source``).
 
         Raises:
             ConfigError: naming the file, for unreadable YAML or any invalid key/value.
@@ -199,10 +205,30 @@ class Config:
         try:
             d = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read YAML config: {e}") from e
+            raise ConfigError(f"{path}: cannot read YAML config: {' '.join(str(e).split())}") from e
         if d is not None and not isinstance(d, Mapping):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(d).__name__}")
-        return cls.from_dict(d, source=str(path))
+        if not overrides:
+            return cls.from_dict(d, source=str(path))
+        d = _plain(dict(d or {}))
+        errors: list[str] = []
+        for key, value in overrides.items():
+            node, parts = d, key.split(".")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {}) if isinstance(node, dict) else None
+                if not isinstance(node, dict):
+                    break
+            if isinstance(node, dict):
+                node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+        try:
+            return cls.from_dict(d, source=str(path))
+        except ConfigError as e:
+            lines = str(e).split("\n  ")[1:]
+        for line in lines:
+            rest = line[len(str(path)) + 2:] if line.startswith(f"{path}: ") else line
+            m = re.match(r"(?:unknown key )?'?([A-Za-z_][\w.]*)'?", rest)
+            errors.append(f"{overrides_source}: {rest}" if m and m.group(1) in overrides else line)
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain-Python dict (tuples as lists), YAML-safe."""
@@ -325,8 +351,19 @@ def _plain(v: Any) -> Any:
     return v
 
 
+class _Invalid:
+    """Marker returned by :func:`_coerce` for a value of the wrong type (the error is already recorded)."""
+
+
+_INVALID = _Invalid()
+
+
 def _coerce(value: Any, tp: Any, key: str, errors: list[str], source: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples."""
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples.
+
+    Floats must be finite (NaN and +-inf are rejected: a NaN loss weight trains nothing). Returns ``_INVALID``
+    after recording ONE error for the key; :func:`_build` then keeps the field's default and marks the key so
+    that no follow-on rule error is reported for a value the user never wrote."""
     origin = typing.get_origin(tp)
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
@@ -334,8 +371,14 @@ def _coerce(value: Any, tp: Any, key: str, errors: list[str], source: str) -> An
             value = [value]
         if not isinstance(value, (list, tuple)):
             errors.append(f"{source}: {key}: expected a list, got {value!r}")
-            return ()
-        return tuple(_coerce(x, item_tp, key, errors, source) for x in value)
+            return _INVALID
+        items = []
+        for x in value:
+            v = _coerce(x, item_tp, key, errors, source)
+            if v is _INVALID:
+                return _INVALID
+            items.append(v)
+        return tuple(items)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
@@ -344,29 +387,36 @@ def _coerce(value: Any, tp: Any, key: str, errors: list[str], source: str) -> An
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             errors.append(f"{source}: {key}: expected a number, got {value!r}")
-            return 0.0
+            return _INVALID
+        if not math.isfinite(value):
+            errors.append(f"{source}: {key}: expected a finite number, got {value!r}")
+            return _INVALID
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             errors.append(f"{source}: {key}: expected an integer, got {value!r}")
-            return 0
+            return _INVALID
         return int(value)
     if tp is bool:
         if not isinstance(value, bool):
             errors.append(f"{source}: {key}: expected true/false, got {value!r}")
-            return False
+            return _INVALID
         return value
     if tp is str:
         if not isinstance(value, str):
             errors.append(f"{source}: {key}: expected a string, got {value!r}")
-            return ""
+            return _INVALID
         return value
     return value
 
 
-def _build(cls: type, d: Any, prefix: str, errors: list[str], source: str) -> Any:
+def _build(cls: type, d: Any, prefix: str, errors: list[str], source: str, bad: set[str] | None = None) -> Any:
+    """Dataclass ``cls`` from mapping ``d``; a field of the wrong type keeps its default and its dotted key is
+    added to ``bad``."""
+    bad = set() if bad is None else bad
     if not isinstance(d, Mapping):
         errors.append(f"{source}: {prefix.rstrip('.') or '<top>'}: expected a mapping, got {d!r}")
+        bad.add(prefix.rstrip("."))
         return cls()
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
@@ -379,7 +429,24 @@ def _build(cls: type, d: Any, prefix: str, errors: list[str], source: str) -> An
             continue
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, d[f.name], f"{prefix}{f.name}.", errors, source)
+            kwargs[f.name] = _build(tp, d[f.name], f"{prefix}{f.name}.", errors, source, bad)
         else:
-            kwargs[f.name] = _coerce(d[f.name], tp, prefix + f.name, errors, source)
+            v = _coerce(d[f.name], tp, prefix + f.name, errors, source)
+            if v is _INVALID:
+                bad.add(prefix + f.name)
+            else:
+                kwargs[f.name] = v
     return cls(**kwargs)
+
+
+def _without_follow_ons(problems: list[str], bad: set[str]) -> list[str]:
+    """Drop rule errors that mention a key whose value already had a type error (one message per key)."""
+    if not bad:
+        return problems
+    out = []
+    for msg in problems:
+        keys = set(re.findall(r"[a-z_]+\.[a-z_]+", msg))
+        if keys & bad or any(msg.startswith(b.split(".")[0] + ":") for b in bad if "." not in b):
+            continue
+        out.append(msg)
+    return out

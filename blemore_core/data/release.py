@@ -18,6 +18,7 @@ against the metadata columns where present; a mismatch is a ValueError naming th
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,21 +310,90 @@ def npz_candidates(root: Path, split: str, key: str) -> list[Path]:
             d / f"{key}_static_features.npz"]
 
 
-def _read_npz(path: Path, names: list[str]) -> np.ndarray:
-    def load(allow_pickle: bool):
-        z = np.load(path, allow_pickle=allow_pickle)
-        missing = [k for k in ("X", "filenames") if k not in z.files]
-        if missing:
-            raise ValueError(f"{path}: missing key(s) {missing} (keys: {z.files})")
-        return np.asarray(z["X"]), np.asarray(z["filenames"])
+#: the only globals an object-array ``filenames`` pickle may name: numpy's array reconstruction and dtype
+_NPZ_PICKLE_GLOBALS = frozenset({
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+_CONVERT_HINT = ("convert it once with: python -c \"import numpy as np; z = np.load('F', allow_pickle=True); "
+                 "np.savez('F', X=z['X'], filenames=z['filenames'].astype(str))\" (only for a file you trust)")
+
+
+class _StringArrayUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild a numpy object array and nothing else (no other global is resolvable, so a
+    crafted pickle cannot call ``os.system`` or any other function)."""
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        if (module, name) in _NPZ_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+
+
+def _read_object_strings(path: Path, member: str) -> np.ndarray:
+    """Read the object-array member ``member`` (e.g. ``filenames``) of the ``.npz`` at ``path`` WITHOUT general
+    unpickling: only numpy's array reconstruction is resolvable, and every element must be a str (or bytes,
+    decoded as UTF-8). Returns an (N,) ``<U`` array.
+
+    Raises:
+        ValueError: naming the file and field, for any other content (a crafted pickle included), with how to
+            convert a trusted file to a plain string array.
+    """
+    import io
+    import zipfile
 
     try:
-        try:
-            x, files = load(False)
-        except ValueError as e:
-            if "allow_pickle" not in str(e) and "Object arrays" not in str(e):
+        with zipfile.ZipFile(path) as zf:
+            raw = zf.read(member + ".npy")
+        f = io.BytesIO(raw)
+        version = np.lib.format.read_magic(f)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(f)
+        if dtype != object:
+            raise ValueError(f"dtype {dtype}")
+        arr = _StringArrayUnpickler(f).load()
+    except Exception as e:
+        raise ValueError(f"{path}: field {member!r} is an object array that is not a plain list of strings "
+                         f"({type(e).__name__}: {e}); refused without unpickling; "
+                         + _CONVERT_HINT.replace("F", str(path))) from None
+    if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape):
+        raise ValueError(f"{path}: field {member!r}: object array of unexpected type/shape; " +
+                         _CONVERT_HINT.replace("F", str(path)))
+    out = []
+    for i, v in enumerate(arr.reshape(-1).tolist()):
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", errors="replace")
+        if not isinstance(v, str):
+            raise ValueError(f"{path}: field {member!r} row {i}: expected a string, got {type(v).__name__}")
+        out.append(v)
+    return np.asarray(out, dtype=str)
+
+
+def _read_npz(path: Path, names: list[str]) -> np.ndarray:
+    """Aggregated features (N, 7*D) float32 of the organisers' ``.npz``, rows aligned with ``names``.
+
+    Never unpickles: ``X`` must be a numeric array; an object-array ``filenames`` (how the organisers' files
+    may store it) is read by :func:`_read_object_strings`, which accepts only strings.
+
+    Raises:
+        ValueError: naming the file and field (missing key, shape, dtype, duplicates, missing clips, NaN/Inf).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("X", "filenames") if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: missing key(s) {missing} (keys: {z.files})")
+            try:
+                x = np.asarray(z["X"])
+            except ValueError as e:
+                if "allow_pickle" in str(e) or "Object arrays" in str(e):
+                    raise ValueError(f"{path}: field 'X' is an object array; it must be numeric (N, 7*D)") from None
                 raise
-            x, files = load(True)  # the organisers' files may store filenames as an object array
+            try:
+                files = np.asarray(z["filenames"])
+            except ValueError as e:
+                if "allow_pickle" not in str(e) and "Object arrays" not in str(e):
+                    raise
+                files = _read_object_strings(path, "filenames")
     except Exception as e:
         if isinstance(e, ValueError) and str(e).startswith(str(path)):
             raise
