@@ -195,7 +195,7 @@ def _cross_check(path: Path, df: pd.DataFrame, names: list[str], clips: list[Cli
             i = int(np.flatnonzero(bad)[0])
             expected = want[i] if want[i] is not None else "no value"
             raise ValueError(
-                f"{path}: row {i} ({names[i]}): field {col!r} = {got.iloc[i]!r} disagrees with the filename "
+                f"{path}: line {i + 2} ({names[i]}): field {col!r} = {got.iloc[i]!r} disagrees with the filename "
                 f"(expected {expected!r})"
             )
 
@@ -218,14 +218,14 @@ def _parse_names(path: Path, raw: list) -> tuple[list[str], list[ClipName]]:
     seen: dict[str, int] = {}
     for i, r in enumerate(raw):
         if _isnan(r):
-            raise ValueError(f"{path}: row {i}: field 'filename' is empty")
+            raise ValueError(f"{path}: line {i + 2}: field 'filename' is empty")
         n = strip_extension(str(r).strip())
         try:
             c = parse_filename(n)
         except ValueError as e:
-            raise ValueError(f"{path}: row {i}: field 'filename' = {r!r}: {e}") from None
+            raise ValueError(f"{path}: line {i + 2}: field 'filename' = {r!r}: {e}") from None
         if n in seen:
-            raise ValueError(f"{path}: row {i}: filename {n!r} repeats row {seen[n]}")
+            raise ValueError(f"{path}: line {i + 2}: filename {n!r} repeats line {seen[n] + 2}")
         seen[n] = i
         names.append(n)
         clips.append(c)
@@ -246,19 +246,19 @@ def _labels_from_columns(path: Path, df: pd.DataFrame, names: list[str]) -> np.n
         i = pos[n]
         e1, e2, mix = recs["emotion_1"][i], recs["emotion_2"][i], _num(recs["mix"][i])
         if e1 not in EMOTION_INDEX:
-            raise ValueError(f"{path}: row {i} ({n}): field 'emotion_1' = {e1!r} is not one of {EMOTIONS}")
+            raise ValueError(f"{path}: line {i + 2} ({n}): field 'emotion_1' = {e1!r} is not one of {EMOTIONS}")
         v = np.zeros(NUM_EMOTIONS, dtype=np.float32)
         if mix == 1:
             if e2 not in EMOTION_INDEX:
-                raise ValueError(f"{path}: row {i} ({n}): field 'emotion_2' = {e2!r} is not one of {EMOTIONS}")
+                raise ValueError(f"{path}: line {i + 2} ({n}): field 'emotion_2' = {e2!r} is not one of {EMOTIONS}")
             v[EMOTION_INDEX[e1]] = _num(recs["emotion_1_salience"][i]) / 100.0
             v[EMOTION_INDEX[e2]] = _num(recs["emotion_2_salience"][i]) / 100.0
         elif mix == 0:
             v[EMOTION_INDEX[e1]] = 1.0
         else:
-            raise ValueError(f"{path}: row {i} ({n}): field 'mix' = {recs['mix'][i]!r} must be 0 or 1")
+            raise ValueError(f"{path}: line {i + 2} ({n}): field 'mix' = {recs['mix'][i]!r} must be 0 or 1")
         if not np.isfinite(v).all() or abs(float(v.sum()) - 1.0) > 1e-4:
-            raise ValueError(f"{path}: row {i} ({n}): saliences do not sum to 100: {v.tolist()}")
+            raise ValueError(f"{path}: line {i + 2} ({n}): saliences do not sum to 100: {v.tolist()}")
         out[k] = v
     return out
 
@@ -270,7 +270,7 @@ def _read_metadata(root: Path, split: str) -> tuple[list[str], np.ndarray, np.nd
         names, clips = _parse_names(path, df["filename"].tolist())
         for i, c in enumerate(clips):
             if not c.has_label:
-                raise ValueError(f"{path}: row {i}: field 'filename' = {c.filename!r} is a test clip name")
+                raise ValueError(f"{path}: line {i + 2}: field 'filename' = {c.filename!r} is a test clip name")
         _cross_check(path, df, names, clips)
         labels = np.stack([c.salience_vector() for c in clips]).astype(np.float32)
         actors = np.array([c.actor for c in clips], dtype=np.int64)
@@ -279,7 +279,7 @@ def _read_metadata(root: Path, split: str) -> tuple[list[str], np.ndarray, np.nd
             for i, f in enumerate(df["fold"].tolist()):
                 fv = _num(f)
                 if _isnan(f) or not isinstance(fv, float) or fv != int(fv) or not 0 <= fv < N_FOLDS:
-                    raise ValueError(f"{path}: row {i} ({names[i]}): field 'fold' = {f!r} must be an integer 0..{N_FOLDS - 1}")
+                    raise ValueError(f"{path}: line {i + 2} ({names[i]}): field 'fold' = {f!r} must be an integer 0..{N_FOLDS - 1}")
                 folds[i] = int(fv)
         else:
             folds = assign_folds(actors, N_FOLDS)
