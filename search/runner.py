@@ -1,10 +1,14 @@
 """Running and resuming a search: Ray Tune + OptunaSearch (seeded TPE / multi-objective TPE) + ASHA, trials from
 :mod:`search.trainable`, records from :mod:`search.tracking` (DESIGN.md section 6).
 
-Order of events in :func:`run_search`: validate the space (no Ray yet) -> resolve the release (the embedded demo
-release when none is named) -> build the feature cache once in the driver -> start or join Ray -> write the
-search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_search` needs) -> ``Tuner.fit()``
--> end every MLflow run still RUNNING (also on Ctrl-C or a crash) -> summary of the best trials.
+Order of events in :func:`run_search`: validate the space and options (no Ray yet) -> preflight
+(:mod:`search.preflight`: paths made absolute, the tracking store and the Ray address answer within seconds;
+nothing is written before it passes) -> create the tracking store atomically and take the search-name lock
+(:mod:`search.mlflow_store`) -> resolve the release (the embedded demo release when none is named) -> build the
+feature cache once in the driver -> start Ray bound to 127.0.0.1 (token authentication on) or join the given
+cluster -> write the search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_search`
+needs) -> ``Tuner.fit()`` -> end the MLflow runs of this search still RUNNING (also on Ctrl-C or a crash) ->
+release the name lock -> summary of the best trials.
 """
 
 from __future__ import annotations
@@ -148,7 +152,9 @@ def check_options(opts: SearchOptions) -> None:
     if opts.name is not None and (not opts.name or "/" in opts.name or opts.name.startswith(".")):
         errs.append(f"--name: must be a plain directory name, got {opts.name!r}")
     if errs:
-        raise ValueError("invalid search options:\n  " + "\n  ".join(errs))
+        from search.errors import InputError
+
+        raise InputError("invalid search options:\n  " + "\n  ".join(errs))
 
 
 def _storage(opts: SearchOptions) -> str:
@@ -156,8 +162,16 @@ def _storage(opts: SearchOptions) -> str:
     return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
+#: environment of a local Ray: every Ray process binds to loopback (Ray's switch for single-machine clusters:
+#: with it the node address is 127.0.0.1 and the GCS, raylet, workers and the driver listen on it only), and
+#: Ray's token authentication is on (Ray >= 2.52; a local ``ray.init`` creates the token in ~/.ray/auth_token)
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+
+
 def _init_ray(opts: SearchOptions) -> bool:
-    """Start (or join) Ray with the search's Train environment; returns True when this call started it."""
+    """Start (or join) Ray with the search's Train environment; returns True when this call started it.
+
+    A local Ray (no ``--address``) is bound to 127.0.0.1 with token authentication (:data:`LOCAL_RAY_ENV`)."""
     import ray
 
     from search.trainable import RAY_TRAIN_ENV, set_process_env
@@ -168,7 +182,14 @@ def _init_ray(opts: SearchOptions) -> bool:
     if opts.address:
         ray.init(address=opts.address, runtime_env={"env_vars": dict(RAY_TRAIN_ENV)}, log_to_driver=opts.verbose > 1)
     else:
-        ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=opts.verbose > 1)
+        from ray._private import ray_constants
+
+        for k, v in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(k, v)
+        # ray_constants read the switch when ray was imported (before this function could set it)
+        ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
+        ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=opts.verbose > 1,
+                 _node_ip_address="127.0.0.1")
     return True
 
 
@@ -284,7 +305,9 @@ def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data
     exp_dir.mkdir(parents=True, exist_ok=True)
     doc = {"space": str(space.path.resolve()), "data": data_dir, "tracking_uri": tracking_uri,
            "options": asdict(opts)}
-    (exp_dir / MANIFEST).write_text(json.dumps(doc, indent=2))
+    tmp = exp_dir / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, exp_dir / MANIFEST)  # atomic: an interruption never leaves a half-written manifest
 
 
 def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), resume: bool = False) -> SearchOutcome:
@@ -294,41 +317,58 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
         SpaceError: the space file is invalid (raised before Ray starts).
         ValueError: bad options, or a search of that name exists already (use ``resume``).
     """
+    from search.errors import InputError
+    from search.mlflow_store import NameLock
+    from search.preflight import PreflightContext, run_preflight
+
     check_options(opts)
     space = load_space(space_path, data_dir=opts.data)  # before Ray starts
     name = opts.name or space.name
-    storage = _storage(opts)
-    tracking_uri = opts.tracking_uri or _default_uri()
+    ctx = run_preflight(PreflightContext(
+        name=name, storage=_storage(opts), tracking_uri=opts.tracking_uri or _default_uri(), address=opts.address,
+        data_dir=str(space.data_dir) if space.data_dir is not None else None, space_path=str(space.path)))
+    storage, tracking_uri = ctx.storage, ctx.tracking_uri
     exp_dir = Path(storage) / name
     if not resume and "://" not in storage and (exp_dir / MANIFEST).exists():
-        raise ValueError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}` "
+        raise InputError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}` "
                          "or choose another --name")
-    data_dir, n_folds = _prepare(space, opts)
-    started = _init_ray(opts)
-    tracker = None
+    from search.tracking import MLflowTracker
+
+    tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict())
+    exp_id = tracker.ensure_store()  # atomic creation: the store exists, complete, before anything else runs
+    lock = NameLock(tracker.client, exp_id, name, tracking_uri).acquire()
+    started = False
     try:
+        try:
+            data_dir, n_folds = _prepare(space, opts)
+        except (ValueError, OSError) as e:
+            raise InputError(" ".join(str(e).split())) from None
+        started = _init_ray(opts)
         from ray import tune
 
-        from search.tracking import MLflowTracker
+        from search.preflight import RAY_CHECKS
 
-        cpus, max_conc = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
-                                         local=opts.address is None)
+        run_preflight(ctx, RAY_CHECKS)
+        try:
+            cpus, max_conc = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
+                                             local=opts.address is None)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         tuner, trainable = _build_tuner(space, opts, name, storage, data_dir, n_folds, cpus, max_conc, tracking_uri)
-        tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict())
-        if resume:
-            path = f"{storage}/{name}" if "://" in storage else str(exp_dir)
-            if not tune.Tuner.can_restore(path):
-                raise ValueError(f"{path}: no Tune experiment state to resume (did the search start?)")
+        path = f"{storage}/{name}" if "://" in storage else str(exp_dir)
+        if resume and tune.Tuner.can_restore(path):
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
-        else:
-            if "://" not in storage:
-                _write_manifest(exp_dir, space, opts, data_dir, tracking_uri)
+        elif resume:  # interrupted before Tune saved any state: no trial ran, so start the search afresh
+            print(f"note: {path} holds no Tune state yet (interrupted before the first trial); starting the "
+                  "search from the beginning", file=sys.stderr)
+        if "://" not in storage:
+            _write_manifest(exp_dir, space, replace(opts, storage=storage, tracking_uri=tracking_uri), data_dir,
+                            tracking_uri)
         if opts.verbose:
             print(f"search {name!r}: space {space.path}, data {data_dir}, {n_folds} folds x {cpus:g} CPU"
                   f"{f' + {opts.gpus_per_fold:g} GPU' if opts.gpus_per_fold else ''} per trial, "
                   f"{max_conc} concurrent; MLflow {tracking_uri}")
-        tracker.ensure_store()  # the store exists before the first trial, so `mlflow ui` can open it at once
         t_fit = time.time()
         results = tuner.fit()
         elapsed = time.time() - t_fit
@@ -341,11 +381,11 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
                              interrupted=_interrupted(results, opts.num_samples or space.num_samples, elapsed, space),
                              leaked_cpus=leaked)
     finally:
-        if tracker is not None:
-            try:
-                tracker.close()
-            except Exception as e:  # pragma: no cover - never mask the real error
-                print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
+        try:
+            tracker.close()
+        except Exception as e:  # pragma: no cover - never mask the real error
+            print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
+        lock.release()
         if started:
             import ray
 
@@ -388,12 +428,14 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
     exp_dir = Path(st).expanduser().resolve() / name
     manifest = exp_dir / MANIFEST
     if not manifest.is_file():
-        raise ValueError(f"{manifest}: no search named {name!r} (looked for its manifest)")
+        from search.errors import InputError
+
+        raise InputError(f"{manifest}: no search named {name!r} (looked for its manifest)")
     doc = json.loads(manifest.read_text())
     opts = SearchOptions(**doc["options"])
     opts = replace(opts, name=name, storage=str(exp_dir.parent), data=doc["data"], tracking_uri=doc["tracking_uri"])
     if overrides is not None:
-        keep = ("address", "num_cpus", "verbose")
+        keep = ("address", "num_cpus", "verbose", "tracking_uri")
         opts = replace(opts, **{k: v for k, v in asdict(overrides).items() if v is not None and k in keep})
     return run_search(doc["space"], opts, resume=True)
 

@@ -13,7 +13,13 @@ reuses its runs: exactly one parent run per trial across retries and resumes. Wo
   ``fold{k}.pt`` (state dict) and ``history.json``.
 * A trial stopped by the scheduler keeps the metrics of its last epoch (``val`` protocol) and gets the tag
   ``stopped_early=true``; a failed trial's runs end FAILED with the error text in the tag ``error``; after the
-  search (also on Ctrl-C or a crash) :meth:`MLflowTracker.close` ends every run still RUNNING as KILLED.
+  search (also on Ctrl-C or a crash) :meth:`MLflowTracker.close` ends the runs of THIS search still RUNNING as
+  KILLED (runs this process created or reopened, or tagged with its name-lock token; a concurrent search's runs
+  are never touched).
+* A trial that starts over (interrupted, then restarted from epoch 1 by a retry or ``resume``) gets fresh runs:
+  the previous attempt's runs are deleted when the new attempt reports an epoch already recorded, so its learning
+  curves are replaced, never duplicated (exactly one active parent run per trial).
+* A local SQLite store is created atomically before the first MLflow call (:mod:`search.mlflow_store`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ FOLD_METRICS = ("acc_presence", "acc_salience", "score", "alpha", "beta")
 EPOCH_FIELDS = ("score", "best_score", "acc_presence", "acc_salience", "alpha", "beta", "train_loss", "lr")
 _ERROR_TAG_MAX = 4900
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # trackers of this process with a writer thread
+_OWNED: set[str] = set()  # run ids this process created or reopened (closed by MLflowTracker.close)
 
 
 def default_tracking_uri(workdir: str | Path = ".") -> str:
@@ -107,6 +114,7 @@ class MLflowTracker(Callback):
         self._last: dict[str, dict] = {}
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._fresh_checked: set[str] = set()
 
     def __getstate__(self) -> dict:  # the callback is pickled into Tune's experiment state
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "base": self.base,
@@ -147,6 +155,10 @@ class MLflowTracker(Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            from search.mlflow_store import ensure_sqlite_store
+
+            ensure_sqlite_store(self.tracking_uri)  # atomic: Ctrl-C never leaves a half-made schema
+
             self._client = MlflowClient(self.tracking_uri)
             self._exp_id = get_or_create_experiment(self._client, self.experiment, self.tracking_uri)
         return self._client
@@ -173,9 +185,11 @@ class MLflowTracker(Callback):
             run_id = self._find(tid, None)
             if run_id is None:
                 tags = {TRIAL_TAG: tid, ROLE_TAG: "parent", "mlflow.runName": str(trial), **self.search_tags}
-                run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
+                run_id = self.client.create_run(self._exp_id, tags={**tags, **self._owner_tags()}).info.run_id
             else:
                 self.client.update_run(run_id, status="RUNNING")
+                self._claim(run_id)
+            _OWNED.add(run_id)
             self._parents[tid] = run_id
         return self._parents[tid]
 
@@ -187,12 +201,53 @@ class MLflowTracker(Callback):
             if run_id is None:
                 tags = {TRIAL_TAG: trial.trial_id, ROLE_TAG: "fold", "fold": str(fold),
                         "mlflow.parentRunId": parent, "mlflow.runName": f"{trial}-fold{fold}", **self.search_tags}
-                run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
+                run_id = self.client.create_run(self._exp_id, tags={**tags, **self._owner_tags()}).info.run_id
                 self.client.log_param(run_id, "fold", fold)
             else:
                 self.client.update_run(run_id, status="RUNNING")
+                self._claim(run_id)
+            _OWNED.add(run_id)
             self._children[key] = run_id
         return self._children[key]
+
+    def _owner_tags(self) -> dict[str, str]:
+        from search.mlflow_store import OWNER_TAG, owner_token
+
+        tok = owner_token(self.experiment)
+        return {OWNER_TAG: tok} if tok else {}
+
+    def _claim(self, run_id: str) -> None:
+        for k, v in self._owner_tags().items():
+            self.client.set_tag(run_id, k, v)
+
+    def _replace_if_restarted(self, trial: Any, step: int) -> None:
+        """On a trial's first result in this process: if its parent run already holds ``epoch/score`` at a step
+        >= ``step`` (the trial started over), delete the previous attempt's runs and open fresh ones (tags such
+        as ``retries`` carried over, params logged again), so that no metric step is recorded twice."""
+        tid = trial.trial_id
+        if tid in self._fresh_checked:
+            return
+        self._fresh_checked.add(tid)
+        old = self._parent(trial)
+        hist = self.client.get_metric_history(old, "epoch/score")
+        if not hist or max(m.step for m in hist) < step:
+            return  # a fresh trial, or one continuing from a checkpoint past its recorded epochs
+        keep = {k: v for k, v in self.client.get_run(old).data.tags.items() if not k.startswith("mlflow.")
+                or k == "mlflow.runName"}
+        olds = [old] + [r.info.run_id for r in self.client.search_runs(
+            [self._exp_id], filter_string=f"tags.{TRIAL_TAG} = '{tid}' and tags.{ROLE_TAG} = 'fold'", max_results=100)]
+        for run_id in olds:
+            self.client.set_terminated(run_id, status="KILLED")
+            self.client.delete_run(run_id)
+            _OWNED.discard(run_id)
+        self._parents.pop(tid, None)
+        for key in [k for k in self._children if k[0] == tid]:
+            self._children.pop(key)
+        new = self._parent(trial)
+        for k, v in keep.items():
+            if k not in (TRIAL_TAG, ROLE_TAG):
+                self.client.set_tag(new, k, v)
+        self._start(trial)
 
     def _log(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         import time
@@ -251,6 +306,7 @@ class MLflowTracker(Callback):
             return
         self._last[trial.trial_id] = result
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self._replace_if_restarted(trial, step)
         self._log(self._parent(trial), {f"epoch/{m}": result.get(m) for m in
                                         ("score", "score_epoch", "acc_presence", "acc_salience")}, step)
         for k in folds:
@@ -361,16 +417,23 @@ class MLflowTracker(Callback):
         self._thread = None
 
     def close(self) -> int:
-        """Finish the queued writes, then end every run of the experiment still RUNNING as KILLED; returns how
-        many were ended."""
+        """Finish the queued writes, then end as KILLED the runs of THIS search still RUNNING (created or reopened
+        by this process, or tagged with its name-lock token); returns how many were ended."""
+        from search.mlflow_store import OWNER_TAG, owner_token
+
         for t in list(_LIVE):  # e.g. the callback instance Tune unpickled on resume
             t.stop_writer()
         self.stop_writer()
         n = 0
-        for run in self.client.search_runs([self._exp_id], filter_string="attributes.status = 'RUNNING'",
-                                           max_results=10000):
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-            n += 1
+        mine = "attributes.status = 'RUNNING'"
+        tok = owner_token(self.experiment)
+        runs = {r.info.run_id: r for r in self.client.search_runs([self._exp_id], filter_string=mine,
+                                                                   max_results=10000)}
+        for run_id, run in runs.items():
+            if run_id in _OWNED or (tok and run.data.tags.get(OWNER_TAG) == tok):
+                self.client.set_terminated(run_id, status="KILLED")
+                _OWNED.discard(run_id)
+                n += 1
         self._parents.clear()
         self._children.clear()
         return n
