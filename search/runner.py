@@ -188,8 +188,9 @@ def _init_ray(opts: SearchOptions) -> bool:
             os.environ.setdefault(k, v)
         # ray_constants read the switch when ray was imported (before this function could set it)
         ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
-        ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=opts.verbose > 1,
-                 _node_ip_address="127.0.0.1")
+        # address="local": always a new private Ray, never a cluster someone started with `ray start` here
+        ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=opts.verbose > 1, _node_ip_address="127.0.0.1")
     return True
 
 
@@ -301,7 +302,8 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
     return tuner, trainable
 
 
-def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data_dir: str, tracking_uri: str) -> None:
+def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data_dir: str | None,
+                    tracking_uri: str) -> None:
     exp_dir.mkdir(parents=True, exist_ok=True)
     doc = {"space": str(space.path.resolve()), "data": data_dir, "tracking_uri": tracking_uri,
            "options": asdict(opts)}
@@ -339,6 +341,9 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
     lock = NameLock(tracker.client, exp_id, name, tracking_uri).acquire()
     started = False
     try:
+        if "://" not in storage:  # from here on, `blemore resume NAME` can continue whatever happens
+            _write_manifest(exp_dir, space, replace(opts, storage=storage, tracking_uri=tracking_uri,
+                                                    address=opts.address), ctx.data_dir, tracking_uri)
         try:
             data_dir, n_folds = _prepare(space, opts)
         except (ValueError, OSError) as e:
@@ -362,9 +367,6 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
         elif resume:  # interrupted before Tune saved any state: no trial ran, so start the search afresh
             print(f"note: {path} holds no Tune state yet (interrupted before the first trial); starting the "
                   "search from the beginning", file=sys.stderr)
-        if "://" not in storage:
-            _write_manifest(exp_dir, space, replace(opts, storage=storage, tracking_uri=tracking_uri), data_dir,
-                            tracking_uri)
         if opts.verbose:
             print(f"search {name!r}: space {space.path}, data {data_dir}, {n_folds} folds x {cpus:g} CPU"
                   f"{f' + {opts.gpus_per_fold:g} GPU' if opts.gpus_per_fold else ''} per trial, "
