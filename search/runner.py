@@ -163,15 +163,18 @@ def _storage(opts: SearchOptions) -> str:
 
 
 #: environment of a local Ray: every Ray process binds to loopback (Ray's switch for single-machine clusters:
-#: with it the node address is 127.0.0.1 and the GCS, raylet, workers and the driver listen on it only), and
-#: Ray's token authentication is on (Ray >= 2.52; a local ``ray.init`` creates the token in ~/.ray/auth_token)
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+#: with it the node address is 127.0.0.1 and the GCS, raylet, workers and the driver listen on it only). Token
+#: authentication: Ray >= 2.52 turns it on for a new local ``ray.init`` unless ``RAY_AUTH_MODE`` says otherwise
+#: (it creates the token in ~/.ray/auth_token); setting the variable here, after ray's import, would desynchronise
+#: the driver and the GCS, so it is left to Ray.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def _init_ray(opts: SearchOptions) -> bool:
     """Start (or join) Ray with the search's Train environment; returns True when this call started it.
 
-    A local Ray (no ``--address``) is bound to 127.0.0.1 with token authentication (:data:`LOCAL_RAY_ENV`)."""
+    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`LOCAL_RAY_ENV`), with Ray's
+    token authentication."""
     import ray
 
     from search.trainable import RAY_TRAIN_ENV, set_process_env

@@ -225,6 +225,40 @@ def test_npz_object_filenames_and_test_split(tmp_path):
     assert t.filenames == tests and np.isnan(t.labels).all() and (t.folds == -1).all()
 
 
+class _Payload:
+    """Pickles to a call of ``open(marker, "w")``: unpickling it creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("where", ["filenames", "X"])
+def test_malicious_npz_is_refused_without_unpickling(tmp_path, where):
+    root = tmp_path / "rel"
+    names, x, target = _npz_tree(root, "")
+    marker = tmp_path / "PWNED"
+    evil = np.empty(len(names), dtype=object)
+    evil[:] = names
+    evil[3] = _Payload(marker)
+    if where == "filenames":
+        np.savez(target, X=x, filenames=evil)
+        match = r"imagebind_static_features.npz: field 'filenames' .*not a plain list of strings.*allow_pickle=True"
+    else:
+        np.savez(target, X=evil, filenames=np.array(names))
+        match = r"imagebind_static_features.npz: field 'X' is an object array"
+    with pytest.raises(ValueError, match=match):
+        load_release(root, ["imagebind"], cache_dir=tmp_path / "c", progress=False)
+    assert not marker.exists()
+    # an object array holding something other than strings (no code, still refused)
+    odd = np.array([1, 2], dtype=object)
+    np.savez(target, X=x[:2], filenames=odd)
+    with pytest.raises(ValueError, match="field 'filenames' row 0: expected a string, got int"):
+        load_release(root, ["imagebind"], cache_dir=tmp_path / "c", progress=False)
+
+
 def test_npz_bad_inputs(tmp_path):
     root = tmp_path / "rel"
     names, x, target = _npz_tree(root, "")
