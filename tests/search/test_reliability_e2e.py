@@ -158,6 +158,8 @@ FRACTIONS = [0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.16, 0.2, 0.25, 0.3, 0.36, 0.4
 
 
 def _first_epoch_recorded(uri: str, name: str) -> bool:
+    if not Path(uri[len("sqlite:///"):]).exists():  # never let this reader create the store itself
+        return False
     try:
         _, parents, _ = _parents(uri, name)
     except Exception:  # the store is being created
