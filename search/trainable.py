@@ -390,7 +390,7 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
             storage_path=setup.storage,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=0),  # retries are Tune's (search --max-failures)
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),  # the latest: per-epoch OOF or final
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest two: per-epoch OOF or final
         ),
     )
     trainer.fit()

@@ -198,11 +198,44 @@ def test_interrupt_then_resume_gives_exactly_num_samples_runs(tmp_path, tiny):
     assert len(folds) == 15 and all("score" in f.data.metrics for f in folds)
 
 
-def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny):
+def _reference_objective(probs: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> float:
+    """Plain loops: fold mean of the crossfit Score from per-epoch OOF probabilities (N, 6, E)."""
+    from blemore_core.decoding import evaluate_thresholds, fit_thresholds
+
+    ks = sorted(set(folds.tolist()))
+    own = {j: [fit_thresholds(probs[folds == j, :, e], labels[folds == j]).score for e in range(probs.shape[2])]
+           for j in ks}
+    scores = []
+    for k in ks:
+        curve = [np.mean([own[j][e] for j in ks if j != k]) for e in range(probs.shape[2])]
+        e = int(np.argmax(curve))
+        fit = fit_thresholds(probs[folds != k, :, e], labels[folds != k])
+        scores.append(evaluate_thresholds(probs[folds == k, :, e], labels[folds == k], fit.alpha, fit.beta)["score"])
+    return float(np.mean(scores))
+
+
+def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny, monkeypatch):
     """ASHA stops poor trials at epoch 1 (deterministic: seeded sampler, one trial at a time); a stopped trial's
     fold workers and placement group are released (so later trials still start), and its runs are recorded with
-    the metrics at the stop and the stopped_early tag."""
+    the metrics at the stop and the stopped_early tag.
+
+    One objective: what OptunaSearch hands to Optuna, for stopped and completed trials alike, equals the fold-mean
+    crossfit Score recomputed here from the trial's stored per-epoch OOF probabilities; MLflow's parent ``score``
+    is the mean of its fold runs' ``score``; the printed ranking is the order of that number."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from blemore_core.data import load_release
     from search.runner import run_search
+
+    told: dict[str, float] = {}
+    real = OptunaSearch.on_trial_complete
+
+    def record(self, trial_id, result=None, error=False):
+        if result is not None and not error:
+            told[result["trial_id"]] = result[self._metric]
+        return real(self, trial_id, result=result, error=error)
+
+    monkeypatch.setattr(OptunaSearch, "on_trial_complete", record)
 
     text = _space(tmp_path, tiny, "asha").read_text()
     text = text.replace("scheduler: none", "scheduler: {type: asha, grace_period: 1, reduction_factor: 4}")
@@ -225,3 +258,18 @@ def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny):
         kids = [f for f in folds if f.data.tags["tune_trial_id"] == p.data.tags["tune_trial_id"]]
         assert len(kids) == 5 and all("score" in k.data.metrics and "alpha" in k.data.metrics for k in kids)
         assert abs(p.data.metrics["score"] - float(np.mean([k.data.metrics["score"] for k in kids]))) <= 1e-9
+    completed = [r for r in out.results if r.metrics.get("final")]
+    assert completed, "expected at least one completed trial"
+    release = load_release(tiny, ("imagebind",), progress=False)
+    assert set(told) == {r.metrics["trial_id"] for r in out.results}
+    for r in out.results:
+        npz = np.load(Path(r.metrics["checkpoint_path"]) / "oof_epochs.npz", allow_pickle=False)
+        probs = npz["probs"][:, :, : r.metrics["epoch"]]
+        assert probs.shape[2] == r.metrics["epoch"]
+        want = _reference_objective(probs, release.labels, np.asarray(release.folds))
+        assert abs(told[r.metrics["trial_id"]] - want) <= 1e-9, (r.metrics["trial_id"], told, want)
+    mlflow_score = {p.data.tags["tune_trial_id"]: p.data.metrics["score"] for p in parents}
+    for tid, v in told.items():
+        assert abs(mlflow_score[tid] - v) <= 1e-9
+    ranked = sorted(mlflow_score, key=lambda t: -mlflow_score[t])
+    assert [row["trial"] for row in out.summary] == ranked[: len(out.summary)]
