@@ -85,15 +85,18 @@ def test_crossfit_never_reads_the_folds_own_labels(synth):
     rng = np.random.default_rng(1)
     val_moved = 0
     for k in range(5):
-        permuted = labels.copy()
         rows = np.flatnonzero(folds == k)
-        permuted[rows] = labels[rng.permutation(rows)]
-        after = _curves(permuted, folds, probs)
-        b, a = before.choice("crossfit", k), after.choice("crossfit", k)
-        assert (a.epoch, a.alpha, a.beta) == (b.epoch, b.alpha, b.beta), k
-        bv, av = before.choice("val", k), after.choice("val", k)
-        val_moved += (av.epoch, av.alpha, av.beta) != (bv.epoch, bv.alpha, bv.beta)
-    assert val_moved >= 3
+        permuted = labels.copy()
+        permuted[rows] = labels[rng.permutation(rows)]  # labels shuffled across fold k's clips
+        relabelled = labels.copy()
+        relabelled[rows] = np.roll(labels[rows], 1, axis=1)  # every clip of fold k given other emotions
+        for changed in (permuted, relabelled):
+            after = _curves(changed, folds, probs)
+            b, a = before.choice("crossfit", k), after.choice("crossfit", k)
+            assert (a.epoch, a.alpha, a.beta) == (b.epoch, b.alpha, b.beta), k
+            bv, av = before.choice("val", k), after.choice("val", k)
+            val_moved += (av.epoch, av.alpha, av.beta) != (bv.epoch, bv.alpha, bv.beta)
+    assert val_moved >= 6
 
 
 def test_objective_and_stop_per_epoch(synth):
