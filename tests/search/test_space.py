@@ -4,7 +4,6 @@ key and value in the message; conditional parameters are sampled only when their
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import optuna
