@@ -20,11 +20,20 @@ from typing import Any
 import yaml
 
 ENCODER_KEYS: tuple[str, ...] = ("imagebind", "videomae", "hicmae", "wavlm", "hubert", "openface", "clip", "videoswin")
-POOLINGS: tuple[str, ...] = ("stat", "bilstm", "cls", "attention")
-FUSIONS: tuple[str, ...] = ("concat", "attention", "mixed", "rank_aware")
-HEADS: tuple[str, ...] = ("softmax", "presence_salience", "structured")
-ARCHS: tuple[str, ...] = ("fusion", "linear", "mlp256", "mlp512")
+#: the threshold / epoch protocols of DESIGN 3, all recorded for every run
 PROTOCOLS: tuple[str, ...] = ("val", "train", "crossfit")
+#: the protocols that can be the headline (computed every epoch: the objective of a search)
+HEADLINE_PROTOCOLS: tuple[str, ...] = ("val", "crossfit")
+
+
+def _registry_names() -> dict[str, tuple[str, ...]]:
+    """Valid ``model.pooling`` / ``model.fusion`` / ``model.head`` / ``model.arch`` names: the model registries
+    are the only list (DESIGN 9); imported lazily because the model zoo imports this module."""
+    import blemore_core.models  # noqa: F401  (registers the blocks)
+    from blemore_core.models.registry import ARCH, FUSION, HEAD, POOLING
+
+    return {"pooling": POOLING.names(), "fusion": FUSION.names(), "head": HEAD.names(),
+            "arch": ("fusion", *ARCH.names())}
 
 
 class ConfigError(ValueError):
@@ -131,7 +140,8 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         batch_size: clips per step.
         max_epochs: upper bound on epochs.
-        patience: epochs without a better validation Score before early stopping (0 = never stop early).
+        patience: epochs without an improvement of the fold-mean headline Score (the objective, over all folds
+            together; for mixed fusion counted in the combine stage only) before the folds stop (0 = never).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"`` (default) or ``"bf16"``: forward passes under ``torch.autocast`` in bfloat16 (weights,
             optimiser state, losses and threshold fits stay float32). 1.3-1.5x faster for the MLP-512 baseline on a
@@ -153,8 +163,10 @@ class ThresholdConfig:
     """Presence threshold alpha / salience threshold beta fitting (DESIGN.md section 3).
 
     Attributes:
-        protocol: the protocol whose numbers are headline: ``"crossfit"`` (default, leak-free), ``"train"``
-            or ``"val"`` (optimistic, the organisers' baseline). All three are always recorded.
+        protocol: the headline protocol (the objective of a search, the patience stop and the kept fold
+            weights): ``"crossfit"`` (default, leak-free) or ``"val"`` (optimistic, the organisers' baseline).
+            All three protocols (``val``, ``train``, ``crossfit``) are always recorded
+            (:mod:`blemore_core.selection`).
         presence_weight: weight w of ACC_presence in the fitting objective w*ACC_presence + (1-w)*ACC_salience.
     """
 
@@ -300,10 +312,11 @@ class Config:
             p.append(f"data.encoders: duplicate encoder in {list(d.encoders)}")
         choice("data.features", d.features, ("sequence", "aggregated"))
         choice("data.domain_target", d.domain_target, ("val", "test"))
-        choice("model.arch", m.arch, ARCHS)
-        choice("model.pooling", m.pooling, POOLINGS)
-        choice("model.fusion", m.fusion, FUSIONS)
-        choice("model.head", m.head, HEADS)
+        names = _registry_names()
+        choice("model.arch", m.arch, names["arch"])
+        choice("model.pooling", m.pooling, names["pooling"])
+        choice("model.fusion", m.fusion, names["fusion"])
+        choice("model.head", m.head, names["head"])
         if m.arch != "fusion" and d.features != "aggregated":
             p.append(f"model.arch: baseline {m.arch!r} needs data.features: aggregated, got {d.features!r}")
         for key in ("latent_dim", "shared_dim", "seq_len", "layers", "heads"):
@@ -311,6 +324,9 @@ class Config:
                 p.append(f"model.{key}: must be >= 1, got {getattr(m, key)}")
         if m.mixed_pretrain_epochs < 0:
             p.append(f"model.mixed_pretrain_epochs: must be >= 0, got {m.mixed_pretrain_epochs}")
+        if m.arch == "fusion" and m.fusion == "mixed" and m.mixed_pretrain_epochs >= t.max_epochs:
+            p.append(f"model.mixed_pretrain_epochs: mixed fusion must train its combined stage, so it must be < "
+                     f"train.max_epochs={t.max_epochs}, got {m.mixed_pretrain_epochs}")
         if m.fusion == "rank_aware" and d.encoders and not (1 <= m.top_n <= len(d.encoders)):
             p.append(f"model.top_n: must be in 1..{len(d.encoders)} (the number of encoders), got {m.top_n}")
         for key in ("kl", "bce", "rank", "margin", "domain"):
@@ -337,7 +353,7 @@ class Config:
             p.append(f"train.patience: must be >= 0, got {t.patience}")
         choice("train.device", t.device, ("auto", "cpu", "cuda"))
         choice("train.precision", t.precision, ("fp32", "bf16"))
-        choice("thresholds.protocol", th.protocol, PROTOCOLS)
+        choice("thresholds.protocol", th.protocol, HEADLINE_PROTOCOLS)
         if not 0 <= th.presence_weight <= 1:
             p.append(f"thresholds.presence_weight: must be in [0, 1], got {th.presence_weight}")
         return p

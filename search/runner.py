@@ -24,7 +24,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from search.space import SearchSpace, SpaceError, load_space
+from search.space import SearchSpace, SpaceError, encoder_set, load_space
 
 MANIFEST = "blemore_search.json"
 #: logical CPUs reserved for the (idle) Tune trial actor that drives one TorchTrainer
@@ -214,7 +214,7 @@ def _prepare(space: SearchSpace, opts: SearchOptions) -> tuple[str, int]:
     enc_sets = {tuple(space.base.data.encoders)}
     for p in space.params:
         if p.key == "data.encoders":
-            enc_sets.update(tuple(v) for v in p.values)
+            enc_sets.update(tuple(encoder_set(v)) for v in p.values)
     from blemore_core.data import load_release
 
     for encs in enc_sets:
@@ -249,9 +249,22 @@ def _plan_resources(opts: SearchOptions, n_folds: int, max_concurrent: int, loca
     return cpus, max_concurrent
 
 
+def make_sampler(seed: int, num_samples: int) -> Any:
+    """Seeded TPE for (conditional) spaces: ``multivariate=True, group=True`` models the parameters jointly within
+    each group of co-occurring parameters (Optuna's answer to define-by-run conditionals); single and multiple
+    objectives alike. The first ``min(5, num_samples // 2)`` trials (at least 1) are random."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # multivariate / group are flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          n_startup_trials=min(5, max(1, num_samples // 2)))
+
+
 def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, data_dir: str, n_folds: int,
                  cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
-    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -260,12 +273,11 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
     from search.trainable import TrialSetup, run_trial
 
     metrics = list(space.metrics)
+    sampler = make_sampler(opts.seed, opts.num_samples or space.num_samples)
     if space.pareto:
-        sampler = optuna.samplers.TPESampler(seed=opts.seed, multivariate=True)
         searcher = OptunaSearch(space=_DefineByRun(space), metric=metrics, mode=["max"] * len(metrics),
                                 sampler=sampler, seed=opts.seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=min(5, max(1, space.num_samples // 2)))
         searcher = OptunaSearch(space=_DefineByRun(space), metric=metrics[0], mode="max", sampler=sampler,
                                 seed=opts.seed)
     sched_name = opts.scheduler or space.scheduler
@@ -307,16 +319,51 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
 
 def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data_dir: str | None,
                     tracking_uri: str) -> None:
+    """Write the manifest: the space file's path, its text and SHA-256, the resolved base config (preset applied),
+    the data directory, the tracking URI and the options; :func:`resume_search` searches from the stored space.
+    Written to a temporary file and renamed, so an interruption never leaves a half-written manifest."""
     exp_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"space": str(space.path.resolve()), "data": data_dir, "tracking_uri": tracking_uri,
-           "options": asdict(opts)}
+    text = space.path.read_text()
+    doc = {"space": str(space.path.resolve()), "space_text": text, "space_sha256": _sha256(text),
+           "base": space.base.to_dict(), "data": data_dir, "tracking_uri": tracking_uri, "options": asdict(opts)}
     tmp = exp_dir / f".{MANIFEST}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, exp_dir / MANIFEST)  # atomic: an interruption never leaves a half-written manifest
+    os.replace(tmp, exp_dir / MANIFEST)
 
 
-def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), resume: bool = False) -> SearchOutcome:
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_space(doc: dict, data_dir: str | None = None) -> SearchSpace:
+    """The search space a manifest stored (its text and resolved base config), not the file as it is now.
+
+    Prints a note to stderr when the file on disk differs from the stored text (or is gone).
+    """
+    from blemore_core.config import Config
+
+    path = Path(doc["space"])
+    text = doc["space_text"]
+    try:
+        now = path.read_text()
+    except OSError:
+        now = None
+    if now is None or _sha256(now) != doc.get("space_sha256"):
+        state = "is gone" if now is None else "changed"
+        print(f"note: {path} {state} since the search started; resuming with the space stored in its manifest "
+              f"(sha256 {doc.get('space_sha256', '?')[:12]})", file=sys.stderr)
+    space = load_space(path, data_dir=data_dir, text=text)
+    return replace(space, base=Config.from_dict(doc["base"], source=f"{path} (stored in the search manifest)"))
+
+
+def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = SearchOptions(),
+               resume: bool = False) -> SearchOutcome:
     """Run (or with ``resume=True``, continue) a search; see the module docstring for the order of events.
+
+    Args:
+        space_path: a space file, or an already loaded :class:`SearchSpace` (resume: the stored one).
 
     Raises:
         SpaceError: the space file is invalid (raised before Ray starts).
@@ -327,7 +374,7 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
     from search.preflight import PreflightContext, run_preflight
 
     check_options(opts)
-    space = load_space(space_path, data_dir=opts.data)  # before Ray starts
+    space = space_path if isinstance(space_path, SearchSpace) else load_space(space_path, data_dir=opts.data)
     name = opts.name or space.name
     ctx = run_preflight(PreflightContext(
         name=name, storage=_storage(opts), tracking_uri=opts.tracking_uri or _default_uri(), address=opts.address,
@@ -442,11 +489,14 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
     if overrides is not None:
         keep = ("address", "num_cpus", "verbose", "tracking_uri")
         opts = replace(opts, **{k: v for k, v in asdict(overrides).items() if v is not None and k in keep})
-    return run_search(doc["space"], opts, resume=True)
+    if "space_text" not in doc:  # a manifest written before the space was stored
+        return run_search(doc["space"], opts, resume=True)
+    return run_search(stored_space(doc, data_dir=opts.data), opts, resume=True)
 
 
 def summarize(results: Any, space: SearchSpace, top: int = 5) -> list[dict]:
-    """Best trials (by the space's first metric), best first: trial id, status, metrics and params."""
+    """Best trials by the objective ``score`` (fold-mean headline Score; for a stopped trial, at its last epoch:
+    the same number OptunaSearch received), best first: trial id, status, metrics and params."""
     rows = []
     for r in results:
         m = r.metrics or {}
@@ -457,7 +507,7 @@ def summarize(results: Any, space: SearchSpace, top: int = 5) -> list[dict]:
         for p in space.params:
             row[p.key] = (r.config or {}).get(p.key, "-")
         rows.append(row)
-    key = space.metrics[0]
+    key = "score"
     rows.sort(key=lambda x: -(x[key] if isinstance(x[key], (int, float)) else -math.inf))
     return rows[:top]
 

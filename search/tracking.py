@@ -4,14 +4,17 @@ DESIGN.md section 6. Experiment = search name; one parent run per trial (tag ``t
 fold (tags ``tune_trial_id``, ``fold``). Runs are found again by these tags, so a retried or resumed trial
 reuses its runs: exactly one parent run per trial across retries and resumes. Workers never talk to MLflow.
 
-* Parent: params = ``Config.flat()`` of the resolved config; metrics per epoch ``epoch/<m>`` (fold mean,
-  step = epoch) and at the end ``acc_presence``, ``acc_salience``, ``score`` (fold mean, headline protocol) plus
+* Parent: params = ``Config.flat()`` of the resolved config; metrics per epoch ``epoch/<m>`` (the objective: fold
+  mean of the headline protocol's choices given the epochs so far, step = epoch) and at the end ``acc_presence``,
+  ``acc_salience``, ``score`` (the same objective, so ``score`` = mean of the fold runs' ``score``) plus
   ``<protocol>/<m>_mean`` / ``_std``; artifacts: ``config.yaml``, ``oof.parquet`` (one row per training clip),
+  ``oof_epochs.npz`` (per-epoch OOF probabilities),
   ``thresholds.json``, ``metrics.json``, ``plots/confusion.png``, ``plots/importances.png`` (rank-aware).
-* Child (fold k): learning curves ``epoch/<m>`` (step = epoch); final ``acc_presence``, ``acc_salience``,
-  ``score``, ``alpha``, ``beta`` (headline protocol) and ``<protocol>/<m>``, ``best_epoch``; artifacts
+* Child (fold k): learning curves ``epoch/<m>`` (own-fold fit of each epoch, step = epoch); final
+  ``acc_presence``, ``acc_salience``, ``score``, ``alpha``, ``beta`` (headline protocol) and ``<protocol>/<m>``,
+  ``<protocol>/epoch``, ``best_epoch`` (the headline's epoch); artifacts
   ``fold{k}.pt`` (state dict) and ``history.json``.
-* A trial stopped by the scheduler keeps the metrics of its last epoch (``val`` protocol) and gets the tag
+* A trial stopped by the scheduler keeps the metrics of its last epoch (the same objective) and gets the tag
   ``stopped_early=true``; a failed trial's runs end FAILED with the error text in the tag ``error``; after the
   search (also on Ctrl-C or a crash) :meth:`MLflowTracker.close` ends the runs of THIS search still RUNNING as
   KILLED (runs this process created or reopened, or tagged with its name-lock token; a concurrent search's runs
@@ -39,7 +42,6 @@ from ray.tune import Callback
 TRIAL_TAG = "tune_trial_id"
 ROLE_TAG = "role"
 FOLD_METRICS = ("acc_presence", "acc_salience", "score", "alpha", "beta")
-EPOCH_FIELDS = ("score", "best_score", "acc_presence", "acc_salience", "alpha", "beta", "train_loss", "lr")
 _ERROR_TAG_MAX = 4900
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # trackers of this process with a writer thread
 _OWNED: set[str] = set()  # run ids this process created or reopened (closed by MLflowTracker.close)
@@ -300,37 +302,47 @@ class MLflowTracker(Callback):
             self.client.set_tag(run_id, "params_error", str(e)[:500])
 
     def _result(self, trial: TrialInfo, result: dict) -> None:
-        folds = sorted({int(k[4:].split("/", 1)[0]) for k in result if k.startswith("fold") and "/" in k})
+        from search.trainable import fold_records
+
+        recs = fold_records(result)
         if result.get("final"):
-            self._log_final(trial, result, folds)
+            self._log_final(trial, result, recs)
             return
         self._last[trial.trial_id] = result
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         self._replace_if_restarted(trial, step)
         self._log(self._parent(trial), {f"epoch/{m}": result.get(m) for m in
-                                        ("score", "score_epoch", "acc_presence", "acc_salience")}, step)
-        for k in folds:
-            if result.get(f"fold{k}/active", 1.0) < 0.5 and step > 1:
-                continue  # this fold has finished; its final numbers come with the final report
-            ep = int(result.get(f"fold{k}/epoch", step))
-            self._log(self._child(trial, k), {f"epoch/{f}": result.get(f"fold{k}/{f}") for f in EPOCH_FIELDS}, ep)
+                                        ("score", "acc_presence", "acc_salience")}, step)
+        headline = result.get("headline", "crossfit")
+        for r in recs:  # learning curve (own-fold fit of this epoch) and the headline choice so far
+            m = {f"epoch/{k}": v for k, v in r.own.items()}
+            m.update({"epoch/train_loss": r.train_loss, "epoch/lr": r.lr})
+            if headline in r.protocols:
+                m[f"epoch/{headline}_score"] = r.protocols[headline]["score"]
+            self._log(self._child(trial, r.fold), m, r.epoch)
 
-    def _log_final(self, trial: Any, result: dict, folds: list[int]) -> None:
+    def _log_fold(self, trial: Any, rec: Any, headline: str) -> dict[str, float]:
+        """Log a fold's protocols (``<protocol>/<m>``, headline ones also bare) to its child run."""
+        m: dict[str, float] = {}
+        for proto, row in rec.protocols.items():
+            m.update({f"{proto}/{x}": row.get(x) for x in (*FOLD_METRICS, "epoch")})
+        m.update({x: rec.protocols.get(headline, {}).get(x) for x in FOLD_METRICS})
+        m["best_epoch"] = rec.protocols.get(headline, {}).get("epoch")
+        m["epochs_run"] = rec.epoch
+        self._log(self._child(trial, rec.fold), m)
+        return m
+
+    def _log_final(self, trial: Any, result: dict, recs: list) -> None:
         parent = self._parent(trial)
         headline = result.get("headline", "crossfit")
         pm = {m: result[m] for m in ("acc_presence", "acc_salience", "score")}
         pm.update({k: v for k, v in result.items() if k.count("/") == 1 and k.endswith(("_mean", "_std"))})
         self._log(parent, pm)
         self.client.set_tag(parent, "headline_protocol", headline)
-        for k in folds:
-            child = self._child(trial, k)
-            m = {x: result.get(f"fold{k}/{headline}/{x}") for x in FOLD_METRICS}
-            for proto in ("val", "train", "crossfit"):
-                m.update({f"{proto}/{x}": result.get(f"fold{k}/{proto}/{x}") for x in FOLD_METRICS})
-            m["best_epoch"] = result.get(f"fold{k}/best_epoch")
-            m["epochs_run"] = result.get(f"fold{k}/epochs_run")
-            self._log(child, m)
-            self.client.set_tag(child, "stopped_early", str(bool(result.get(f"fold{k}/stopped"))).lower())
+        for r in recs:
+            self._log_fold(trial, r, headline)
+            self.client.set_tag(self._child(trial, r.fold), "stopped_early", str(bool(r.stopped)).lower())
+        folds = [r.fold for r in recs]
         ckpt = result.get("checkpoint_path")
         if ckpt:
             try:
@@ -344,8 +356,8 @@ class MLflowTracker(Callback):
         from search.trainable import read_checkpoint_dir
 
         d = read_checkpoint_dir(ckpt)
-        for name in ("config.yaml", "oof.parquet", "thresholds.json", "metrics.json", "importances.json",
-                     "confusion.json"):
+        for name in ("config.yaml", "oof.parquet", "oof_epochs.npz", "thresholds.json", "metrics.json",
+                     "importances.json", "confusion.json"):
             if (d / name).is_file():
                 self.client.log_artifact(parent, str(d / name))
         with tempfile.TemporaryDirectory() as tmp:
@@ -375,22 +387,15 @@ class MLflowTracker(Callback):
     def _complete(self, trial: TrialInfo) -> None:
         tid = trial.trial_id
         stopped = tid not in self._final_seen
-        if stopped:  # stopped by the scheduler: the last epoch's numbers are the record
-            last = self._last.get(tid, {})
-            folds = sorted({int(k[4:].split("/", 1)[0]) for k in last if k.startswith("fold") and "/" in k})
-            means: dict[str, list[float]] = {m: [] for m in FOLD_METRICS}
-            for k in folds:
-                m = {"acc_presence": last.get(f"fold{k}/acc_presence"), "acc_salience": last.get(f"fold{k}/acc_salience"),
-                     "score": last.get(f"fold{k}/best_score"), "alpha": last.get(f"fold{k}/alpha"),
-                     "beta": last.get(f"fold{k}/beta"), "epochs_run": last.get(f"fold{k}/epoch")}
-                self._log(self._child(trial, k), m)
-                for x in FOLD_METRICS:
-                    means[x].append(float(m[x]))
-            if folds:
-                import numpy as np
+        if stopped:  # stopped by the scheduler: the last epoch's numbers (the same objective) are the record
+            from search.trainable import fold_records
 
-                pm = {x: float(np.mean(v)) for x, v in means.items() if x in ("acc_presence", "acc_salience", "score")}
-                self._log(self._parent(trial), pm)
+            last = self._last.get(tid, {})
+            headline = last.get("headline", "crossfit")
+            for r in fold_records(last):
+                self._log_fold(trial, r, headline)
+            if last:
+                self._log(self._parent(trial), {m: last.get(m) for m in ("acc_presence", "acc_salience", "score")})
         self._end(trial, "FINISHED", {"stopped_early": str(stopped).lower(), "trial_status": "stopped" if stopped
                                       else "completed"})
 

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_weights:
         for r in cv.folds:
             torch.save({"state_dict": r.state_dict, "config": cfg.to_dict(), "fold": r.fold,
-                        "best_epoch": r.best_epoch}, out / f"fold{r.fold}.pt")
+                        "best_epoch": r.best_epoch, "selected_epochs": r.selected_epochs}, out / f"fold{r.fold}.pt")
 
     for proto in PROTOCOL_KEYS:
         if proto not in cv.metrics:
@@ -120,14 +120,14 @@ def run(args: argparse.Namespace) -> int:
         m = cv.metrics[proto]
         title = f"protocol: {proto}" + ("  (headline)" if proto == cv.metrics["headline"] else "")
         tab = Table(title=title)
-        for col in ("fold", "ACC_presence", "ACC_salience", "Score", "alpha", "beta"):
+        for col in ("fold", "ACC_presence", "ACC_salience", "Score", "alpha", "beta", "epoch"):
             tab.add_column(col, justify="right")
         for k, row in zip(cv.metrics["folds"], m["per_fold"]):
             tab.add_row(str(k), f"{row['acc_presence']:.4f}", f"{row['acc_salience']:.4f}",
-                        f"{row['score']:.4f}", f"{row['alpha']:.3f}", f"{row['beta']:.3f}")
+                        f"{row['score']:.4f}", f"{row['alpha']:.3f}", f"{row['beta']:.3f}", str(row["epoch"]))
         mu, sd = m["mean"], m["std"]
         tab.add_row("mean ± std", *(f"{mu[c]:.4f} ± {sd[c]:.4f}" for c in ("acc_presence", "acc_salience", "score")),
-                    "", "", style="bold")
+                    "", "", "", style="bold")
         console.print(tab)
     if "encoder_importances" in doc:
         imp = doc["encoder_importances"]["mean"]
