@@ -21,19 +21,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-<<<<<<< HEAD
 from search.resources import TRIAL_ACTOR_CPUS, Plan, check_device_options, plan_resources
-from search.space import SearchSpace, SpaceError, load_space
-from search.storage import MANIFEST, Storage, read_manifest, resolve_storage, write_manifest
-=======
-from ray.tune import Callback
-
 from search.space import SearchSpace, SpaceError, encoder_set, load_space
-
-MANIFEST = "blemore_search.json"
-#: logical CPUs reserved for the (idle) Tune trial actor that drives one TorchTrainer
-TRIAL_ACTOR_CPUS = 0.01
->>>>>>> mainhead
+from search.storage import MANIFEST, Storage, read_manifest, resolve_storage, write_manifest
 
 
 @dataclass(frozen=True)
@@ -86,7 +76,6 @@ class SearchOutcome:
         interrupted: Tune stopped before the budget was spent (Ctrl-C).
         leaked_cpus: logical CPUs still held 20 s after Tune returned (0 when every TorchTrainer, including
             those of trials stopped early by ASHA, released its fold workers).
-        ui_link: the MLflow UI's runs view of the search, sorted by the objective.
     """
 
     name: str
@@ -138,8 +127,9 @@ def check_options(opts: SearchOptions) -> None:
         raise InputError("invalid search options:\n  " + "\n  ".join(errs))
 
 
-def _storage(opts: SearchOptions) -> Storage:
-    return resolve_storage(opts.storage)
+def _storage(opts: SearchOptions) -> str:
+    s = opts.storage or "ray_results"
+    return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
 #: environment of a local Ray: every Ray process binds to loopback (Ray's switch for single-machine clusters:
@@ -157,23 +147,17 @@ def _init_ray(opts: SearchOptions) -> bool:
     token authentication."""
     import ray
 
-    from search.storage import forwarded_env
     from search.trainable import RAY_TRAIN_ENV, set_process_env
 
     set_process_env()
     if ray.is_initialized():
         return False
     if opts.address:
+        from search.storage import forwarded_env
+
         ray.init(address=opts.address, runtime_env={"env_vars": {**RAY_TRAIN_ENV, **forwarded_env()}},
                  log_to_driver=opts.verbose > 1)
     else:
-<<<<<<< HEAD
-        # the dashboard (loopback only) serves Ray's State API, which Ray Train's PlacementGroupCleaner needs to
-        # release the fold workers' placement group of a trial that Tune stopped (ASHA, time budget, Ctrl-C)
-        # address="local": always a new instance, never a cluster some `ray start` on this machine left running
-        ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=True,
-                 dashboard_host="127.0.0.1", log_to_driver=opts.verbose > 1)
-=======
         from ray._private import ray_constants
 
         for k, v in LOCAL_RAY_ENV.items():
@@ -181,9 +165,10 @@ def _init_ray(opts: SearchOptions) -> bool:
         # ray_constants read the switch when ray was imported (before this function could set it)
         ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
         # address="local": always a new private Ray, never a cluster someone started with `ray start` here
-        ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False,
-                 log_to_driver=opts.verbose > 1, _node_ip_address="127.0.0.1")
->>>>>>> mainhead
+        # the dashboard (loopback only) serves Ray's State API, which Ray Train's PlacementGroupCleaner needs to
+        # release the fold workers' placement group of a trial that Tune stopped (ASHA, time budget, Ctrl-C)
+        ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=True,
+                 dashboard_host="127.0.0.1", log_to_driver=opts.verbose > 1, _node_ip_address="127.0.0.1")
     return True
 
 
@@ -228,12 +213,6 @@ def _plan_resources(opts: SearchOptions, n_folds: int, max_concurrent: int, loca
     return plan
 
 
-<<<<<<< HEAD
-def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage | str, data_dir: str,
-                 n_folds: int, cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
-    storage = storage if isinstance(storage, Storage) else resolve_storage(storage)
-    import optuna
-=======
 def make_sampler(seed: int, num_samples: int) -> Any:
     """Seeded TPE for (conditional) spaces: ``multivariate=True, group=True`` models the parameters jointly within
     each group of co-occurring parameters (Optuna's answer to define-by-run conditionals); single and multiple
@@ -248,9 +227,9 @@ def make_sampler(seed: int, num_samples: int) -> Any:
                                           n_startup_trials=min(5, max(1, num_samples // 2)))
 
 
-def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, data_dir: str, n_folds: int,
-                 cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
->>>>>>> mainhead
+def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage | str, data_dir: str,
+                 n_folds: int, cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
+    storage = storage if isinstance(storage, Storage) else resolve_storage(storage)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -276,8 +255,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
     setup = TrialSetup(
         base=space.base.to_dict(), space_path=str(space.path), data_dir=data_dir, cpus_per_fold=cpus,
         gpus_per_fold=opts.gpus_per_fold, storage=storage.join(name, "_train"), debug=dict(space.debug),
-        max_epochs=space.max_epochs,
-        n_folds=n_folds,
+        max_epochs=space.max_epochs, n_folds=n_folds,
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": TRIAL_ACTOR_CPUS})
     tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
@@ -304,26 +282,16 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
     return tuner, trainable
 
 
-<<<<<<< HEAD
-def _write_manifest(storage: Storage, name: str, space: SearchSpace, opts: SearchOptions, data_dir: str,
+def _write_manifest(storage: Storage, name: str, space: SearchSpace, opts: SearchOptions, data_dir: str | None,
                     tracking_uri: str) -> str:
-    doc = {"space": str(space.path.resolve()), "data": data_dir, "tracking_uri": tracking_uri,
-           "options": asdict(opts)}
-    return write_manifest(storage, name, doc)
-=======
-def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data_dir: str | None,
-                    tracking_uri: str) -> None:
-    """Write the manifest: the space file's path, its text and SHA-256, the resolved base config (preset applied),
-    the data directory, the tracking URI and the options; :func:`resume_search` searches from the stored space.
-    Written to a temporary file and renamed, so an interruption never leaves a half-written manifest."""
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    """Write the manifest ``<storage>/<name>/blemore_search.json`` (local path, shared filesystem or object store):
+    the space file's path, its text and SHA-256, the resolved base config (preset applied), the data directory,
+    the tracking URI and the options; :func:`resume_search` searches from the stored space. Written whole (local:
+    temporary file + rename; object store: one PUT), so an interruption never leaves a half-written manifest."""
     text = space.path.read_text()
     doc = {"space": str(space.path.resolve()), "space_text": text, "space_sha256": _sha256(text),
            "base": space.base.to_dict(), "data": data_dir, "tracking_uri": tracking_uri, "options": asdict(opts)}
-    tmp = exp_dir / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, exp_dir / MANIFEST)
->>>>>>> mainhead
+    return write_manifest(storage, name, doc)
 
 
 def _sha256(text: str) -> str:
@@ -369,44 +337,37 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
     from search.preflight import PreflightContext, run_preflight
 
     check_options(opts)
-<<<<<<< HEAD
-    space = load_space(space_path, data_dir=opts.data)  # before Ray starts
-    check_device_options(space.base.train.device, opts.gpus_per_fold)
-    name = opts.name or space.name
-    storage = _storage(opts)
-    tracking_uri = opts.tracking_uri or _default_uri()
-    exp_path = storage.join(name)
-    from search.storage import check_writable
-
-    check_writable(storage)  # an unreachable or read-only store fails now, naming it
-    if not resume and read_manifest(storage, name) is not None:
-        raise ValueError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}"
-                         f"{'' if opts.storage is None else f' --storage {opts.storage}'}` or choose another --name")
-    data_dir, n_folds = _prepare(space, opts)
-    started = _init_ray(opts)
-    tracker = None
-=======
     space = space_path if isinstance(space_path, SearchSpace) else load_space(space_path, data_dir=opts.data)
+    try:
+        check_device_options(space.base.train.device, opts.gpus_per_fold)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     name = opts.name or space.name
     ctx = run_preflight(PreflightContext(
         name=name, storage=_storage(opts), tracking_uri=opts.tracking_uri or _default_uri(), address=opts.address,
         data_dir=str(space.data_dir) if space.data_dir is not None else None, space_path=str(space.path)))
     storage, tracking_uri = ctx.storage, ctx.tracking_uri
-    exp_dir = Path(storage) / name
-    if not resume and "://" not in storage and (exp_dir / MANIFEST).exists():
-        raise InputError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}` "
-                         "or choose another --name")
+    st = resolve_storage(storage)
+    from search.storage import check_writable
+
+    try:
+        check_writable(st)  # an unreachable or read-only store fails now, naming it
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    exp_path = st.join(name)
+    if not resume and read_manifest(st, name) is not None:
+        raise InputError(f"--name: a search named {name!r} exists in {st}; run `blemore resume {name}"
+                         f"{'' if opts.storage is None else f' --storage {opts.storage}'}` or choose another --name")
     from search.tracking import MLflowTracker
 
-    tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict())
+    tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict(), metric=space.metrics[0])
     exp_id = tracker.ensure_store()  # atomic creation: the store exists, complete, before anything else runs
     lock = NameLock(tracker.client, exp_id, name, tracking_uri).acquire()
     started = False
->>>>>>> mainhead
     try:
-        if "://" not in storage:  # from here on, `blemore resume NAME` can continue whatever happens
-            _write_manifest(exp_dir, space, replace(opts, storage=storage, tracking_uri=tracking_uri,
-                                                    address=opts.address), ctx.data_dir, tracking_uri)
+        if not resume:  # from here on, `blemore resume NAME --storage URI` can continue whatever happens
+            _write_manifest(st, name, space, replace(opts, storage=storage, tracking_uri=tracking_uri,
+                                                     address=opts.address), ctx.data_dir, tracking_uri)
         try:
             data_dir, n_folds = _prepare(space, opts)
         except (ValueError, OSError) as e:
@@ -414,52 +375,32 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         started = _init_ray(opts)
         from ray import tune
 
-<<<<<<< HEAD
-        from search.resources import check_nodes
-        from search.tracking import MLflowTracker, runs_link
-
-        check_nodes(data_dir, storage)  # every node reads the release and shares a filesystem storage path
-        plan = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
-                               local=opts.address is None)
-        cpus, max_conc = plan.cpus_per_fold, plan.trials_at_once
-        tuner, trainable = _build_tuner(space, opts, name, storage, data_dir, n_folds, cpus, max_conc, tracking_uri)
-        tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict())
-        if resume:
-            if not tune.Tuner.can_restore(exp_path):
-                raise ValueError(f"{exp_path}: no Tune experiment state to resume (did the search start?)")
-            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False)
-        else:
-            _write_manifest(storage, name, space, opts, data_dir, tracking_uri)
-        exp_id = tracker.ensure_store()  # the store exists before the first trial, so the UI can open it at once
-        tracker.describe_experiment(_description(space, opts, name, storage, data_dir, plan))
-        link = runs_link(tracking_uri, exp_id, space.metrics[0])
-        if opts.verbose:
-            print(f"search {name!r}: space {space.path}, data {data_dir}, storage {exp_path}; MLflow {tracking_uri}")
-        print(plan.describe())  # also with --quiet: what runs at once, and where to watch it
-        print(f"MLflow runs of this search, best first: {link}", flush=True)
-=======
         from search.preflight import RAY_CHECKS
+        from search.resources import check_nodes
+        from search.tracking import runs_link
 
         run_preflight(ctx, RAY_CHECKS)
         try:
-            cpus, max_conc = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
-                                             local=opts.address is None)
+            check_nodes(data_dir, st)  # every node reads the release and shares a filesystem storage path
+            plan = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
+                                   local=opts.address is None)
         except ValueError as e:
             raise InputError(str(e)) from None
-        tuner, trainable = _build_tuner(space, opts, name, storage, data_dir, n_folds, cpus, max_conc, tracking_uri)
-        path = f"{storage}/{name}" if "://" in storage else str(exp_dir)
+        cpus, max_conc = plan.cpus_per_fold, plan.trials_at_once
+        tuner, trainable = _build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri)
+        path = exp_path
         if resume and tune.Tuner.can_restore(path):
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
         elif resume:  # interrupted before Tune saved any state: no trial ran, so start the search afresh
             print(f"note: {path} holds no Tune state yet (interrupted before the first trial); starting the "
                   "search from the beginning", file=sys.stderr)
+        tracker.describe_experiment(_description(space, opts, name, st, data_dir, plan))
+        link = runs_link(tracking_uri, exp_id, space.metrics[0])
         if opts.verbose:
-            print(f"search {name!r}: space {space.path}, data {data_dir}, {n_folds} folds x {cpus:g} CPU"
-                  f"{f' + {opts.gpus_per_fold:g} GPU' if opts.gpus_per_fold else ''} per trial, "
-                  f"{max_conc} concurrent; MLflow {tracking_uri}")
->>>>>>> mainhead
+            print(f"search {name!r}: space {space.path}, data {data_dir}, storage {exp_path}; MLflow {tracking_uri}")
+        print(plan.describe())  # also with --quiet: what runs at once, and where to watch it
+        print(f"MLflow runs of this search, best first: {link}", flush=True)
         t_fit = time.time()
         results = tuner.fit()
         elapsed = time.time() - t_fit
@@ -536,21 +477,12 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
     Raises:
         ValueError: no such search (names the directory).
     """
-<<<<<<< HEAD
+    from search.errors import InputError
+
     st = resolve_storage(storage)
     doc = read_manifest(st, name)
     if doc is None:
-        raise ValueError(f"{st.join(name, MANIFEST)}: no search named {name!r} (looked for its manifest)")
-=======
-    st = storage or "ray_results"
-    exp_dir = Path(st).expanduser().resolve() / name
-    manifest = exp_dir / MANIFEST
-    if not manifest.is_file():
-        from search.errors import InputError
-
-        raise InputError(f"{manifest}: no search named {name!r} (looked for its manifest)")
-    doc = json.loads(manifest.read_text())
->>>>>>> mainhead
+        raise InputError(f"{st.join(name, MANIFEST)}: no search named {name!r} (looked for its manifest)")
     opts = SearchOptions(**doc["options"])
     opts = replace(opts, name=name, storage=st.uri, data=doc["data"], tracking_uri=doc["tracking_uri"])
     if overrides is not None:

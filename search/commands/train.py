@@ -68,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     from blemore_core.data import ensure_demo_release
     from blemore_core.results import metrics_document, oof_frame, write_json, write_parquet
     from blemore_core.train import PROTOCOL_KEYS, cross_validate, prepare_data
-
     from search.cli import InputError
 
     console = Console()

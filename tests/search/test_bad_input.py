@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blemore_core.labels import soft_labels
 from blemore_core.submission import write_submission
 from search.cli import main
 

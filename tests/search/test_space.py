@@ -180,7 +180,9 @@ params:
   train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
 """)
     space = load_space(p)
-    _write_manifest(tmp_path / "exp", space, SearchOptions(), "/data", "sqlite:///x.db")
+    from search.storage import resolve_storage
+
+    _write_manifest(resolve_storage(str(tmp_path)), "exp", space, SearchOptions(), "/data", "sqlite:///x.db")
     doc = json.loads((tmp_path / "exp" / "blemore_search.json").read_text())
     assert stored_space(doc).params == space.params and "note" not in capsys.readouterr().err
     p.write_text(p.read_text().replace("1.0e-2", "5.0e-2").replace("hubert]", "hubert, openface]"))
