@@ -323,7 +323,7 @@ def _wait(pred, timeout: float, what: str, step: float = 1.0):
 
 def _job_status(c: SimpleNamespace, sid: str) -> str:
     p = _sh(c, "ray", "job", "status", sid, check=False)
-    out = p.stdout + p.stderr  # the Ray CLI logs to stderr
+    out = (p.stdout + p.stderr).upper()  # the Ray CLI logs to stderr, in words ("... succeeded")
     for s in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
         if s in out:
             return s
