@@ -32,7 +32,7 @@ BENCHMARKS: dict[str, str] = {
     "gpu": "benchmarks.gpu",
 }
 #: what ``python -m benchmarks`` runs without --only (the CPU part; gpu only records "not measured" there)
-CPU_SUITE: tuple[str, ...] = ("thresholds", "trainer", "data", "startup", "scaling", "driver", "efficiency",
+CPU_SUITE: tuple[str, ...] = ("thresholds", "driver", "efficiency", "startup", "scaling", "trainer", "data",
                               "calibration", "gpu")
 
 

@@ -238,11 +238,15 @@ def _generate_parallel(root: Path, profile: str, seed: int, keys: list[str]) -> 
 
 
 def subprocess_env(extra: dict | None = None) -> dict:
-    """Environment of benchmark subprocesses: this checkout first on PYTHONPATH, and a private local Ray
-    (``RAY_ADDRESS=local``: never join a cluster another user started on this machine with ``ray start``)."""
+    """Environment of benchmark subprocesses: this checkout first on PYTHONPATH, a private local Ray
+    (``RAY_ADDRESS=local``: never join a cluster another user started on this machine with ``ray start``) and
+    Ray workers at the same priority as the rest (``RAY_worker_niceness=0``)."""
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e.setdefault("RAY_ADDRESS", "local")
+    # Ray runs its workers at niceness 15 by default: on a machine shared with other (un-niced) work they starve,
+    # and a ratio against an in-process reference would measure the neighbours' load, not the platform
+    e.setdefault("RAY_worker_niceness", "0")
     e.update(extra or {})
     return e
 

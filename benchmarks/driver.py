@@ -42,8 +42,8 @@ ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
 def fn(config):
     for i in range(config["n"]):
         tune.report({{"score": i * 1e-3, "epoch": i}})
-out = {}
-for n in (50, {n}, 50, {n}):
+out = {{}}
+for n in {sizes}:
     t = time.perf_counter()
     tune.Tuner(fn, param_space={{"n": n}}, run_config=tune.RunConfig(storage_path={storage!r}, verbose=0)).fit()
     out.setdefault(str(n), []).append(time.perf_counter() - t)
@@ -170,7 +170,7 @@ def run(quick: bool, out: Path) -> Result:
     res.figure("mlflow/terminate_s", ml["terminate_s"], "s")
     n = 200 if quick else 2000
     with tempfile.TemporaryDirectory(prefix="bench_tune_") as d:
-        tn = run_python(TUNE.format(n=n, storage=d), timeout=1200)
+        tn = run_python(TUNE.format(n=n, storage=d, sizes=(50, n) if quick else (50, n, 50, n)), timeout=1200)
     import statistics
 
     per_result = [(b - a) / (n - 50) for a, b in zip(tn["50"], tn[str(n)], strict=True)]

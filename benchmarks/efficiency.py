@@ -130,7 +130,7 @@ def run(quick: bool, out: Path) -> Result:
     if quick:
         seeds, n_random, epochs = (0,), 1, 2
     else:
-        seeds, n_random, epochs = (0, 1, 2), 6, 20
+        seeds, n_random, epochs = (0, 1, 2), 5, 20
     space_max = epochs
     # the space's settings, with max_epochs reduced to the benchmark's (the rungs follow grace/reduction factor)
     space = _with_max_epochs(space, space_max)

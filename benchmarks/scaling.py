@@ -46,7 +46,7 @@ def run(quick: bool, out: Path) -> Result:
 
     res = Result("scaling", quick)
     root = release("demo")
-    epochs, trials = (2, 2) if quick else (4, 4)
+    epochs, trials = (1, 2) if quick else (4, 4)
     res.inputs = {"profile": "demo", "epochs": epochs, "trials": trials, "cpus_per_fold": 0.19,
                   "reference": "the same search pinned to one core, same run"}
     ncpu = len(os.sched_getaffinity(0))

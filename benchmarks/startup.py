@@ -118,7 +118,7 @@ def run(quick: bool, out: Path) -> Result:
     res = Result("startup", quick)
     root = release("demo")
     cpus = min(2, os.cpu_count() or 1)
-    epochs, trials = (2, 2) if quick else (6, 4)
+    epochs, trials = (1, 1) if quick else (6, 4)
     res.inputs = {"profile": "demo", "preset": "rank_aware (latent 32, seq_len 8, 4 encoders)", "epochs": epochs,
                   "trials": trials, "max_concurrent": 1, "num_cpus": cpus, "folds": 5,
                   "reference": "cross_validate of the same config in one fresh process"}
