@@ -105,6 +105,8 @@ def test_summarise_median_and_spread():
 def test_target_verdicts():
     r = Result("x", quick=True)
     assert r.target("a", 21.0, ">=", 20.0, "ref")["holds"] is True
+    assert r.target("e", 20.0, ">=", 20.0, "ref")["holds"] is True          # the bound itself holds
+    assert r.target("f", 4.0, "<=", 4.0, "ref")["holds"] is True
     assert r.target("b", 19.9, ">=", 20.0, "ref")["holds"] is False
     assert r.target("c", 4.1, "<", 4.0, "ref")["holds"] is False
     assert r.target("d", None, "<", 4.0, "ref", not_measured="no GPU")["status"] == "not measured: no GPU"
