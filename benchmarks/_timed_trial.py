@@ -4,7 +4,7 @@
 trial function starts in its actor, swaps in :func:`timed_fold_worker` for the Train workers and calls the
 production ``run_trial``. ``timed_fold_worker`` records when the worker function is entered, times the worker's
 imports and the data load itself (``search.trainable.load_data``, which memoises, so the production worker then
-reuses it), wraps ``_Stepper.report`` to note the end of the first epoch, and runs the production
+reuses it), wraps ``FoldTrainer.evaluate`` to note the end of the first epoch (training pass + validation forward), and runs the production
 ``fold_worker`` unchanged. Timestamps (``time.time()``, one machine) go to ``$BLEMORE_BENCH_TIMING_DIR`` as one
 JSON file per process. Nothing here changes what a trial computes.
 """
@@ -40,7 +40,7 @@ def timed_fold_worker(loop_config: dict) -> None:
 
     t_lib = time.time()
     from blemore_core.config import Config
-    from blemore_core.train import fit_fold  # noqa: F401
+    from blemore_core.train import FoldTrainer  # noqa: F401
     from search import trainable
 
     t_imports = time.time()
@@ -51,18 +51,21 @@ def timed_fold_worker(loop_config: dict) -> None:
     t_data = time.time()
     rank = ray.train.get_context().get_world_rank()
     first: list[float] = []
-    orig = trainable._Stepper.report
+    from blemore_core import train as core_train
 
-    def report(self, table):
+    orig = core_train.FoldTrainer.evaluate
+
+    def evaluate(self):
+        out = orig(self)
         if not first:
             first.append(time.time())
-        return orig(self, table)
+        return out
 
-    trainable._Stepper.report = report
+    core_train.FoldTrainer.evaluate = evaluate
     try:
         trainable.fold_worker(loop_config)
     finally:
-        trainable._Stepper.report = orig
+        core_train.FoldTrainer.evaluate = orig
         _write("worker", {"trial_id": loop_config["trial_id"], "rank": rank, "enter": t_enter, "libs": t_lib,
                           "imports": t_imports, "data": t_data, "first_epoch": first[0] if first else None,
                           "end": time.time()})

@@ -5,9 +5,10 @@ process with the production pieces: the space's ``SearchSpace.suggest`` (define-
 the production settings (seeded, ``n_startup_trials = min(5, max(1, num_samples // 2))``) and Ray Tune's ASHA
 bracket (``ray.tune.schedulers.async_hyperband._Bracket``: the exact rule ``ASHAScheduler`` applies, grace period
 and reduction factor from the space, ``max_t`` = max_epochs + 2 as in the runner) against Optuna's RandomSampler
-with every trial run to max_epochs. A trial's five folds train in lock step (one thread per fold,
-:func:`blemore_core.train.fit_fold`, a barrier per epoch); each epoch the fold mean of the folds' best-so-far
-validation Scores is the trial's ``score`` (what the production trial reports to Tune), and ASHA decides on it.
+with every trial run to max_epochs. A trial's five folds train in lock step (``FoldTrainer`` steps, as in
+``cross_validate``); each epoch the fold-mean
+headline Score so far is the trial's ``score`` (the production ``epoch_report``, what the trial reports to
+Tune), and ASHA decides on it.
 Patience is off in both, so only ASHA stops trials early. Random's budget: ``n_random`` trials x max_epochs x 5
 fold-epochs; TPE + ASHA starts trials until it has spent the same.
 
@@ -20,7 +21,6 @@ score either method found with that seed. Target: TPE + ASHA needs at most 1/3 o
 from __future__ import annotations
 
 import statistics
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -36,51 +36,34 @@ class _Trial:
 
 
 def run_trial(cfg, data, bracket=None, trial_id: str = "t", max_t: int | None = None) -> list[float]:
-    """Train the folds of ``cfg`` in lock step; returns the trial's score after each epoch run (fold mean of the
-    folds' best-so-far validation Scores). With ``bracket`` (an ASHA ``_Bracket``), stops when ASHA says so."""
-    import torch
+    """Train the folds of ``cfg`` in lock step (as ``cross_validate`` and the search trial do); returns the
+    trial's score after each epoch (the production epoch report's ``score``: the fold-mean headline Score so far).
+    With ``bracket`` (an ASHA ``_Bracket``), stops when ASHA says so."""
+    from ray.tune.schedulers import TrialScheduler
 
-    from blemore_core.train import fit_fold
+    from blemore_core.train import FoldTrainer, new_curves
+    from search.trainable import epoch_report
 
     folds = sorted(set(np.asarray(data.folds).tolist()))
-    best = {k: -np.inf for k in folds}
+    trainers = [FoldTrainer(cfg, data, k) for k in folds]
+    curves = new_curves(cfg, data, folds)
     scores: list[float] = []
-    state = {"stop": False}
-
-    def decide() -> None:
-        s = float(np.mean([best[k] for k in folds]))
-        scores.append(s)
-        epoch = len(scores)
+    for epoch in range(1, cfg.train.max_epochs + 1):
+        probs, rows = {}, {}
+        for tr in trainers:
+            rec = tr.train_epoch()
+            probs[tr.fold] = tr.evaluate()
+            rows[tr.fold] = (rec["train_loss"], rec["lr"])
+        curves.add(probs)
+        for tr in trainers:
+            tr.keep(curves.kept_epochs(tr.fold))
+        scores.append(float(epoch_report(curves, rows)["score"]))
         if bracket is not None:
-            from ray.tune.schedulers import TrialScheduler
-
-            act = bracket.on_result(_Trial(trial_id), epoch, s)
+            act = bracket.on_result(_Trial(trial_id), epoch, scores[-1])
             if act == TrialScheduler.STOP or (max_t is not None and epoch >= max_t):
-                state["stop"] = True
-
-    barrier = threading.Barrier(len(folds), action=decide)
-    errors: list[BaseException] = []
-
-    def on_epoch(rec) -> bool:
-        best[rec.fold] = rec.best_score
-        barrier.wait()
-        return state["stop"]
-
-    def work(k: int) -> None:
-        try:
-            torch.set_num_threads(1)
-            fit_fold(cfg, data, k, on_epoch=on_epoch)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-            errors.append(e)
-            barrier.abort()
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in folds]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+                break
+        if curves.should_stop():
+            break
     return scores
 
 
