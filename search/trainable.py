@@ -13,9 +13,9 @@ actor is stopped, which tears down the Train controller and its workers, which i
 (patience) keep joining the per-epoch collectives with their final numbers until every fold is done, so the
 collectives and ``ray.train.report`` barriers stay aligned. At the end the fold results are gathered to rank 0
 (``torch.distributed.gather_object``), which runs :func:`blemore_core.train.finalize_protocols`, writes the
-artifacts (resolved config, OOF Parquet, thresholds, metrics, fold weights, confusion counts, importances) into
-a Ray Train checkpoint and reports the final metrics; the driver's MLflow callback (:mod:`search.tracking`)
-reads them from there. Workers never talk to MLflow.
+artifacts (resolved config, OOF Parquet, thresholds, metrics, fold weights, confusion counts, importances: the
+model directory of :func:`blemore_core.artifacts.write_cv_dir`) into a Ray Train checkpoint and reports the final
+metrics; the driver's MLflow callback (:mod:`search.tracking`) reads them from there. Workers never talk to MLflow.
 
 Reported metric keys (flat dict): ``epoch``, ``final`` (bool), ``score`` / ``acc_presence`` / ``acc_salience``
 (per epoch: fold mean of each fold's best-so-far validation numbers, ``val`` protocol; final: fold mean of the
@@ -257,13 +257,7 @@ def fold_worker(loop_config: dict) -> None:
 
 def _finalize(results: list[Any], cfg: Any, data: Any, setup: TrialSetup, trial_id: str) -> tuple[dict, str]:
     """Rank 0: all threshold protocols, final metrics and the artifact directory of the trial."""
-    import numpy as np
-    import torch
-
-    from blemore_core.decoding import decode
-    from blemore_core.labels import label_set_indices
-    from blemore_core.results import oof_frame, write_json, write_parquet
-    from blemore_core.train import assemble_oof, finalize_protocols
+    from blemore_core.train import finalize_protocols
 
     results = sorted(results, key=lambda r: r.fold)
     metrics = finalize_protocols(results, data, cfg)
@@ -285,28 +279,10 @@ def _finalize(results: list[Any], cfg: Any, data: Any, setup: TrialSetup, trial_
         final[f"fold{r.fold}/epochs_run"] = r.epochs_run
         final[f"fold{r.fold}/stopped"] = bool(r.stopped)
 
-    out = Path(tempfile.mkdtemp(prefix=f"blemore-{trial_id}-"))
-    cfg.to_yaml(out / "config.yaml")
-    n = len(data.filenames)
-    oof = assemble_oof(results, n)
-    write_parquet(oof_frame(data.filenames, np.asarray(data.folds), oof), out / "oof.parquet")
-    write_json({p: {"per_fold": [{"fold": r.fold, "alpha": row["alpha"], "beta": row["beta"]}
-                                 for r, row in zip(results, metrics[p]["per_fold"], strict=True)]}
-                for p in ("val", "train", "crossfit") if p in metrics}, out / "thresholds.json")
-    write_json(metrics, out / "metrics.json")
-    # confusion over the 16 label sets, headline protocol (each fold decoded with its own alpha, beta)
-    truth = np.asarray(data.labels, dtype=np.float32)
-    conf = np.zeros((16, 16), dtype=np.int64)
-    for r, row in zip(results, metrics[headline]["per_fold"], strict=True):
-        pred = decode(r.oof_probs, row["alpha"], row["beta"])
-        np.add.at(conf, (label_set_indices(truth[r.val_idx]), label_set_indices(pred)), 1)
-    write_json({"protocol": headline, "rows_truth_cols_pred": conf.tolist()}, out / "confusion.json")
-    for r in results:
-        torch.save(r.state_dict, out / f"fold{r.fold}.pt")
-        write_json(r.history, out / f"history_fold{r.fold}.json")
-    imps = {r.fold: r.importances for r in results if r.importances}
-    if imps:
-        write_json({str(k): v for k, v in imps.items()}, out / "importances.json")
+    from blemore_core.artifacts import write_cv_dir
+
+    out = Path(tempfile.mkdtemp(prefix=f"blemore-{trial_id}-")) / "model"
+    write_cv_dir(out, cfg, results, metrics, data, info={"trial_id": trial_id})
     return final, str(out)
 
 
