@@ -9,7 +9,8 @@ A model directory holds::
     thresholds.json   {"headline": protocol, "<protocol>": {"per_fold": [{fold, alpha, beta}]},
                        "pooled": {alpha, beta, ...}}   (pooled = fitted on all OOF predictions; what predict uses)
     metrics.json      per protocol: per fold + mean + std; selected epochs; encoder importances
-    oof.parquet       filename, fold, p_ang..p_neu (float32), when the directory comes from cross-validation
+    oof.parquet       filename, fold, p_ang..p_neu (float32), when the directory comes from cross-validation;
+                      rank-aware models add imp_<encoder> (per-clip encoder importance)
     fold<k>.pt / model.pt   weights (see :func:`save_weights`)
     <other>.json      extra documents (histories, confusion counts)
 
@@ -445,6 +446,23 @@ def selected_epochs(metrics: Mapping[str, Any]) -> dict[int, int]:
     return {int(k): int(v) for k, v in src.items()}
 
 
+def oof_importances(results: Sequence[Any], data: Any, all_folds: Sequence[int]) -> np.ndarray:
+    """Per-clip encoder importances float32 (sum N_k, E) of each fold model on its validation clips (rows in the
+    order of ``results``), recomputed with the prediction path of :mod:`blemore_core.refit` (eval mode, inputs
+    standardised with the fold's training statistics, exactly as in training)."""
+    import dataclasses
+
+    from blemore_core.refit import predict_weights
+
+    as_target = dataclasses.replace(data, target=data.release)
+    out = []
+    for r in results:
+        _, imp = predict_weights(r.config, r.state_dict, as_target, [k for k in all_folds if k != r.fold],
+                                 idx=np.asarray(r.val_idx))
+        out.append(imp)
+    return np.concatenate(out).astype(np.float32)
+
+
 def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: Mapping[str, Any], data: Any,
                  with_weights: bool = True, info: Mapping[str, Any] | None = None) -> Path:
     """The model directory of a cross-validation (``blemore train``, a search trial): kind ``cv``.
@@ -457,7 +475,8 @@ def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: 
     Writes config, thresholds (each protocol's per-fold alpha/beta and the pooled fit on all OOF predictions),
     metrics (:func:`blemore_core.results.metrics_document` plus ``selected_epochs``), the OOF table over the clips
     of the folds run, ``history_fold<k>.json``, ``confusion.json`` (headline protocol; each fold decoded with its
-    own alpha, beta) and ``importances.json`` (rank-aware models).
+    own alpha, beta) and, for rank-aware models, ``importances.json`` (fold means) and per-clip ``imp_<encoder>``
+    columns in the OOF table.
     """
     from blemore_core.decoding import decode
     from blemore_core.results import metrics_document, oof_frame
@@ -495,5 +514,9 @@ def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: 
                 "train_folds": [k for k in all_folds if k != r.fold],
                 "input_dims": {str(k): int(v) for k, v in data.input_dims.items()}}))
     oof = oof_frame([data.filenames[i] for i in rows], np.asarray(data.folds)[rows], probs)
+    if imps:  # per-clip importances of the rank-aware gate, for the importance distribution and top-n frequency
+        per_clip = oof_importances(results, data, all_folds)
+        for j, e in enumerate(data.encoders):
+            oof[f"imp_{e}"] = per_clip[:, j]
     return write_model_dir(out, cfg, kind="cv", weights=weights, thresholds=thresholds, metrics=doc, oof=oof,
                            documents=documents, info=info)

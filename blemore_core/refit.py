@@ -129,15 +129,16 @@ def train_rows(data: TrainData, train_folds: Sequence[int]) -> np.ndarray:
 
 
 def predict_weights(cfg: Config, state_dict: dict[str, torch.Tensor], data: TrainData, train_folds: Sequence[int],
-                    source: str = "<weights>") -> tuple[np.ndarray, np.ndarray | None]:
-    """Test-split probabilities of one model.
+                    source: str = "<weights>", idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities of one model on the target split of ``data`` (the test split, see :func:`with_test_split`).
 
     Args:
-        cfg: the model's config; state_dict: its weights; data: with a test target (:func:`with_test_split`);
-        train_folds: the folds the model was trained on (its input standardisation is fitted on them).
+        cfg: the model's config; state_dict: its weights; data: with a target split;
+        train_folds: the folds the model was trained on (its input standardisation is fitted on them);
+        idx: int64 rows of the target split to predict (default: all).
 
     Returns:
-        (probabilities float32 (N_test, 6), importances float32 (N_test, E) or None).
+        (probabilities float32 (n, 6), importances float32 (n, E) or None) for the n rows.
 
     Raises:
         ArtifactError: naming ``source`` when the weights do not fit the model the config builds.
@@ -152,8 +153,8 @@ def predict_weights(cfg: Config, state_dict: dict[str, torch.Tensor], data: Trai
     except RuntimeError as e:
         raise ArtifactError(f"{source}: weights do not fit the config's model: {str(e).splitlines()[0]}") from None
     model.to(device)
-    n = len(data.target.filenames)
-    return _predict(model, t, np.arange(n, dtype=np.int64), target=True, precision=cfg.train.precision)
+    rows = np.arange(len(data.target.filenames), dtype=np.int64) if idx is None else np.asarray(idx, dtype=np.int64)
+    return _predict(model, t, rows, target=True, precision=cfg.train.precision)
 
 
 def predict_model(md: ModelDir, root: str | Path, progress: bool = False) -> tuple[list[str], np.ndarray]:

@@ -76,6 +76,11 @@ def test_model_dir_round_trip(cv, model_dir):
         assert w.meta["train_folds"] == [k for k in range(5) if k != r.fold]
         assert w.state_dict.keys() == r.state_dict.keys()
         assert all(torch.equal(w.state_dict[k], r.state_dict[k]) for k in r.state_dict)
+    # per-clip importances: their fold means are the fold results' mean importances
+    for r in res.folds:
+        rows = md.oof[md.oof["fold"] == r.fold]
+        np.testing.assert_allclose([rows[f"imp_{e}"].mean() for e in cfg.data.encoders],
+                                   [r.importances[e] for e in cfg.data.encoders], atol=1e-5)
     assert json.loads((model_dir / "confusion.json").read_text())["protocol"] == res.metrics["headline"]
     assert set(json.loads((model_dir / "importances.json").read_text())) == {str(r.fold) for r in res.folds}
 
