@@ -200,6 +200,7 @@ def write_model_dir(
     documents: Mapping[str, Any] | None = None,
     members: Sequence[str | Path] = (),
     info: Mapping[str, Any] | None = None,
+    writers: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a model directory (layout in the module docstring), atomically replacing ``out``.
 
@@ -215,6 +216,7 @@ def write_model_dir(
         documents: extra JSON documents ``{file name: object}``.
         members: model directories copied in as ``member<i>/`` (ensemble only).
         info: extra plain fields of ``model.json`` (source run id, member weights, ...).
+        writers: other files ``{file name: callable(path)}`` that write themselves (e.g. per-epoch OOF tables).
 
     Returns:
         ``out``.
@@ -235,6 +237,8 @@ def write_model_dir(
             write_parquet(oof, tmp / "oof.parquet")
         for name, doc in (documents or {}).items():
             write_json(doc, tmp / name)
+        for name, write in (writers or {}).items():
+            write(tmp / name)
         for w in weights:
             save_weights(tmp / w.name, w.state_dict, config, **w.meta)
         member_names = []
@@ -440,10 +444,18 @@ def label_set_confusion(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def selected_epochs(metrics: Mapping[str, Any]) -> dict[int, int]:
-    """``{fold: epoch}`` whose weights a cross-validation kept: ``metrics["selected_epochs"]`` (the headline
-    protocol's choice), else ``metrics["best_epoch"]``."""
-    src = metrics.get("selected_epochs") or metrics.get("best_epoch") or {}
-    return {int(k): int(v) for k, v in src.items()}
+    """``{fold: epoch}`` whose weights a cross-validation kept (the headline protocol's choice): from
+    ``metrics["selected_epochs"]`` (``{fold: epoch}`` or ``{fold: {protocol: epoch}}``), else
+    ``metrics["best_epoch"]``."""
+    head = metrics.get("headline")
+    best = metrics.get("best_epoch") or {}
+    out = {}
+    for k, v in (metrics.get("selected_epochs") or best).items():
+        if isinstance(v, Mapping):
+            v = v.get(head, best.get(str(k), best.get(k)))
+        if v is not None:
+            out[int(k)] = int(v)
+    return out
 
 
 def oof_importances(results: Sequence[Any], data: Any, all_folds: Sequence[int]) -> np.ndarray:
@@ -464,13 +476,15 @@ def oof_importances(results: Sequence[Any], data: Any, all_folds: Sequence[int])
 
 
 def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: Mapping[str, Any], data: Any,
-                 with_weights: bool = True, info: Mapping[str, Any] | None = None) -> Path:
+                 with_weights: bool = True, info: Mapping[str, Any] | None = None,
+                 writers: Mapping[str, Any] | None = None) -> Path:
     """The model directory of a cross-validation (``blemore train``, a search trial): kind ``cv``.
 
     Args:
         results: :class:`blemore_core.train.FoldResult` per fold run; metrics: from
             :func:`blemore_core.train.finalize_protocols`; data: the :class:`blemore_core.train.TrainData`.
         with_weights: write ``fold<k>.pt``.
+        info, writers: see :func:`write_model_dir`.
 
     Writes config, thresholds (each protocol's per-fold alpha/beta and the pooled fit on all OOF predictions),
     metrics (:func:`blemore_core.results.metrics_document` plus ``selected_epochs``), the OOF table over the clips
@@ -487,7 +501,6 @@ def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: 
     rows = np.concatenate([np.asarray(r.val_idx) for r in results])
     probs = np.concatenate([r.oof_probs for r in results])
     doc = metrics_document(metrics, results)
-    doc.setdefault("selected_epochs", {str(r.fold): int(r.best_epoch) for r in results})
     headline = metrics["headline"]
     thresholds: dict[str, Any] = {"headline": headline}
     for p in ("val", "train", "crossfit"):
@@ -519,4 +532,4 @@ def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: 
         for j, e in enumerate(data.encoders):
             oof[f"imp_{e}"] = per_clip[:, j]
     return write_model_dir(out, cfg, kind="cv", weights=weights, thresholds=thresholds, metrics=doc, oof=oof,
-                           documents=documents, info=info)
+                           documents=documents, info=info, writers=writers)

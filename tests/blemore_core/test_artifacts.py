@@ -16,6 +16,7 @@ from blemore_core.artifacts import (
     load_weights,
     read_model_dir,
     save_weights,
+    selected_epochs,
     write_cv_dir,
 )
 from blemore_core.config import Config, ConfigError
@@ -69,7 +70,7 @@ def test_model_dir_round_trip(cv, model_dir):
     assert md.predict_thresholds() == (ref.alpha, ref.beta)
     assert [row["alpha"] for row in md.thresholds["crossfit"]["per_fold"]] == \
         [row["alpha"] for row in res.metrics["crossfit"]["per_fold"]]
-    assert md.metrics["selected_epochs"] == {str(r.fold): r.best_epoch for r in res.folds}
+    assert selected_epochs(md.metrics) == {r.fold: r.best_epoch for r in res.folds}
     for r in res.folds:
         w = md.load(f"fold{r.fold}.pt")
         assert w.config == cfg and w.meta["fold"] == r.fold
@@ -167,6 +168,12 @@ def test_predict_weights_reproduces_oof(cv):
     assert imps.shape == (len(data.filenames), 2)
 
 
+def test_selected_epochs_reads_both_layouts():
+    assert selected_epochs({"best_epoch": {"0": 3, "1": 4}}) == {0: 3, 1: 4}
+    doc = {"headline": "crossfit", "best_epoch": {"0": 3}, "selected_epochs": {"0": {"val": 2, "crossfit": 5}}}
+    assert selected_epochs(doc) == {0: 5}
+
+
 def test_load_config_file_plain_export_and_errors(cv, tmp_path):
     cfg = cv[0]
     doc = cfg.to_dict()
@@ -181,3 +188,35 @@ def test_load_config_file_plain_export_and_errors(cv, tmp_path):
     p.write_text(yaml.safe_dump({**cfg.to_dict(), "bogus": 1}))
     with pytest.raises(ConfigError, match="bogus"):
         load_config_file(p)
+
+
+def test_predict_and_retrain_cli_on_a_cv_directory(cv, model_dir, tiny, tmp_path, capsys):
+    """``blemore predict`` reads a cross-validation directory (fold models averaged); a modified directory or a
+    plain config given to ``retrain`` is refused, naming the file, and nothing is written."""
+    import shutil
+    import zipfile
+
+    from blemore_core.decoding import decode
+    from blemore_core.refit import predict_model
+    from search.cli import main
+
+    sub = tmp_path / "sub.zip"
+    assert main(["predict", str(model_dir), "--data", str(tiny), "--out", str(sub)]) == 0
+    with zipfile.ZipFile(sub) as zf:
+        preds = json.loads(zf.read(zf.namelist()[0]))["predictions"]
+    md = read_model_dir(model_dir)
+    names, probs = predict_model(md, tiny)
+    assert sorted(preds) == sorted(f"{n}.mov" for n in names) and len(names) == 72
+    sal = decode(probs, *md.predict_thresholds())
+    for n, row in zip(names, sal, strict=True):
+        assert {e["emotion"]: e["salience"] for e in preds[f"{n}.mov"]} == \
+            {e: round(100 * float(v), 1) for e, v in zip(("ang", "disg", "fea", "hap", "sad", "neu"), row) if v > 0}
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    (bad / "fold2.pt").write_bytes((bad / "fold2.pt").read_bytes()[:-100])
+    capsys.readouterr()
+    assert main(["predict", str(bad), "--data", str(tiny), "--out", str(tmp_path / "no.zip")]) == 2
+    assert "fold2.pt: sha256 differs" in capsys.readouterr().err and not (tmp_path / "no.zip").exists()
+    assert main(["retrain", str(model_dir / "config.yaml"), "--data", str(tiny), "--out", str(tmp_path / "r"),
+                 "--no-mlflow"]) == 2
+    assert "no export section" in capsys.readouterr().err and not (tmp_path / "r").exists()
