@@ -51,7 +51,8 @@ def with_test_split(data: TrainData, root: str | Path, progress: bool = False) -
 
 
 def fit_epochs(cfg: Config, data: TrainData, train_idx: np.ndarray, epochs: int, seed_key: int,
-               device: torch.device | None = None) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+               device: torch.device | None = None, target_idx: np.ndarray | None = None,
+               ) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
     """Train one model on clips ``train_idx`` for exactly ``epochs`` epochs (no validation, no early stopping).
 
     Args:
@@ -63,6 +64,8 @@ def fit_epochs(cfg: Config, data: TrainData, train_idx: np.ndarray, epochs: int,
         seed_key: seeds as fit_fold's fold index does (``torch.manual_seed(seed * 1009 + seed_key)``), so that the
             fold-k model of ``folds`` retraining repeats the cross-validation's fold-k run up to ``epochs``.
         device: default ``train.device`` resolved.
+        target_idx: unlabeled rows for the domain term when ``data.domain_target == "val"`` (fit_fold uses the
+            validation fold; default: ``train_idx``, as a model trained on every fold has no held-out clips).
 
     Returns:
         (state_dict of CPU tensors, history: one ``{"epoch", "train_loss", "lr"}`` per epoch).
@@ -85,7 +88,10 @@ def fit_epochs(cfg: Config, data: TrainData, train_idx: np.ndarray, epochs: int,
     use_domain = cfg.loss.domain > 0
     target_is_test = cfg.data.domain_target == "test"
     if use_domain:
-        target_pool = torch.arange(t.n_target, device=device) if target_is_test else train_idx_t
+        if target_is_test:
+            target_pool = torch.arange(t.n_target, device=device)
+        else:
+            target_pool = train_idx_t if target_idx is None else torch.as_tensor(np.asarray(target_idx), device=device)
     model = build_model(cfg, data.input_dims).to(device)
     is_mixed = cfg.model.arch == "fusion" and cfg.model.fusion == "mixed"
     if is_mixed:

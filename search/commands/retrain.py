@@ -78,7 +78,8 @@ def retrain_member(cfg: Any, export: dict, root: Path, mode: str, out: Path, pro
             raise ValueError(f"export.selected_epochs: no epoch for folds {missing}")
         for k in folds:
             others = [f for f in folds if f != k]
-            sd, hist = fit_epochs(cfg, data, train_rows(data, others), epochs[k], seed_key=k)
+            sd, hist = fit_epochs(cfg, data, train_rows(data, others), epochs[k], seed_key=k,
+                                  target_idx=train_rows(data, [k]))
             weights.append(WeightsSpec(f"fold{k}.pt", sd, {"fold": k, "epoch": epochs[k], "train_folds": others,
                                                             "input_dims": dims}))
             history[f"fold{k}"] = hist
