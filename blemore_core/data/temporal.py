@@ -100,7 +100,9 @@ def standardise_length(
     lengths = offsets_t[idx_t + 1] - starts                        # (B,)
     seg_start, seg_end = segment_bounds(lengths, L)               # (B, L)
     if train:
-        u = torch.rand(seg_start.shape, generator=generator, dtype=torch.float64)
+        # draw on the generator's own device (a CUDA generator cannot fill a CPU tensor, nor the reverse)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand(seg_start.shape, generator=generator, dtype=torch.float64, device=gen_device)
         u = u.to(frames_t.device)
         width = (seg_end - seg_start).to(torch.float64)
         pos = seg_start + torch.minimum((u * width).floor().to(torch.int64), (seg_end - seg_start - 1).clamp_min(0))

@@ -126,3 +126,17 @@ def test_aggregate_rejects_empty_clip():
     frames, _ = _clips([3])
     with pytest.raises(ValueError, match="T = 0"):
         aggregate(frames, np.array([0, 0, 3]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_train_mode_on_cuda_with_a_cuda_generator_matches_eval_shapes():
+    # the fold trainer keeps frames on the GPU and seeds a CUDA generator: the training draw must run there
+    rng = np.random.default_rng(0)
+    lengths = np.array([3, 9, 20])
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), device="cuda")
+    frames = torch.tensor(rng.normal(size=(int(lengths.sum()), 4)), dtype=torch.float32, device="cuda")
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(0)
+    x, m = standardise_length(frames, offsets, torch.arange(3, device="cuda"), 5, train=True, generator=gen)
+    assert x.device.type == "cuda" and x.shape == (3, 5, 4)
+    assert m.sum(dim=1).tolist() == [3, 5, 5]
