@@ -249,7 +249,7 @@ def importances(study: Any, n_objectives: int) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     for i in range(n_objectives):
-        if len(done) < 2:
+        if len(done) < 2 or not any(t.params for t in done):
             out[i] = {}
             continue
         target = (lambda t, i=i: t.values[i]) if n_objectives > 1 else None
