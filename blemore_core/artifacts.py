@@ -505,7 +505,8 @@ def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: 
     thresholds: dict[str, Any] = {"headline": headline}
     for p in ("val", "train", "crossfit"):
         if p in metrics:
-            thresholds[p] = {"per_fold": [{"fold": r.fold, "alpha": row["alpha"], "beta": row["beta"]}
+            thresholds[p] = {"per_fold": [{"fold": r.fold, "alpha": row["alpha"], "beta": row["beta"],
+                                           **({"epoch": int(row["epoch"])} if "epoch" in row else {})}
                                           for r, row in zip(results, metrics[p]["per_fold"], strict=True)]}
     thresholds["pooled"] = pooled_thresholds(probs, truth[rows], cfg.thresholds.presence_weight)
     proto = headline if headline in metrics else "val"
