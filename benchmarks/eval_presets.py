@@ -78,7 +78,10 @@ def main() -> None:
     for name in args.presets.split(",") if "presets" in parts else []:
         cfg = Config.from_yaml(ROOT / "spaces" / "presets" / f"{name}.yaml")
         if args.max_epochs:
-            cfg = cfg.override({"train.max_epochs": args.max_epochs})
+            ov = {"train.max_epochs": args.max_epochs}
+            if cfg.model.fusion == "mixed" and cfg.model.mixed_pretrain_epochs >= args.max_epochs:
+                ov["model.mixed_pretrain_epochs"] = args.max_epochs // 2  # the combined stage must train
+            cfg = cfg.override(ov)
         m, eps, imp = run(cfg, root)
         out[name] = {"metrics": m, "epochs_per_s": eps, "importances": imp}
         print(f"{name:16s} {eps:6.2f} epochs/s  {fmt(m)}")

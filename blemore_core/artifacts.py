@@ -386,8 +386,12 @@ class ConfigFile:
     ensemble: dict[str, Any] | None = None
 
 
-def load_config_file(path: str | Path) -> ConfigFile:
+def load_config_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ConfigFile:
     """Load a plain config, an exported trial (``blemore export``) or an ensemble file (``blemore ensemble``).
+
+    Args:
+        path: the YAML file.
+        overrides: dotted-key overrides (``--set``) applied to the config (an ensemble: its first member's).
 
     Raises:
         ConfigError: naming the file, for unreadable YAML or an invalid config (also a member's).
@@ -395,10 +399,17 @@ def load_config_file(path: str | Path) -> ConfigFile:
     path = Path(path)
     try:
         d = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read YAML config: {e}") from e
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(d).__name__}")
+    except (OSError, yaml.YAMLError):
+        d = None
+    if not isinstance(d, dict) or (EXPORT_KEY not in d and ENSEMBLE_KEY not in d):
+        return ConfigFile(Config.from_yaml(path, overrides))  # a plain config: its errors, as Config reports them
+    cf = _load_sections(path, d)
+    if overrides:
+        cf.config = cf.config.override(overrides, source="--set")
+    return cf
+
+
+def _load_sections(path: Path, d: dict) -> ConfigFile:
     if ENSEMBLE_KEY in d:
         ens = d[ENSEMBLE_KEY]
         members = ens.get("members") if isinstance(ens, dict) else None

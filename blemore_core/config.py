@@ -8,6 +8,8 @@ search spaces in ``spaces/``. Loading rejects unknown keys and wrong types and g
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -18,11 +20,20 @@ from typing import Any
 import yaml
 
 ENCODER_KEYS: tuple[str, ...] = ("imagebind", "videomae", "hicmae", "wavlm", "hubert", "openface", "clip", "videoswin")
-POOLINGS: tuple[str, ...] = ("stat", "bilstm", "cls", "attention")
-FUSIONS: tuple[str, ...] = ("concat", "attention", "mixed", "rank_aware")
-HEADS: tuple[str, ...] = ("softmax", "presence_salience", "structured")
-ARCHS: tuple[str, ...] = ("fusion", "linear", "mlp256", "mlp512")
+#: the threshold / epoch protocols of DESIGN 3, all recorded for every run
 PROTOCOLS: tuple[str, ...] = ("val", "train", "crossfit")
+#: the protocols that can be the headline (computed every epoch: the objective of a search)
+HEADLINE_PROTOCOLS: tuple[str, ...] = ("val", "crossfit")
+
+
+def _registry_names() -> dict[str, tuple[str, ...]]:
+    """Valid ``model.pooling`` / ``model.fusion`` / ``model.head`` / ``model.arch`` names: the model registries
+    are the only list (DESIGN 9); imported lazily because the model zoo imports this module."""
+    import blemore_core.models  # noqa: F401  (registers the blocks)
+    from blemore_core.models.registry import ARCH, FUSION, HEAD, POOLING
+
+    return {"pooling": POOLING.names(), "fusion": FUSION.names(), "head": HEAD.names(),
+            "arch": ("fusion", *ARCH.names())}
 
 
 class ConfigError(ValueError):
@@ -129,7 +140,8 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         batch_size: clips per step.
         max_epochs: upper bound on epochs.
-        patience: epochs without a better validation Score before early stopping (0 = never stop early).
+        patience: epochs without an improvement of the fold-mean headline Score (the objective, over all folds
+            together; for mixed fusion counted in the combine stage only) before the folds stop (0 = never).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"`` (default) or ``"bf16"``: forward passes under ``torch.autocast`` in bfloat16 (weights,
             optimiser state, losses and threshold fits stay float32). 1.3-1.5x faster for the MLP-512 baseline on a
@@ -151,8 +163,10 @@ class ThresholdConfig:
     """Presence threshold alpha / salience threshold beta fitting (DESIGN.md section 3).
 
     Attributes:
-        protocol: the protocol whose numbers are headline: ``"crossfit"`` (default, leak-free), ``"train"``
-            or ``"val"`` (optimistic, the organisers' baseline). All three are always recorded.
+        protocol: the headline protocol (the objective of a search, the patience stop and the kept fold
+            weights): ``"crossfit"`` (default, leak-free) or ``"val"`` (optimistic, the organisers' baseline).
+            All three protocols (``val``, ``train``, ``crossfit``) are always recorded
+            (:mod:`blemore_core.selection`).
         presence_weight: weight w of ACC_presence in the fitting objective w*ACC_presence + (1-w)*ACC_salience.
     """
 
@@ -182,15 +196,19 @@ class Config:
                 dotted key.
         """
         errors: list[str] = []
-        cfg = _build(cls, d or {}, "", errors, source)
-        errors.extend(f"{source}: {e}" for e in cfg.problems())
+        bad: set[str] = set()
+        cfg = _build(cls, d or {}, "", errors, source, bad)
+        errors.extend(f"{source}: {e}" for e in _without_follow_ons(cfg.problems(), bad))
         if errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
         return cfg
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> Config:
-        """Load a Config from a YAML file (``yaml.safe_load``).
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None,
+                  overrides_source: str = "--set") -> Config:
+        """Load a Config from a YAML file (``yaml.safe_load``), with optional dotted-key ``overrides``
+        (``{"train.lr": 0.01}``, e.g. from ``--set``) applied before validation, so that the file's errors and
+        the overrides' errors come in ONE message (an override's error names ``overrides_source``).
 
         Raises:
             ConfigError: naming the file, for unreadable YAML or any invalid key/value.
@@ -199,10 +217,30 @@ class Config:
         try:
             d = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read YAML config: {e}") from e
+            raise ConfigError(f"{path}: cannot read YAML config: {' '.join(str(e).split())}") from e
         if d is not None and not isinstance(d, Mapping):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(d).__name__}")
-        return cls.from_dict(d, source=str(path))
+        if not overrides:
+            return cls.from_dict(d, source=str(path))
+        d = _plain(dict(d or {}))
+        errors: list[str] = []
+        for key, value in overrides.items():
+            node, parts = d, key.split(".")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {}) if isinstance(node, dict) else None
+                if not isinstance(node, dict):
+                    break
+            if isinstance(node, dict):
+                node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+        try:
+            return cls.from_dict(d, source=str(path))
+        except ConfigError as e:
+            lines = str(e).split("\n  ")[1:]
+        for line in lines:
+            rest = line[len(str(path)) + 2:] if line.startswith(f"{path}: ") else line
+            m = re.match(r"(?:unknown key )?'?([A-Za-z_][\w.]*)'?", rest)
+            errors.append(f"{overrides_source}: {rest}" if m and m.group(1) in overrides else line)
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain-Python dict (tuples as lists), YAML-safe."""
@@ -274,10 +312,11 @@ class Config:
             p.append(f"data.encoders: duplicate encoder in {list(d.encoders)}")
         choice("data.features", d.features, ("sequence", "aggregated"))
         choice("data.domain_target", d.domain_target, ("val", "test"))
-        choice("model.arch", m.arch, ARCHS)
-        choice("model.pooling", m.pooling, POOLINGS)
-        choice("model.fusion", m.fusion, FUSIONS)
-        choice("model.head", m.head, HEADS)
+        names = _registry_names()
+        choice("model.arch", m.arch, names["arch"])
+        choice("model.pooling", m.pooling, names["pooling"])
+        choice("model.fusion", m.fusion, names["fusion"])
+        choice("model.head", m.head, names["head"])
         if m.arch != "fusion" and d.features != "aggregated":
             p.append(f"model.arch: baseline {m.arch!r} needs data.features: aggregated, got {d.features!r}")
         for key in ("latent_dim", "shared_dim", "seq_len", "layers", "heads"):
@@ -285,6 +324,9 @@ class Config:
                 p.append(f"model.{key}: must be >= 1, got {getattr(m, key)}")
         if m.mixed_pretrain_epochs < 0:
             p.append(f"model.mixed_pretrain_epochs: must be >= 0, got {m.mixed_pretrain_epochs}")
+        if m.arch == "fusion" and m.fusion == "mixed" and m.mixed_pretrain_epochs >= t.max_epochs:
+            p.append(f"model.mixed_pretrain_epochs: mixed fusion must train its combined stage, so it must be < "
+                     f"train.max_epochs={t.max_epochs}, got {m.mixed_pretrain_epochs}")
         if m.fusion == "rank_aware" and d.encoders and not (1 <= m.top_n <= len(d.encoders)):
             p.append(f"model.top_n: must be in 1..{len(d.encoders)} (the number of encoders), got {m.top_n}")
         for key in ("kl", "bce", "rank", "margin", "domain"):
@@ -311,7 +353,7 @@ class Config:
             p.append(f"train.patience: must be >= 0, got {t.patience}")
         choice("train.device", t.device, ("auto", "cpu", "cuda"))
         choice("train.precision", t.precision, ("fp32", "bf16"))
-        choice("thresholds.protocol", th.protocol, PROTOCOLS)
+        choice("thresholds.protocol", th.protocol, HEADLINE_PROTOCOLS)
         if not 0 <= th.presence_weight <= 1:
             p.append(f"thresholds.presence_weight: must be in [0, 1], got {th.presence_weight}")
         return p
@@ -325,8 +367,19 @@ def _plain(v: Any) -> Any:
     return v
 
 
+class _Invalid:
+    """Marker returned by :func:`_coerce` for a value of the wrong type (the error is already recorded)."""
+
+
+_INVALID = _Invalid()
+
+
 def _coerce(value: Any, tp: Any, key: str, errors: list[str], source: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples."""
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples.
+
+    Floats must be finite (NaN and +-inf are rejected: a NaN loss weight trains nothing). Returns ``_INVALID``
+    after recording ONE error for the key; :func:`_build` then keeps the field's default and marks the key so
+    that no follow-on rule error is reported for a value the user never wrote."""
     origin = typing.get_origin(tp)
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
@@ -334,8 +387,14 @@ def _coerce(value: Any, tp: Any, key: str, errors: list[str], source: str) -> An
             value = [value]
         if not isinstance(value, (list, tuple)):
             errors.append(f"{source}: {key}: expected a list, got {value!r}")
-            return ()
-        return tuple(_coerce(x, item_tp, key, errors, source) for x in value)
+            return _INVALID
+        items = []
+        for x in value:
+            v = _coerce(x, item_tp, key, errors, source)
+            if v is _INVALID:
+                return _INVALID
+            items.append(v)
+        return tuple(items)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
@@ -344,29 +403,36 @@ def _coerce(value: Any, tp: Any, key: str, errors: list[str], source: str) -> An
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             errors.append(f"{source}: {key}: expected a number, got {value!r}")
-            return 0.0
+            return _INVALID
+        if not math.isfinite(value):
+            errors.append(f"{source}: {key}: expected a finite number, got {value!r}")
+            return _INVALID
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             errors.append(f"{source}: {key}: expected an integer, got {value!r}")
-            return 0
+            return _INVALID
         return int(value)
     if tp is bool:
         if not isinstance(value, bool):
             errors.append(f"{source}: {key}: expected true/false, got {value!r}")
-            return False
+            return _INVALID
         return value
     if tp is str:
         if not isinstance(value, str):
             errors.append(f"{source}: {key}: expected a string, got {value!r}")
-            return ""
+            return _INVALID
         return value
     return value
 
 
-def _build(cls: type, d: Any, prefix: str, errors: list[str], source: str) -> Any:
+def _build(cls: type, d: Any, prefix: str, errors: list[str], source: str, bad: set[str] | None = None) -> Any:
+    """Dataclass ``cls`` from mapping ``d``; a field of the wrong type keeps its default and its dotted key is
+    added to ``bad``."""
+    bad = set() if bad is None else bad
     if not isinstance(d, Mapping):
         errors.append(f"{source}: {prefix.rstrip('.') or '<top>'}: expected a mapping, got {d!r}")
+        bad.add(prefix.rstrip("."))
         return cls()
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
@@ -379,7 +445,24 @@ def _build(cls: type, d: Any, prefix: str, errors: list[str], source: str) -> An
             continue
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, d[f.name], f"{prefix}{f.name}.", errors, source)
+            kwargs[f.name] = _build(tp, d[f.name], f"{prefix}{f.name}.", errors, source, bad)
         else:
-            kwargs[f.name] = _coerce(d[f.name], tp, prefix + f.name, errors, source)
+            v = _coerce(d[f.name], tp, prefix + f.name, errors, source)
+            if v is _INVALID:
+                bad.add(prefix + f.name)
+            else:
+                kwargs[f.name] = v
     return cls(**kwargs)
+
+
+def _without_follow_ons(problems: list[str], bad: set[str]) -> list[str]:
+    """Drop rule errors that mention a key whose value already had a type error (one message per key)."""
+    if not bad:
+        return problems
+    out = []
+    for msg in problems:
+        keys = set(re.findall(r"[a-z_]+\.[a-z_]+", msg))
+        if keys & bad or any(msg.startswith(b.split(".")[0] + ":") for b in bad if "." not in b):
+            continue
+        out.append(msg)
+    return out

@@ -30,14 +30,14 @@ the best is the first grid point in (alpha outer, beta inner) ascending order am
 correctness depends only on alpha (A, N) and the ratio correctness only on beta (B, N); the (A, B) salience counts
 are one matrix product.
 
-Threshold protocols (DESIGN 3): ``val`` (fit on fold k's own predictions; optimistic, the organisers' baseline),
-``train`` (fit on fold k's model's predictions for its training rows), ``crossfit`` (fit for fold k on the
-out-of-fold predictions of all other folds; leak-free, the default).
+Protocols (DESIGN 3) choose an epoch and thresholds per fold from per-epoch predictions: that lives in
+:mod:`blemore_core.selection` (``val``, ``crossfit``) and :meth:`blemore_core.train.FoldTrainer.finalize`
+(``train``). :func:`crossfit_thresholds` is the threshold half of ``crossfit`` for fixed out-of-fold predictions
+(e.g. an ensemble's, refit without choosing epochs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,11 +55,7 @@ __all__ = [
     "grid_metrics",
     "evaluate_thresholds",
     "fit_and_evaluate",
-    "val_thresholds",
-    "train_thresholds",
     "crossfit_thresholds",
-    "threshold_protocols",
-    "summarise_folds",
 ]
 
 THRESHOLD_GRID: np.ndarray = np.linspace(0.05, 0.95, 20)
@@ -312,31 +308,11 @@ def _check_folds(folds: Any, n: int) -> np.ndarray:
     return f
 
 
-def val_thresholds(
-    probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, presence_weight: float = 0.5
-) -> dict[int, dict[str, float]]:
-    """Protocol ``val``: fold k's thresholds are fitted on fold k's own OOF predictions (optimistic; the
-    organisers' baseline protocol).
-
-    Args:
-        probs: float (N, 6) out-of-fold probabilities; truth: float (N, 6); folds: int (N,) fold of each row.
-
-    Returns:
-        ``{fold: {"alpha", "beta", "acc_presence", "acc_salience", "score"}}`` for every fold present.
-    """
-    p = _check_probs(probs)
-    f = _check_folds(folds, len(p))
-    y = _check_truth(truth, len(p))
-    return {
-        int(k): fit_and_evaluate(p[f == k], y[f == k], p[f == k], y[f == k], presence_weight) for k in np.unique(f)
-    }
-
-
 def crossfit_thresholds(
     probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, presence_weight: float = 0.5
 ) -> dict[int, dict[str, float]]:
-    """Protocol ``crossfit`` (default, leak-free): fold k's thresholds are fitted on the OOF predictions of all
-    other folds and evaluated on fold k.
+    """Thresholds of the ``crossfit`` protocol for fixed OOF predictions: fold k's alpha, beta are fitted on the
+    OOF predictions of all other folds and evaluated on fold k (the epochs are already chosen, e.g. an ensemble).
 
     Args:
         probs: float (N, 6) out-of-fold probabilities; truth: float (N, 6); folds: int (N,).
@@ -354,69 +330,3 @@ def crossfit_thresholds(
     if len(ks) < 2:
         raise ValueError(f"folds: crossfit needs at least two folds, got {ks.tolist()}")
     return {int(k): fit_and_evaluate(p[f != k], y[f != k], p[f == k], y[f == k], presence_weight) for k in ks}
-
-
-def train_thresholds(
-    train_predictions: Mapping[int, tuple[np.ndarray, np.ndarray]],
-    probs: np.ndarray,
-    truth: np.ndarray,
-    folds: np.ndarray,
-    presence_weight: float = 0.5,
-) -> dict[int, dict[str, float]]:
-    """Protocol ``train``: fold k's thresholds are fitted on fold k's model's predictions for its own training rows.
-
-    Args:
-        train_predictions: fold k -> (train_probs (M_k, 6), train_truth (M_k, 6)).
-        probs: float (N, 6) out-of-fold probabilities; truth: float (N, 6); folds: int (N,).
-
-    Returns:
-        ``{fold: {"alpha", "beta", "acc_presence", "acc_salience", "score"}}`` (metrics on fold k's OOF rows).
-
-    Raises:
-        ValueError: when a fold of ``folds`` has no entry in ``train_predictions``.
-    """
-    p = _check_probs(probs)
-    f = _check_folds(folds, len(p))
-    y = _check_truth(truth, len(p))
-    out = {}
-    for k in np.unique(f):
-        if int(k) not in train_predictions:
-            raise ValueError(f"train_predictions: no training-fold predictions for fold {int(k)}")
-        tp, ty = train_predictions[int(k)]
-        out[int(k)] = fit_and_evaluate(tp, ty, p[f == k], y[f == k], presence_weight)
-    return out
-
-
-def threshold_protocols(
-    probs: np.ndarray,
-    truth: np.ndarray,
-    folds: np.ndarray,
-    train_predictions: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
-    presence_weight: float = 0.5,
-) -> dict[str, dict[int, dict[str, float]]]:
-    """All threshold protocols of DESIGN 3 at once: ``{"val": ..., "crossfit": ..., "train": ...}``, each
-    ``{fold: {"alpha", "beta", "acc_presence", "acc_salience", "score"}}``. ``"train"`` is present only when
-    ``train_predictions`` (fold -> (train_probs, train_truth)) is given; ``"crossfit"`` only with >= 2 folds.
-    """
-    out = {"val": val_thresholds(probs, truth, folds, presence_weight)}
-    if train_predictions is not None:
-        out["train"] = train_thresholds(train_predictions, probs, truth, folds, presence_weight)
-    if len(np.unique(np.asarray(folds))) >= 2:
-        out["crossfit"] = crossfit_thresholds(probs, truth, folds, presence_weight)
-    return out
-
-
-def summarise_folds(per_fold: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
-    """Per-fold records -> ``{"per_fold": [records in fold order], "mean": {...}, "std": {...}}``.
-
-    Mean and std (population, ddof=0) are over folds for every key of the records.
-    """
-    if not per_fold:
-        raise ValueError("per_fold: no folds")
-    recs = [dict(per_fold[k], fold=int(k)) for k in sorted(per_fold)]
-    keys = [k for k in recs[0] if k != "fold"]
-    return {
-        "per_fold": recs,
-        "mean": {k: float(np.mean([r[k] for r in recs])) for k in keys},
-        "std": {k: float(np.std([r[k] for r in recs])) for k in keys},
-    }

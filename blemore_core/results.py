@@ -91,14 +91,17 @@ def _jsonable(o: Any) -> Any:
 
 
 def metrics_document(cv_metrics: dict[str, Any], fold_results: Sequence[Any]) -> dict[str, Any]:
-    """The ``metrics.json`` document: protocols (per fold + mean + std), best epochs and importances.
+    """The ``metrics.json`` document: protocols (per fold + mean + std, each with its selected epoch), the
+    headline's epoch per fold (``best_epoch``), every protocol's epoch per fold (``selected_epochs``), epochs run
+    and importances.
 
     Args:
-        cv_metrics: the dict of :func:`blemore_core.train.finalize_protocols`.
+        cv_metrics: the dict of :func:`blemore_core.train.summarize_protocols`.
         fold_results: the :class:`blemore_core.train.FoldResult` list.
     """
     doc = dict(cv_metrics)
-    doc["best_epoch"] = {str(r.fold): int(r.best_epoch) for r in fold_results}
+    doc["best_epoch"] = {str(r.fold): int(r.best_epoch) for r in fold_results}  # the headline protocol's epoch
+    doc["selected_epochs"] = {str(r.fold): dict(r.selected_epochs) for r in fold_results}  # {fold: {protocol: e}}
     doc["epochs_run"] = {str(r.fold): int(r.epochs_run) for r in fold_results}
     imps = [r.importances for r in fold_results if r.importances]
     if imps:

@@ -137,7 +137,13 @@ def write_submission(
 
 
 def _load_json(path: Path) -> Any:
+    if path.is_dir():
+        raise SubmissionError(f"{path}: is a directory; expected a submission .zip or .json file")
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic[:2] == b"PK" and not zipfile.is_zipfile(path):
+            raise SubmissionError(f"{path}: truncated or corrupt zip (no zip directory found); re-create the file")
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 members = [m for m in zf.namelist() if m.lower().endswith(".json") and not m.startswith("__MACOSX")]
@@ -150,6 +156,8 @@ def _load_json(path: Path) -> Any:
             where = str(path)
     except FileNotFoundError:
         raise SubmissionError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as e:  # CRC error, truncated member, unreadable
+        raise SubmissionError(f"{path}: truncated or corrupt zip ({type(e).__name__}: {e})") from None
     try:
         return json.loads(raw.decode("utf-8")), where
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -1,40 +1,38 @@
-"""The fold trainer: ``fit_fold`` trains one actor-disjoint fold, ``cross_validate`` runs all five in one process.
+"""The fold trainer: the steps of one fold (:class:`FoldTrainer`) and ``cross_validate``, which runs the folds in
+lock step in one process.
 
 DESIGN.md section 5. AdamW with a cosine decay of the learning rate from ``train.lr`` to ``train.lr_min`` over
 ``train.max_epochs``, mini-batches of ``train.batch_size`` drawn from tensors that live on the device (no
-DataLoader, no per-sample Python), early stopping on the validation Score with thresholds refitted every epoch
-(``val`` protocol: alpha/beta fitted on the validation fold itself, which is cheap because
-:func:`blemore_core.decoding.fit_thresholds` is vectorised) and ``train.patience``.
+DataLoader, no per-sample Python). The folds of a cross-validation train in lock step: after every epoch all
+folds' validation probabilities go into one :class:`~blemore_core.selection.EpochCurves` (per-epoch OOF
+probabilities, thresholds refit every epoch), which chooses each fold's epoch and thresholds per protocol
+(``val``, ``crossfit``; ``train`` at the end) and decides the stop: patience on the fold-mean headline Score.
+Each fold keeps CPU copies of the weights of its currently chosen epochs only.
 
-At the end of a fold, the best epoch's weights are restored and the three threshold protocols of DESIGN 3 are
-prepared: ``val`` (fit on the validation fold), ``train`` (fit on the model's predictions for its own training
-folds) and ``crossfit`` (fold k's thresholds fitted on the out-of-fold predictions of the other folds; computed by
-:func:`finalize_protocols` once all folds are done, since it needs them all).
-
-Reproducibility: the same config, seed and device give the same metrics (all randomness flows from
-``torch.manual_seed(seed, fold)`` and one seeded ``torch.Generator``).
+The search's fold worker (``search/trainable.py``) runs the same steps with one fold per process, so
+``cross_validate`` and a search trial give the same numbers for the same config, seed, device and torch thread
+count. Reproducibility: all randomness flows from per-fold seeds (``seed * 1009 + fold`` for torch's generator,
+whose state each fold keeps privately, and ``seed * 7919 + fold`` for batches).
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from blemore_core.config import PROTOCOLS as PROTOCOL_KEYS  # protocol names are defined once, in config
 from blemore_core.config import Config
 from blemore_core.data import ReleaseData, fold_indices, load_release, standardise_length
-from blemore_core.decoding import crossfit_thresholds, fit_and_evaluate, fit_thresholds
+from blemore_core.decoding import fit_and_evaluate
 from blemore_core.losses import compute_loss
 from blemore_core.models import build_model
+from blemore_core.selection import EpochCurves
 
-PROTOCOL_KEYS: tuple[str, ...] = ("val", "train", "crossfit")
 METRIC_KEYS: tuple[str, ...] = ("acc_presence", "acc_salience", "score", "alpha", "beta")
 _EVAL_CHUNK = 1024
 
@@ -199,83 +197,6 @@ def _frame_rows(offsets: np.ndarray, clips: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# results
-
-
-@dataclass
-class EpochRecord:
-    """What ``on_epoch`` receives after every epoch of a fold (metrics on the validation fold, ``val`` protocol)."""
-
-    fold: int
-    epoch: int
-    train_loss: float
-    val_score: float
-    acc_presence: float
-    acc_salience: float
-    alpha: float
-    beta: float
-    lr: float
-    best_score: float
-    seconds: float
-    parts: dict[str, float] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict of the record (``parts`` flattened as ``loss_<name>``)."""
-        d = {k: v for k, v in self.__dict__.items() if k != "parts"}
-        d.update({f"loss_{k}": v for k, v in self.parts.items()})
-        return d
-
-
-@dataclass
-class FoldResult:
-    """The outcome of :func:`fit_fold` for one fold.
-
-    Attributes:
-        fold: fold index 0..4.
-        val_idx: int64 (N_k,) rows of the training release that form the validation fold.
-        filenames: the N_k validation clip names.
-        oof_probs: float32 (N_k, 6) out-of-fold probabilities of the best epoch.
-        best_epoch: 1-based epoch whose weights were kept.
-        epochs_run: epochs actually trained.
-        stopped: True when stopped before ``max_epochs`` (early stopping, or ``on_epoch`` asked to stop).
-        thresholds: ``{"val": {...}, "train": {...}}``, each with alpha, beta, acc_presence, acc_salience, score
-            on the validation fold.
-        history: one dict per epoch (see :class:`EpochRecord`).
-        state_dict: the best weights (CPU tensors).
-        importances: mean rank-aware importance per encoder on the validation fold, or None.
-        config: the resolved config.
-    """
-
-    fold: int
-    val_idx: np.ndarray
-    filenames: list[str]
-    oof_probs: np.ndarray
-    best_epoch: int
-    epochs_run: int
-    stopped: bool
-    thresholds: dict[str, dict[str, float]]
-    history: list[dict[str, Any]]
-    state_dict: dict[str, torch.Tensor]
-    importances: dict[str, float] | None
-    config: Config
-
-
-@dataclass
-class CVResult:
-    """The outcome of :func:`cross_validate`: the fold results, the assembled OOF probabilities and the metrics.
-
-    Attributes:
-        folds: one :class:`FoldResult` per fold run.
-        oof_probs: float32 (N, 6) over all training clips (NaN rows for folds not run).
-        metrics: see :func:`finalize_protocols`.
-    """
-
-    folds: list[FoldResult]
-    oof_probs: np.ndarray
-    metrics: dict[str, Any]
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # training
 
 
@@ -330,178 +251,292 @@ def _predict(model, tensors: _FoldTensors, idx: np.ndarray, target: bool = False
             imps.append(out.importances.cpu())
     p = torch.cat(probs).numpy() if probs else np.zeros((0, 6), np.float32)
     return p.astype(np.float32), (torch.cat(imps).numpy() if imps else None)
+# ---------------------------------------------------------------------------------------------------------------
+# results
 
 
-def fit_fold(
-    cfg: Config,
-    data: TrainData,
-    fold: int,
-    on_epoch: Callable[[EpochRecord], bool | None] | None = None,
-    progress: Any = None,
-) -> FoldResult:
-    """Train and evaluate one fold: fold ``fold`` is validation, the others are training (DESIGN 5).
+@dataclass
+class FoldResult:
+    """The outcome of one fold of a lock-step cross-validation (:meth:`FoldTrainer.finalize`).
+
+    Attributes:
+        fold: fold index 0..4.
+        val_idx: int64 (N_k,) rows of the training release that form the validation fold.
+        filenames: the N_k validation clip names.
+        oof_probs: float32 (N_k, 6) out-of-fold probabilities at the headline protocol's selected epoch.
+        selected_epochs: ``{protocol: 1-based epoch}`` for ``val``, ``crossfit`` (when run with >= 2 folds) and
+            ``train`` (which uses the ``crossfit`` epoch, or the ``val`` epoch with one fold).
+        best_epoch: the headline protocol's selected epoch (whose weights are ``state_dict``).
+        epochs_run: epochs trained (all folds of a cross-validation train the same number).
+        stopped: True when the trial-level stop (patience on the objective) ended training before ``max_epochs``.
+        thresholds: ``{protocol: {epoch, alpha, beta, acc_presence, acc_salience, score}}`` on the validation fold.
+        history: one dict per epoch: epoch, train_loss, lr, loss_<part>, and the own-fold threshold fit of that
+            epoch (val_score, acc_presence, acc_salience, alpha, beta).
+        state_dict: CPU weights of the headline protocol's selected epoch.
+        state_dicts: ``{protocol: CPU weights}`` of each protocol's selected epoch (shared when the epochs agree).
+        importances: mean rank-aware importance per encoder on the validation fold (headline weights), or None.
+        config: the resolved config.
+    """
+
+    fold: int
+    val_idx: np.ndarray
+    filenames: list[str]
+    oof_probs: np.ndarray
+    selected_epochs: dict[str, int]
+    best_epoch: int
+    epochs_run: int
+    stopped: bool
+    thresholds: dict[str, dict[str, float]]
+    history: list[dict[str, Any]]
+    state_dict: dict[str, torch.Tensor]
+    state_dicts: dict[str, dict[str, torch.Tensor]]
+    importances: dict[str, float] | None
+    config: Config
+
+
+@dataclass
+class CVResult:
+    """The outcome of :func:`cross_validate`.
+
+    Attributes:
+        folds: one :class:`FoldResult` per fold run.
+        oof_probs: float32 (N, 6) over all training clips at each fold's headline epoch (NaN rows: folds not run).
+        metrics: see :func:`summarize_protocols`.
+        curves: the per-epoch OOF probabilities and protocol decisions (:class:`EpochCurves`; ``stack()`` gives
+            (N, 6, E)).
+    """
+
+    folds: list[FoldResult]
+    oof_probs: np.ndarray
+    metrics: dict[str, Any]
+    curves: EpochCurves
+
+
+class FoldTrainer:
+    """One fold of a lock-step cross-validation, as plain steps (DESIGN 5): set-up (the constructor), one epoch
+    (:meth:`train_epoch`), evaluate (:meth:`evaluate`), keep weights (:meth:`keep`), finalise (:meth:`finalize`).
+
+    :func:`cross_validate` drives all folds in one process and the search's fold worker drives one fold per Ray
+    Train worker, both through these steps and one :class:`EpochCurves`, so the two give the same numbers.
+    Each fold owns its random streams (a private copy of torch's global generator state, swapped in around every
+    step, and a seeded ``torch.Generator`` for batches), so stepping several folds in one process gives the same
+    numbers as one fold per process.
 
     Args:
         cfg: resolved configuration.
         data: from :func:`prepare_data`.
         fold: validation fold index (a value of ``data.folds``).
-        on_epoch: called after each epoch with an :class:`EpochRecord`; returning True stops training now (used by
-            the search to let ASHA stop all folds of a trial). Exceptions propagate.
-        progress: optional tqdm-like bar with ``update()`` and ``set_postfix()``, advanced once per epoch.
-
-    Returns:
-        FoldResult with OOF probabilities (N_k, 6), thresholds for the ``val`` and ``train`` protocols and history.
 
     Raises:
         ValueError: unknown fold, an empty training or validation set, CUDA requested without a GPU.
-        NonFiniteLossError: the loss became NaN or infinite.
     """
-    folds = np.asarray(data.folds)
-    if fold not in set(folds.tolist()):
-        raise ValueError(f"fold {fold} does not exist in the release (folds: {sorted(set(folds.tolist()))})")
-    train_idx, val_idx = fold_indices(folds, fold)
-    train_idx, val_idx = np.asarray(train_idx, dtype=np.int64), np.asarray(val_idx, dtype=np.int64)
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise ValueError(f"fold {fold}: empty training ({len(train_idx)}) or validation ({len(val_idx)}) set")
-    device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.seed * 1009 + fold)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed * 7919 + fold)
 
-    t = _FoldTensors(data, cfg, train_idx, device)
-    labels = torch.as_tensor(np.asarray(data.labels, dtype=np.float32), device=device)
-    val_truth = np.asarray(data.labels, dtype=np.float32)[val_idx]
-    train_idx_t = torch.as_tensor(train_idx, device=device)
-    use_domain = cfg.loss.domain > 0
-    if use_domain:
-        if cfg.data.domain_target == "val":
-            target_pool = torch.as_tensor(val_idx, device=device)
-        else:
-            target_pool = torch.arange(t.n_target, device=device)
+    def __init__(self, cfg: Config, data: TrainData, fold: int):
+        folds = np.asarray(data.folds)
+        if fold not in set(folds.tolist()):
+            raise ValueError(f"fold {fold} does not exist in the release (folds: {sorted(set(folds.tolist()))})")
+        train_idx, val_idx = fold_indices(folds, fold)
+        self.train_idx = np.asarray(train_idx, dtype=np.int64)
+        self.val_idx = np.asarray(val_idx, dtype=np.int64)
+        if len(self.train_idx) == 0 or len(self.val_idx) == 0:
+            raise ValueError(f"fold {fold}: empty training ({len(self.train_idx)}) or validation "
+                             f"({len(self.val_idx)}) set")
+        self.cfg, self.data, self.fold = cfg, data, fold
+        self.device = device = resolve_device(cfg.train.device)
+        outer = _rng_state(device)
+        try:
+            torch.manual_seed(cfg.seed * 1009 + fold)
+            self.gen = torch.Generator(device=device)
+            self.gen.manual_seed(cfg.seed * 7919 + fold)
+            self.tensors = _FoldTensors(data, cfg, self.train_idx, device)
+            self.labels = torch.as_tensor(np.asarray(data.labels, dtype=np.float32), device=device)
+            self.train_idx_t = torch.as_tensor(self.train_idx, device=device)
+            self.target_pool = None
+            if cfg.loss.domain > 0:
+                self.target_pool = (torch.as_tensor(self.val_idx, device=device) if cfg.data.domain_target == "val"
+                                    else torch.arange(self.tensors.n_target, device=device))
+            self.model = build_model(cfg, data.input_dims).to(device)
+            self.mixed = cfg.model.arch == "fusion" and cfg.model.fusion == "mixed"
+            if self.mixed:
+                self.model.set_stage("pretrain")
+            self.opt = make_optimizer(self.model, cfg, device)
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.train.max_epochs,
+                                                                    eta_min=cfg.train.lr_min)
+            self._rng = _rng_state(device)
+        finally:
+            _set_rng_state(device, outer)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self._kept: dict[int, dict[str, torch.Tensor]] = {}
 
-    model = build_model(cfg, data.input_dims).to(device)
-    is_mixed = cfg.model.arch == "fusion" and cfg.model.fusion == "mixed"
-    if is_mixed:
-        model.set_stage("pretrain")
-    opt = make_optimizer(model, cfg, device)
-    prec = cfg.train.precision
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.max_epochs, eta_min=cfg.train.lr_min)
-    bs = cfg.train.batch_size
-    pw = cfg.thresholds.presence_weight
+    @property
+    def first_epoch(self) -> int:
+        """The first selectable epoch: 1, or for ``mixed`` fusion the first combine-stage epoch."""
+        return first_selectable_epoch(self.cfg)
 
-    best_score, best_epoch, best_state, since_best = -math.inf, 0, None, 0
-    history: list[dict[str, Any]] = []
-    stopped = False
-    epoch = 0
-    for epoch in range(1, cfg.train.max_epochs + 1):
-        t0 = time.perf_counter()
-        if is_mixed and epoch == cfg.model.mixed_pretrain_epochs + 1:
-            # seed 002: branches frozen, the combining attention trains; the kept model is a combined one
-            model.set_stage("combine")
-            best_score, since_best = -math.inf, 0
-        model.train()
-        perm = train_idx_t[torch.randperm(len(train_idx_t), generator=gen, device=device)]
-        total, n_seen, parts_sum = 0.0, 0, {}
-        for s in range(0, len(perm), bs):
-            idx = perm[s : s + bs]
-            x, m = t.inputs(idx, train=True, gen=gen)
-            out = forward(model, x, m, prec, device)
-            target_emb = None
-            if use_domain:
-                tidx = target_pool[torch.randint(len(target_pool), (min(bs, len(target_pool)),), generator=gen,
-                                                 device=device)]
-                xt, mt = t.inputs(tidx, train=True, gen=gen, target=cfg.data.domain_target == "test")
-                target_emb = forward(model, xt, mt, prec, device).embedding
-            loss, parts = compute_loss(out, labels[idx], cfg.loss, target_embedding=target_emb)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"fold {fold}, epoch {epoch}: non-finite loss {loss.item()} (parts {parts})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            n_seen += len(idx)
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * len(idx)
-        lr_now = opt.param_groups[0]["lr"]
-        sched.step()
+    def train_epoch(self) -> dict[str, float]:
+        """Train one epoch over the training folds (mini-batches of ``train.batch_size``, then one cosine step).
 
-        probs, _ = _predict(model, t, val_idx, precision=prec)
-        fit = fit_thresholds(probs, val_truth, presence_weight=pw)
-        improved = fit.score > best_score + 1e-12
-        if improved:
-            best_score, best_epoch, since_best = fit.score, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
-            since_best += 1
-        rec = EpochRecord(
-            fold=fold, epoch=epoch, train_loss=total / max(n_seen, 1), val_score=float(fit.score),
-            acc_presence=float(fit.acc_presence), acc_salience=float(fit.acc_salience), alpha=float(fit.alpha),
-            beta=float(fit.beta), lr=float(lr_now), best_score=float(best_score), seconds=time.perf_counter() - t0,
-            parts={k: v / max(n_seen, 1) for k, v in parts_sum.items()},
+        Returns:
+            ``{"epoch", "train_loss", "lr", "loss_<part>"...}`` (lr: the learning rate used in this epoch).
+
+        Raises:
+            NonFiniteLossError: the loss became NaN or infinite.
+        """
+        cfg, t, device, gen, model = self.cfg, self.tensors, self.device, self.gen, self.model
+        outer = _rng_state(device)
+        _set_rng_state(device, self._rng)
+        try:
+            self.epoch += 1
+            epoch = self.epoch
+            if self.mixed and epoch == cfg.model.mixed_pretrain_epochs + 1:
+                model.set_stage("combine")  # seed 002: branches frozen, the combining attention trains
+            model.train()
+            prec, bs = cfg.train.precision, cfg.train.batch_size
+            perm = self.train_idx_t[torch.randperm(len(self.train_idx_t), generator=gen, device=device)]
+            total, n_seen, parts_sum = 0.0, 0, {}
+            for s in range(0, len(perm), bs):
+                idx = perm[s : s + bs]
+                x, m = t.inputs(idx, train=True, gen=gen)
+                out = forward(model, x, m, prec, device)
+                target_emb = None
+                if self.target_pool is not None:
+                    pool = self.target_pool
+                    tidx = pool[torch.randint(len(pool), (min(bs, len(pool)),), generator=gen, device=device)]
+                    xt, mt = t.inputs(tidx, train=True, gen=gen, target=cfg.data.domain_target == "test")
+                    target_emb = forward(model, xt, mt, prec, device).embedding
+                loss, parts = compute_loss(out, self.labels[idx], cfg.loss, target_embedding=target_emb)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"fold {self.fold}, epoch {epoch}: non-finite loss {loss.item()} (parts {parts})")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                total += loss.item() * len(idx)
+                n_seen += len(idx)
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * len(idx)
+            lr_now = self.opt.param_groups[0]["lr"]
+            self.sched.step()
+        finally:
+            self._rng = _rng_state(device)
+            _set_rng_state(device, outer)
+        rec = {"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": float(lr_now)}
+        rec.update({f"loss_{k}": v / max(n_seen, 1) for k, v in parts_sum.items()})
+        self.history.append(rec)
+        return rec
+
+    def evaluate(self) -> np.ndarray:
+        """float32 (N_k, 6): eval-mode validation probabilities of the current weights (no randomness drawn)."""
+        probs, _ = _predict(self.model, self.tensors, self.val_idx, precision=self.cfg.train.precision)
+        return probs
+
+    def keep(self, epochs: set[int]) -> None:
+        """Keep a CPU copy of the current weights when ``self.epoch`` is in ``epochs`` (the current choices of the
+        protocols, :meth:`EpochCurves.kept_epochs`) and drop the copies of epochs no longer chosen."""
+        if self.epoch in epochs:
+            self._kept[self.epoch] = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        for e in [e for e in self._kept if e not in epochs]:
+            del self._kept[e]
+
+    def finalize(self, curves: EpochCurves, stopped: bool = False) -> FoldResult:
+        """Final protocols of this fold from ``curves`` (which holds every fold's epochs) -> :class:`FoldResult`.
+
+        ``val`` and ``crossfit`` come from ``curves``; ``train`` fits alpha, beta on this fold model's predictions
+        for its own training rows at the ``crossfit`` epoch (the ``val`` epoch with one fold) and scores the
+        validation fold with them.
+
+        Raises:
+            RuntimeError: when the weights of a selected epoch were not kept (``keep`` not called every epoch).
+        """
+        cfg, pw = self.cfg, self.cfg.thresholds.presence_weight
+        protos = curves.per_epoch_protocols()
+        choices = {p: curves.choice(p, self.fold) for p in protos}
+        if any(c is None for c in choices.values()):
+            raise RuntimeError(f"fold {self.fold}: no selectable epoch (epochs run {self.epoch}, first selectable "
+                               f"{curves.first_epoch})")
+        missing = [c.epoch for c in choices.values() if c.epoch not in self._kept]
+        if missing:
+            raise RuntimeError(f"fold {self.fold}: weights of epochs {missing} were not kept")
+        val_truth = np.asarray(self.data.labels, dtype=np.float32)[self.val_idx]
+        headline = cfg.thresholds.protocol if cfg.thresholds.protocol in choices else "val"
+        train_from = "crossfit" if "crossfit" in choices else "val"
+        weights = {p: self._kept[c.epoch] for p, c in choices.items()}
+        weights["train"] = weights[train_from]
+        thresholds = {p: c.as_dict() for p, c in choices.items()}
+        self.model.load_state_dict(weights[train_from])
+        e_train = choices[train_from].epoch
+        train_probs, _ = _predict(self.model, self.tensors, self.train_idx, precision=cfg.train.precision)
+        train_truth = np.asarray(self.data.labels, dtype=np.float32)[self.train_idx]
+        tr = fit_and_evaluate(train_probs, train_truth, curves.probs_at(e_train)[self.val_idx], val_truth, pw)
+        thresholds["train"] = {"epoch": e_train, **{k: float(v) for k, v in tr.items()}}
+        self.model.load_state_dict(weights[headline])
+        _, imps = _predict(self.model, self.tensors, self.val_idx, precision=cfg.train.precision)
+        importances = None
+        if imps is not None:
+            importances = {e: float(v) for e, v in zip(self.data.encoders, imps.mean(axis=0))}
+        for h in self.history:  # the own-fold threshold fit of every epoch (the learning curve)
+            f = curves.own_fit(self.fold, h["epoch"])
+            h.update(val_score=f.score, acc_presence=f.acc_presence, acc_salience=f.acc_salience, alpha=f.alpha,
+                     beta=f.beta)
+        return FoldResult(
+            fold=self.fold, val_idx=self.val_idx, filenames=[self.data.filenames[i] for i in self.val_idx],
+            oof_probs=curves.probs_at(choices[headline].epoch)[self.val_idx].copy(),
+            selected_epochs={p: int(thresholds[p]["epoch"]) for p in ("val", "train", "crossfit") if p in thresholds},
+            best_epoch=choices[headline].epoch, epochs_run=self.epoch, stopped=stopped, thresholds=thresholds,
+            history=self.history, state_dict=weights[headline], state_dicts=weights, importances=importances,
+            config=cfg,
         )
-        history.append(rec.as_dict())
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(fold=fold, score=f"{fit.score:.3f}", best=f"{best_score:.3f}", refresh=False)
-        if on_epoch is not None and on_epoch(rec):
-            stopped = True
-            break
-        if cfg.train.patience > 0 and since_best >= cfg.train.patience:
-            stopped = epoch < cfg.train.max_epochs
-            break
-
-    model.load_state_dict(best_state)
-    oof, imps = _predict(model, t, val_idx, precision=prec)
-    val_fit = fit_thresholds(oof, val_truth, presence_weight=pw)
-    train_probs, _ = _predict(model, t, train_idx, precision=prec)
-    train_truth = np.asarray(data.labels, dtype=np.float32)[train_idx]
-    thresholds = {
-        "val": {"alpha": float(val_fit.alpha), "beta": float(val_fit.beta),
-                "acc_presence": float(val_fit.acc_presence), "acc_salience": float(val_fit.acc_salience),
-                "score": float(val_fit.score)},
-        "train": {k: float(v) for k, v in fit_and_evaluate(train_probs, train_truth, oof, val_truth, pw).items()},
-    }
-    importances = None
-    if imps is not None:
-        importances = {e: float(v) for e, v in zip(data.encoders, imps.mean(axis=0))}
-    return FoldResult(
-        fold=fold, val_idx=val_idx, filenames=[data.filenames[i] for i in val_idx], oof_probs=oof,
-        best_epoch=best_epoch, epochs_run=epoch, stopped=stopped, thresholds=thresholds, history=history,
-        state_dict=best_state, importances=importances, config=cfg,
-    )
 
 
-def finalize_protocols(results: Sequence[FoldResult], data: TrainData, cfg: Config) -> dict[str, Any]:
-    """Gather per-fold metrics of all three threshold protocols, with fold mean and std.
+def first_selectable_epoch(cfg: Config) -> int:
+    """1, or ``model.mixed_pretrain_epochs + 1`` for mixed fusion (the kept model is always a combined one)."""
+    if cfg.model.arch == "fusion" and cfg.model.fusion == "mixed":
+        return cfg.model.mixed_pretrain_epochs + 1
+    return 1
 
-    ``crossfit`` fits fold k's alpha/beta on the OOF probabilities of the *other* folds in ``results`` and scores
-    fold k with them (DESIGN 3); it needs at least two folds and is omitted otherwise.
+
+def new_curves(cfg: Config, data: TrainData, folds: Sequence[int]) -> EpochCurves:
+    """The :class:`EpochCurves` of a cross-validation of ``folds`` under ``cfg`` (headline, patience, mixed).
+
+    With one fold the headline falls back to ``val`` (``crossfit`` needs the other folds).
+    """
+    headline = cfg.thresholds.protocol if len(folds) >= 2 else "val"
+    return EpochCurves(data.labels, np.asarray(data.folds), folds, headline=headline,
+                       presence_weight=cfg.thresholds.presence_weight, first_epoch=first_selectable_epoch(cfg),
+                       patience=cfg.train.patience)
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def summarize_protocols(results: Sequence[FoldResult], curves: EpochCurves) -> dict[str, Any]:
+    """Per-fold numbers of every protocol with fold mean and std (population, ddof=0).
 
     Returns:
-        ``{"headline": protocol, "folds": [k...], "<protocol>": {"per_fold": [{alpha, beta, acc_presence,
-        acc_salience, score}, ...], "mean": {...}, "std": {...}}}``; std is the population std over folds.
+        ``{"headline": protocol, "folds": [k...], "epochs_run": E, "<protocol>": {"per_fold": [{epoch, alpha,
+        beta, acc_presence, acc_salience, score}, ...], "mean": {...}, "std": {...}}}`` for ``val``, ``train``
+        and (with >= 2 folds) ``crossfit``. ``metrics[headline]["mean"]["score"]`` equals
+        ``curves.objective().score``.
     """
     results = sorted(results, key=lambda r: r.fold)
-    out: dict[str, Any] = {"headline": cfg.thresholds.protocol, "folds": [r.fold for r in results]}
-    per: dict[str, list[dict[str, float]]] = {
-        "val": [r.thresholds["val"] for r in results],
-        "train": [r.thresholds["train"] for r in results],
-    }
-    if len(results) >= 2:
-        idx = np.concatenate([r.val_idx for r in results])
-        probs = np.concatenate([r.oof_probs for r in results])
-        truth = np.asarray(data.labels, dtype=np.float32)[idx]
-        fold_of = np.asarray(data.folds)[idx]
-        cf = crossfit_thresholds(probs, truth, fold_of, presence_weight=cfg.thresholds.presence_weight)
-        per["crossfit"] = [{k: float(v) for k, v in cf[r.fold].items()} for r in results]
-    for proto, rows in per.items():
-        keys = list(rows[0].keys())
-        arr = {k: np.array([row[k] for row in rows], dtype=np.float64) for k in keys}
-        out[proto] = {
-            "per_fold": rows,
-            "mean": {k: float(a.mean()) for k, a in arr.items()},
-            "std": {k: float(a.std()) for k, a in arr.items()},
-        }
+    out: dict[str, Any] = {"headline": curves.headline, "folds": [r.fold for r in results],
+                           "epochs_run": curves.epochs}
+    for proto in PROTOCOL_KEYS:
+        if proto not in results[0].thresholds:
+            continue
+        rows = [r.thresholds[proto] for r in results]
+        arr = {k: np.array([row[k] for row in rows], dtype=np.float64) for k in rows[0]}
+        out[proto] = {"per_fold": rows, "mean": {k: float(a.mean()) for k, a in arr.items()},
+                      "std": {k: float(a.std()) for k, a in arr.items()}}
     return out
 
 
@@ -516,27 +551,55 @@ def assemble_oof(results: Sequence[FoldResult], n: int) -> np.ndarray:
 def cross_validate(
     cfg: Config, data: TrainData, folds: Sequence[int] | None = None, progress: bool = True
 ) -> CVResult:
-    """Run :func:`fit_fold` for each fold in one process and compute all threshold protocols.
+    """Train the folds in one process in lock step and compute every protocol (DESIGN 3, 5).
+
+    Each epoch: every fold trains one epoch and evaluates its validation fold; the probabilities go into one
+    :class:`EpochCurves`, whose choices say which weights each fold keeps; training stops for all folds when the
+    objective (fold-mean headline Score) has not improved for ``train.patience`` epochs.
 
     Args:
         folds: which folds to run (default: every fold present in the release, ascending).
         progress: show a tqdm bar over all epochs of all folds.
     """
     all_folds = sorted(set(np.asarray(data.folds).tolist()))
-    folds = list(all_folds if folds is None else folds)
+    folds = sorted(all_folds if folds is None else folds)
+    trainers = [FoldTrainer(cfg, data, k) for k in folds]
+    curves = new_curves(cfg, data, folds)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(folds) * cfg.train.max_epochs, desc="cross-validate", unit="epoch", leave=True)
-    results = []
+    stopped = False
     try:
-        for k in folds:
-            res = fit_fold(cfg, data, k, progress=bar)
-            if bar is not None:  # early stopping skips the rest of this fold's epochs
-                bar.update(cfg.train.max_epochs - res.epochs_run)
-            results.append(res)
+        for epoch in range(1, cfg.train.max_epochs + 1):
+            probs = {}
+            for tr in trainers:
+                tr.train_epoch()
+                probs[tr.fold] = tr.evaluate()
+                if bar is not None:
+                    bar.update(1)
+            curves.add(probs)
+            for tr in trainers:
+                tr.keep(curves.kept_epochs(tr.fold))
+            if bar is not None:
+                bar.set_postfix(score=f"{curves.objective().score:.3f}", refresh=False)
+            if curves.should_stop():
+                stopped = epoch < cfg.train.max_epochs
+                break
     finally:
         if bar is not None:
             bar.close()
-    return CVResult(results, assemble_oof(results, len(data.filenames)), finalize_protocols(results, data, cfg))
+    results = [tr.finalize(curves, stopped=stopped) for tr in trainers]
+    return CVResult(results, assemble_oof(results, len(data.filenames)), summarize_protocols(results, curves), curves)
+
+
+def fit_fold(cfg: Config, data: TrainData, fold: int) -> FoldResult:
+    """Train and evaluate one fold alone (``cross_validate(cfg, data, [fold])``): the ``val`` protocol selects
+    its epoch and thresholds, since ``crossfit`` needs the other folds.
+
+    Raises:
+        ValueError: unknown fold, an empty training or validation set, CUDA requested without a GPU.
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
+    return cross_validate(cfg, data, folds=[fold], progress=False).folds[0]

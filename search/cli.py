@@ -2,13 +2,31 @@
 
 Commands are registered by the modules of :mod:`search.commands`; each module adds its subparser and sets
 ``func`` to the handler, which returns the process exit code.
+
+One error contract for every command (handled here, so that no command can differ):
+
+* bad input (a file, row, field or option value the user can fix): ONE line on stderr naming the file, the row
+  (as the file's line number), the field and the value; exit code 2; nothing written. Handlers signal it by
+  raising :class:`InputError` (or a :class:`ValueError` subclass that is an input error by nature:
+  ``ConfigError``, ``SpaceError``, ``SubmissionError``, ``PreflightError``); argparse's own errors (``--folds x``)
+  follow the same one-line form.
+* runtime failure (anything else): exit code 1, the cause in one line and the path of a log file holding the full
+  traceback. Tracebacks go to the terminal only with ``-v``.
+* Ctrl-C: exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
+import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from search.errors import InputError
 
 #: subcommand modules, in help order
 COMMAND_MODULES: tuple[str, ...] = (
@@ -23,14 +41,66 @@ COMMAND_MODULES: tuple[str, ...] = (
     "search.commands.ensemble",
 )
 
+#: exit codes of the error contract
+EXIT_RUNTIME = 1
+EXIT_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (``blemore train: error: argument --folds: ...``), exit 2."""
+
+    def error(self, message: str) -> None:  # noqa: D102
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _input_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that are bad input by nature (imported lazily: the CLI must start fast)."""
+    types: list[type[BaseException]] = [InputError]
+    for mod, name in (("blemore_core.config", "ConfigError"), ("search.space", "SpaceError"),
+                      ("blemore_core.submission", "SubmissionError"), ("search.preflight", "PreflightError")):
+        m = sys.modules.get(mod)  # only a module a handler already imported can have raised it
+        if m is not None and hasattr(m, name):
+            types.append(getattr(m, name))
+    return tuple(types)
+
+
+def one_line(message: str) -> str:
+    """A gathered message with a single item (``"invalid config:\\n  f: k: ..."``) as one line; a message listing
+    several problems keeps one line per problem."""
+    lines = [ln for ln in str(message).splitlines() if ln.strip()]
+    if len(lines) == 2 and lines[1].startswith(" "):
+        return lines[1].strip()
+    return "\n".join(lines) if lines else str(message)
+
+
+def log_dir() -> Path:
+    """Where runtime-failure logs go: ``$BLEMORE_LOG_DIR``, else ``<tmp>/blemore-logs``."""
+    return Path(os.environ.get("BLEMORE_LOG_DIR") or Path(tempfile.gettempdir()) / "blemore-logs")
+
+
+def _write_log(command: str, argv: list[str], exc: BaseException) -> Path | None:
+    try:
+        d = log_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = d / f"blemore-{command}-{stamp}-{os.getpid()}.log"
+        path.write_text("blemore " + " ".join(argv) + "\n\n" + "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return path
+    except OSError:
+        return None
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="blemore",
         description="Blended emotion recognition (BlEmoRe): synthetic data, training, distributed search, export.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", dest="traceback", action="store_true",
+                        help="print the full traceback of a runtime failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(name)
@@ -39,21 +109,44 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    for p in sub.choices.values():
+        if not any("-v" in a.option_strings for a in p._actions):
+            p.add_argument("-v", "--verbose", dest="traceback", action="store_true", default=argparse.SUPPRESS,
+                           help="print the full traceback of a runtime failure")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``blemore`` console script; returns the exit code."""
+    """Entry point of the ``blemore`` console script; returns the exit code (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, one line already printed)
+        return int(e.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_INPUT
+    prog = f"blemore {args.command}"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if isinstance(e, _input_error_types()):
+            print(f"{prog}: error: {one_line(str(e))}", file=sys.stderr)
+            if getattr(args, "traceback", False):
+                traceback.print_exc()
+            return EXIT_INPUT
+        log = _write_log(args.command, argv, e)
+        first = " ".join(str(e).split()) or "(no message)"
+        print(f"{prog}: failed: {type(e).__name__}: {first[:500]}"
+              + (f" (full log: {log}" if log else " (")
+              + ("" if getattr(args, "traceback", False) else "; -v prints the traceback") + ")", file=sys.stderr)
+        if getattr(args, "traceback", False):
+            traceback.print_exc()
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

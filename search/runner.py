@@ -1,10 +1,14 @@
 """Running and resuming a search: Ray Tune + OptunaSearch (seeded TPE / multi-objective TPE) + ASHA, trials from
 :mod:`search.trainable`, records from :mod:`search.tracking` (DESIGN.md section 6).
 
-Order of events in :func:`run_search`: validate the space (no Ray yet) -> resolve the release (the embedded demo
-release when none is named) -> build the feature cache once in the driver -> start or join Ray -> write the
-search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_search` needs) -> ``Tuner.fit()``
--> end every MLflow run still RUNNING (also on Ctrl-C or a crash) -> summary of the best trials.
+Order of events in :func:`run_search`: validate the space and options (no Ray yet) -> preflight
+(:mod:`search.preflight`: paths made absolute, the tracking store and the Ray address answer within seconds;
+nothing is written before it passes) -> create the tracking store atomically and take the search-name lock
+(:mod:`search.mlflow_store`) -> resolve the release (the embedded demo release when none is named) -> build the
+feature cache once in the driver -> start Ray bound to 127.0.0.1 (token authentication on) or join the given
+cluster -> write the search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_search`
+needs) -> ``Tuner.fit()`` -> end the MLflow runs of this search still RUNNING (also on Ctrl-C or a crash) ->
+release the name lock -> summary of the best trials.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from search.space import SearchSpace, SpaceError, load_space
+from search.space import SearchSpace, SpaceError, encoder_set, load_space
 
 MANIFEST = "blemore_search.json"
 #: logical CPUs reserved for the (idle) Tune trial actor that drives one TorchTrainer
@@ -148,7 +152,9 @@ def check_options(opts: SearchOptions) -> None:
     if opts.name is not None and (not opts.name or "/" in opts.name or opts.name.startswith(".")):
         errs.append(f"--name: must be a plain directory name, got {opts.name!r}")
     if errs:
-        raise ValueError("invalid search options:\n  " + "\n  ".join(errs))
+        from search.errors import InputError
+
+        raise InputError("invalid search options:\n  " + "\n  ".join(errs))
 
 
 def _storage(opts: SearchOptions) -> str:
@@ -156,8 +162,19 @@ def _storage(opts: SearchOptions) -> str:
     return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
+#: environment of a local Ray: every Ray process binds to loopback (Ray's switch for single-machine clusters:
+#: with it the node address is 127.0.0.1 and the GCS, raylet, workers and the driver listen on it only). Token
+#: authentication: Ray >= 2.52 turns it on for a new local ``ray.init`` unless ``RAY_AUTH_MODE`` says otherwise
+#: (it creates the token in ~/.ray/auth_token); setting the variable here, after ray's import, would desynchronise
+#: the driver and the GCS, so it is left to Ray.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def _init_ray(opts: SearchOptions) -> bool:
-    """Start (or join) Ray with the search's Train environment; returns True when this call started it."""
+    """Start (or join) Ray with the search's Train environment; returns True when this call started it.
+
+    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`LOCAL_RAY_ENV`), with Ray's
+    token authentication."""
     import ray
 
     from search.trainable import RAY_TRAIN_ENV, set_process_env
@@ -168,7 +185,15 @@ def _init_ray(opts: SearchOptions) -> bool:
     if opts.address:
         ray.init(address=opts.address, runtime_env={"env_vars": dict(RAY_TRAIN_ENV)}, log_to_driver=opts.verbose > 1)
     else:
-        ray.init(num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=opts.verbose > 1)
+        from ray._private import ray_constants
+
+        for k, v in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(k, v)
+        # ray_constants read the switch when ray was imported (before this function could set it)
+        ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
+        # address="local": always a new private Ray, never a cluster someone started with `ray start` here
+        ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=opts.verbose > 1, _node_ip_address="127.0.0.1")
     return True
 
 
@@ -189,7 +214,7 @@ def _prepare(space: SearchSpace, opts: SearchOptions) -> tuple[str, int]:
     enc_sets = {tuple(space.base.data.encoders)}
     for p in space.params:
         if p.key == "data.encoders":
-            enc_sets.update(tuple(v) for v in p.values)
+            enc_sets.update(tuple(encoder_set(v)) for v in p.values)
     from blemore_core.data import load_release
 
     for encs in enc_sets:
@@ -224,9 +249,22 @@ def _plan_resources(opts: SearchOptions, n_folds: int, max_concurrent: int, loca
     return cpus, max_concurrent
 
 
+def make_sampler(seed: int, num_samples: int) -> Any:
+    """Seeded TPE for (conditional) spaces: ``multivariate=True, group=True`` models the parameters jointly within
+    each group of co-occurring parameters (Optuna's answer to define-by-run conditionals); single and multiple
+    objectives alike. The first ``min(5, num_samples // 2)`` trials (at least 1) are random."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # multivariate / group are flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          n_startup_trials=min(5, max(1, num_samples // 2)))
+
+
 def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: str, data_dir: str, n_folds: int,
                  cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
-    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -235,12 +273,11 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
     from search.trainable import TrialSetup, run_trial
 
     metrics = list(space.metrics)
+    sampler = make_sampler(opts.seed, opts.num_samples or space.num_samples)
     if space.pareto:
-        sampler = optuna.samplers.TPESampler(seed=opts.seed, multivariate=True)
         searcher = OptunaSearch(space=_DefineByRun(space), metric=metrics, mode=["max"] * len(metrics),
                                 sampler=sampler, seed=opts.seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=min(5, max(1, space.num_samples // 2)))
         searcher = OptunaSearch(space=_DefineByRun(space), metric=metrics[0], mode="max", sampler=sampler,
                                 seed=opts.seed)
     sched_name = opts.scheduler or space.scheduler
@@ -280,55 +317,110 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: st
     return tuner, trainable
 
 
-def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data_dir: str, tracking_uri: str) -> None:
+def _write_manifest(exp_dir: Path, space: SearchSpace, opts: SearchOptions, data_dir: str | None,
+                    tracking_uri: str) -> None:
+    """Write the manifest: the space file's path, its text and SHA-256, the resolved base config (preset applied),
+    the data directory, the tracking URI and the options; :func:`resume_search` searches from the stored space.
+    Written to a temporary file and renamed, so an interruption never leaves a half-written manifest."""
     exp_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"space": str(space.path.resolve()), "data": data_dir, "tracking_uri": tracking_uri,
-           "options": asdict(opts)}
-    (exp_dir / MANIFEST).write_text(json.dumps(doc, indent=2))
+    text = space.path.read_text()
+    doc = {"space": str(space.path.resolve()), "space_text": text, "space_sha256": _sha256(text),
+           "base": space.base.to_dict(), "data": data_dir, "tracking_uri": tracking_uri, "options": asdict(opts)}
+    tmp = exp_dir / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, exp_dir / MANIFEST)
 
 
-def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), resume: bool = False) -> SearchOutcome:
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_space(doc: dict, data_dir: str | None = None) -> SearchSpace:
+    """The search space a manifest stored (its text and resolved base config), not the file as it is now.
+
+    Prints a note to stderr when the file on disk differs from the stored text (or is gone).
+    """
+    from blemore_core.config import Config
+
+    path = Path(doc["space"])
+    text = doc["space_text"]
+    try:
+        now = path.read_text()
+    except OSError:
+        now = None
+    if now is None or _sha256(now) != doc.get("space_sha256"):
+        state = "is gone" if now is None else "changed"
+        print(f"note: {path} {state} since the search started; resuming with the space stored in its manifest "
+              f"(sha256 {doc.get('space_sha256', '?')[:12]})", file=sys.stderr)
+    space = load_space(path, data_dir=data_dir, text=text)
+    return replace(space, base=Config.from_dict(doc["base"], source=f"{path} (stored in the search manifest)"))
+
+
+def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = SearchOptions(),
+               resume: bool = False) -> SearchOutcome:
     """Run (or with ``resume=True``, continue) a search; see the module docstring for the order of events.
+
+    Args:
+        space_path: a space file, or an already loaded :class:`SearchSpace` (resume: the stored one).
 
     Raises:
         SpaceError: the space file is invalid (raised before Ray starts).
         ValueError: bad options, or a search of that name exists already (use ``resume``).
     """
+    from search.errors import InputError
+    from search.mlflow_store import NameLock
+    from search.preflight import PreflightContext, run_preflight
+
     check_options(opts)
-    space = load_space(space_path, data_dir=opts.data)  # before Ray starts
+    space = space_path if isinstance(space_path, SearchSpace) else load_space(space_path, data_dir=opts.data)
     name = opts.name or space.name
-    storage = _storage(opts)
-    tracking_uri = opts.tracking_uri or _default_uri()
+    ctx = run_preflight(PreflightContext(
+        name=name, storage=_storage(opts), tracking_uri=opts.tracking_uri or _default_uri(), address=opts.address,
+        data_dir=str(space.data_dir) if space.data_dir is not None else None, space_path=str(space.path)))
+    storage, tracking_uri = ctx.storage, ctx.tracking_uri
     exp_dir = Path(storage) / name
     if not resume and "://" not in storage and (exp_dir / MANIFEST).exists():
-        raise ValueError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}` "
+        raise InputError(f"--name: a search named {name!r} exists in {storage}; run `blemore resume {name}` "
                          "or choose another --name")
-    data_dir, n_folds = _prepare(space, opts)
-    started = _init_ray(opts)
-    tracker = None
+    from search.tracking import MLflowTracker
+
+    tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict())
+    exp_id = tracker.ensure_store()  # atomic creation: the store exists, complete, before anything else runs
+    lock = NameLock(tracker.client, exp_id, name, tracking_uri).acquire()
+    started = False
     try:
+        if "://" not in storage:  # from here on, `blemore resume NAME` can continue whatever happens
+            _write_manifest(exp_dir, space, replace(opts, storage=storage, tracking_uri=tracking_uri,
+                                                    address=opts.address), ctx.data_dir, tracking_uri)
+        try:
+            data_dir, n_folds = _prepare(space, opts)
+        except (ValueError, OSError) as e:
+            raise InputError(" ".join(str(e).split())) from None
+        started = _init_ray(opts)
         from ray import tune
 
-        from search.tracking import MLflowTracker
+        from search.preflight import RAY_CHECKS
 
-        cpus, max_conc = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
-                                         local=opts.address is None)
+        run_preflight(ctx, RAY_CHECKS)
+        try:
+            cpus, max_conc = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
+                                             local=opts.address is None)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         tuner, trainable = _build_tuner(space, opts, name, storage, data_dir, n_folds, cpus, max_conc, tracking_uri)
-        tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict())
-        if resume:
-            path = f"{storage}/{name}" if "://" in storage else str(exp_dir)
-            if not tune.Tuner.can_restore(path):
-                raise ValueError(f"{path}: no Tune experiment state to resume (did the search start?)")
+        path = f"{storage}/{name}" if "://" in storage else str(exp_dir)
+        if resume and tune.Tuner.can_restore(path):
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
-        else:
-            if "://" not in storage:
-                _write_manifest(exp_dir, space, opts, data_dir, tracking_uri)
+        elif resume:  # interrupted before Tune saved any state: no trial ran, so start the search afresh
+            print(f"note: {path} holds no Tune state yet (interrupted before the first trial); starting the "
+                  "search from the beginning", file=sys.stderr)
         if opts.verbose:
             print(f"search {name!r}: space {space.path}, data {data_dir}, {n_folds} folds x {cpus:g} CPU"
                   f"{f' + {opts.gpus_per_fold:g} GPU' if opts.gpus_per_fold else ''} per trial, "
                   f"{max_conc} concurrent; MLflow {tracking_uri}")
-        tracker.ensure_store()  # the store exists before the first trial, so `mlflow ui` can open it at once
         t_fit = time.time()
         results = tuner.fit()
         elapsed = time.time() - t_fit
@@ -345,11 +437,11 @@ def run_search(space_path: str | Path, opts: SearchOptions = SearchOptions(), re
                              interrupted=_interrupted(results, opts.num_samples or space.num_samples, elapsed, space),
                              leaked_cpus=leaked)
     finally:
-        if tracker is not None:
-            try:
-                tracker.close()
-            except Exception as e:  # pragma: no cover - never mask the real error
-                print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
+        try:
+            tracker.close()
+        except Exception as e:  # pragma: no cover - never mask the real error
+            print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
+        lock.release()
         if started:
             import ray
 
@@ -392,18 +484,23 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
     exp_dir = Path(st).expanduser().resolve() / name
     manifest = exp_dir / MANIFEST
     if not manifest.is_file():
-        raise ValueError(f"{manifest}: no search named {name!r} (looked for its manifest)")
+        from search.errors import InputError
+
+        raise InputError(f"{manifest}: no search named {name!r} (looked for its manifest)")
     doc = json.loads(manifest.read_text())
     opts = SearchOptions(**doc["options"])
     opts = replace(opts, name=name, storage=str(exp_dir.parent), data=doc["data"], tracking_uri=doc["tracking_uri"])
     if overrides is not None:
-        keep = ("address", "num_cpus", "verbose")
+        keep = ("address", "num_cpus", "verbose", "tracking_uri")
         opts = replace(opts, **{k: v for k, v in asdict(overrides).items() if v is not None and k in keep})
-    return run_search(doc["space"], opts, resume=True)
+    if "space_text" not in doc:  # a manifest written before the space was stored
+        return run_search(doc["space"], opts, resume=True)
+    return run_search(stored_space(doc, data_dir=opts.data), opts, resume=True)
 
 
 def summarize(results: Any, space: SearchSpace, top: int = 5) -> list[dict]:
-    """Best trials (by the space's first metric), best first: trial id, status, metrics and params."""
+    """Best trials by the objective ``score`` (fold-mean headline Score; for a stopped trial, at its last epoch:
+    the same number OptunaSearch received), best first: trial id, status, metrics and params."""
     rows = []
     for r in results:
         m = r.metrics or {}
@@ -414,7 +511,7 @@ def summarize(results: Any, space: SearchSpace, top: int = 5) -> list[dict]:
         for p in space.params:
             row[p.key] = (r.config or {}).get(p.key, "-")
         rows.append(row)
-    key = space.metrics[0]
+    key = "score"
     rows.sort(key=lambda x: -(x[key] if isinstance(x[key], (int, float)) else -math.inf))
     return rows[:top]
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna.distributions as od
 import yaml
 
 from blemore_core.config import Config, ConfigError
@@ -67,26 +68,41 @@ class SpaceError(ValueError):
     """A search-space file is invalid; the message lists every problem, each with file, key and value."""
 
 
+#: separator of an encoder set written as one categorical choice (``"imagebind+wavlm"``): Optuna's categorical
+#: choices must be plain strings, numbers or bools
+ENCODER_SET_SEP = "+"
+
+
+def encoder_set_name(encoders: Any) -> str:
+    """``["imagebind", "wavlm"]`` -> ``"imagebind+wavlm"`` (a string is returned unchanged)."""
+    return encoders if isinstance(encoders, str) else ENCODER_SET_SEP.join(encoders)
+
+
+def encoder_set(value: Any) -> list[str]:
+    """``"imagebind+wavlm"`` -> ``["imagebind", "wavlm"]`` (a list is returned as a list)."""
+    return value.split(ENCODER_SET_SEP) if isinstance(value, str) else list(value)
+
+
 @dataclass(frozen=True)
 class Param:
     """One searched parameter.
 
     Attributes:
         key: dotted Config key (``train.lr``).
-        type: choice | uniform | loguniform | int.
-        values: choice values (choice only).
-        low, high: range bounds (inclusive for int; ``low`` < ``high``).
-        step: int step (int only; default 1).
+        dist: its Optuna distribution, built (and so validated by Optuna) when the space is loaded:
+            ``CategoricalDistribution`` (choice; encoder sets as ``"a+b"`` strings), ``FloatDistribution``
+            (uniform, loguniform with ``log=True``) or ``IntDistribution`` (int, bounds inclusive).
         when: conditions ``{dotted key: tuple of accepted values}``; empty = always sampled.
     """
 
     key: str
-    type: str
-    values: tuple = ()
-    low: float | None = None
-    high: float | None = None
-    step: int = 1
+    dist: Any
     when: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def values(self) -> tuple:
+        """The choices of a categorical parameter (empty otherwise)."""
+        return tuple(getattr(self.dist, "choices", ()))
 
 
 @dataclass(frozen=True)
@@ -136,18 +152,23 @@ class SearchSpace:
         Returns:
             ``{dotted key: value}`` of the parameters whose conditions hold (conditional ones may be absent).
         """
+        import optuna.distributions as od
+
         chosen: dict[str, Any] = {}
         for p in self.params:
             if not self._active(p, chosen):
                 continue
-            if p.type == "choice":
-                chosen[p.key] = trial.suggest_categorical(p.key, list(p.values))
-            elif p.type == "uniform":
-                chosen[p.key] = trial.suggest_float(p.key, p.low, p.high)
-            elif p.type == "loguniform":
-                chosen[p.key] = trial.suggest_float(p.key, p.low, p.high, log=True)
+            d = p.dist
+            if isinstance(d, od.CategoricalDistribution):
+                chosen[p.key] = trial.suggest_categorical(p.key, d.choices)
+            elif isinstance(d, od.IntDistribution):
+                high = d.high
+                if p.key == "model.top_n":  # at most the number of encoders of the (sampled) encoder set
+                    n_enc = len(encoder_set(chosen.get("data.encoders", self.base.data.encoders)))
+                    high = max(d.low, min(high, n_enc))
+                chosen[p.key] = trial.suggest_int(p.key, d.low, high, step=d.step, log=d.log)
             else:
-                chosen[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), step=p.step)
+                chosen[p.key] = trial.suggest_float(p.key, d.low, d.high, step=d.step, log=d.log)
         return chosen
 
     def _active(self, p: Param, chosen: Mapping[str, Any]) -> bool:
@@ -164,8 +185,9 @@ class SearchSpace:
         Raises:
             ConfigError: when the combination is invalid (e.g. a Config rule across two params).
         """
-        updates = {k: v for k, v in params.items() if not k.startswith("debug.")}
-        return self.base.override(updates, source=f"{self.path} (trial params {dict(updates)})")
+        updates = {k: encoder_set(v) if k == "data.encoders" else v for k, v in params.items()
+                   if not k.startswith("debug.")}
+        return self.base.override(updates, source=f"{self.path} (trial params {dict(params)})")
 
 
 def _as_tuple(v: Any) -> tuple:
@@ -189,12 +211,13 @@ def _preset_path(preset: Any, space_path: Path) -> Path | None:
     return None
 
 
-def load_space(path: str | Path, data_dir: str | Path | None = None) -> SearchSpace:
+def load_space(path: str | Path, data_dir: str | Path | None = None, text: str | None = None) -> SearchSpace:
     """Read and validate a search-space file.
 
     Args:
-        path: the ``spaces/*.yaml`` file.
+        path: the ``spaces/*.yaml`` file (relative presets and data directories are resolved against it).
         data_dir: overrides ``data.dir`` of the file (the ``--data`` option); checked to exist.
+        text: the file's content to use instead of reading ``path`` (``blemore resume``: the stored space).
 
     Returns:
         A :class:`SearchSpace` whose every choice value gives a valid Config.
@@ -210,7 +233,7 @@ def load_space(path: str | Path, data_dir: str | Path | None = None) -> SearchSp
         errors.append(f"{src}: {key}: {msg}" + ("" if value is None else f" (got {value!r})"))
 
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text() if text is None else text)
     except (OSError, yaml.YAMLError) as e:
         raise SpaceError(f"{src}: cannot read search space: {e}") from e
     if not isinstance(doc, Mapping):
@@ -369,18 +392,23 @@ def load_space(path: str | Path, data_dir: str | Path | None = None) -> SearchSp
                 err(f"{pk}.when.{ck}", "a parameter cannot depend on itself", ck)
             else:
                 when[ck] = _as_tuple(cv)
-        p = Param(key=key, type=ptype, when=when)
         if ptype == "choice":
             values = spec.get("values")
             if not isinstance(values, list) or not values:
                 err(f"{pk}.values", "must be a non-empty list", values)
                 continue
-            p = Param(key=key, type=ptype, values=tuple(tuple(v) if isinstance(v, list) else v for v in values), when=when)
+            if key == "data.encoders":  # Optuna choices are plain values: an encoder set is one "a+b" string
+                values = [encoder_set_name(v) if isinstance(v, (list, str)) else v for v in values]
+            bad = [v for v in values if v is not None and not isinstance(v, (str, int, float, bool))]
+            if bad:
+                err(f"{pk}.values", "choices must be plain strings, numbers or bools", bad[0])
+                continue
+            dist = od.CategoricalDistribution(values)
             if base is not None:
                 for v in values:
-                    _check_value(base, key, v, when, pk, err)
+                    _check_value(base, key, encoder_set(v) if key == "data.encoders" else v, when, pk, err)
         else:
-            low, high = spec.get("low"), spec.get("high")
+            low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
             if isinstance(low, str) or isinstance(high, str):  # YAML reads 1e-3 (no dot) as a string
                 try:
                     low, high = float(low), float(high)
@@ -392,20 +420,21 @@ def load_space(path: str | Path, data_dir: str | Path | None = None) -> SearchSp
             if low >= high:
                 err(f"{pk}", "empty range: low must be < high", {"low": low, "high": high})
                 continue
-            if ptype == "loguniform" and low <= 0:
-                err(f"{pk}.low", "loguniform needs low > 0", low)
+            if ptype == "int" and not all(isinstance(x, int) and not isinstance(x, bool) for x in (low, high)):
+                err(f"{pk}", "int needs integer low and high", {"low": low, "high": high})
                 continue
-            step = spec.get("step", 1)
-            if ptype == "int":
-                if not all(isinstance(x, int) and not isinstance(x, bool) for x in (low, high, step)) or step < 1:
-                    err(f"{pk}", "int needs integer low, high and step >= 1", {"low": low, "high": high, "step": step})
-                    continue
-            p = Param(key=key, type=ptype, low=low, high=high, step=step, when=when)
-            if key == "model.top_n" and n_enc is not None and high > n_enc:
+            try:  # Optuna validates the rest (log scale needs low > 0, step >= 1 ...)
+                dist = (od.IntDistribution(low, high, step=1 if step is None else step) if ptype == "int" else
+                        od.FloatDistribution(float(low), float(high), log=ptype == "loguniform"))
+            except (TypeError, ValueError) as e:
+                err(f"{pk}", f"invalid {ptype} range: {e}", {k: spec.get(k) for k in ("low", "high", "step")})
+                continue
+            if key == "model.top_n" and n_enc is not None and high > n_enc and "data.encoders" not in params_doc:
                 err(f"{pk}.high", f"top_n larger than the number of encoders ({n_enc}: {enc_names})", high)
             elif base is not None:
-                for v in (low, high):
-                    _check_value(base, key, int(v) if ptype == "int" else float(v), when, pk, err)
+                for v in (dist.low, dist.high):
+                    _check_value(base, key, v, when, pk, err)
+        p = Param(key=key, dist=dist, when=when)
         params.append(p)
     searched = {p.key for p in params}
     for p in params:
@@ -429,6 +458,8 @@ def _check_value(base: Config, key: str, value: Any, when: Mapping[str, tuple], 
     """Apply ``key: value`` (with the first accepted value of each condition) to ``base``; report problems."""
     updates = {ck: cv[0] for ck, cv in when.items()}
     updates[key] = list(value) if isinstance(value, tuple) else value
+    if key == "data.encoders":  # top_n is clipped to the sampled encoder set (SearchSpace.suggest)
+        updates.setdefault("model.top_n", min(base.model.top_n, len(value)))
     try:
         base.override(updates)
     except ConfigError as e:

@@ -4,16 +4,25 @@ DESIGN.md section 6. Experiment = search name; one parent run per trial (tag ``t
 fold (tags ``tune_trial_id``, ``fold``). Runs are found again by these tags, so a retried or resumed trial
 reuses its runs: exactly one parent run per trial across retries and resumes. Workers never talk to MLflow.
 
-* Parent: params = ``Config.flat()`` of the resolved config; metrics per epoch ``epoch/<m>`` (fold mean,
-  step = epoch) and at the end ``acc_presence``, ``acc_salience``, ``score`` (fold mean, headline protocol) plus
+* Parent: params = ``Config.flat()`` of the resolved config; metrics per epoch ``epoch/<m>`` (the objective: fold
+  mean of the headline protocol's choices given the epochs so far, step = epoch) and at the end ``acc_presence``,
+  ``acc_salience``, ``score`` (the same objective, so ``score`` = mean of the fold runs' ``score``) plus
   ``<protocol>/<m>_mean`` / ``_std``; artifacts: ``config.yaml``, ``oof.parquet`` (one row per training clip),
+  ``oof_epochs.npz`` (per-epoch OOF probabilities),
   ``thresholds.json``, ``metrics.json``, ``plots/confusion.png``, ``plots/importances.png`` (rank-aware).
-* Child (fold k): learning curves ``epoch/<m>`` (step = epoch); final ``acc_presence``, ``acc_salience``,
-  ``score``, ``alpha``, ``beta`` (headline protocol) and ``<protocol>/<m>``, ``best_epoch``; artifacts
+* Child (fold k): learning curves ``epoch/<m>`` (own-fold fit of each epoch, step = epoch); final
+  ``acc_presence``, ``acc_salience``, ``score``, ``alpha``, ``beta`` (headline protocol) and ``<protocol>/<m>``,
+  ``<protocol>/epoch``, ``best_epoch`` (the headline's epoch); artifacts
   ``fold{k}.pt`` (state dict) and ``history.json``.
-* A trial stopped by the scheduler keeps the metrics of its last epoch (``val`` protocol) and gets the tag
+* A trial stopped by the scheduler keeps the metrics of its last epoch (the same objective) and gets the tag
   ``stopped_early=true``; a failed trial's runs end FAILED with the error text in the tag ``error``; after the
-  search (also on Ctrl-C or a crash) :meth:`MLflowTracker.close` ends every run still RUNNING as KILLED.
+  search (also on Ctrl-C or a crash) :meth:`MLflowTracker.close` ends the runs of THIS search still RUNNING as
+  KILLED (runs this process created or reopened, or tagged with its name-lock token; a concurrent search's runs
+  are never touched).
+* A trial that starts over (interrupted, then restarted from epoch 1 by a retry or ``resume``) gets fresh runs:
+  the previous attempt's runs are deleted when the new attempt reports an epoch already recorded, so its learning
+  curves are replaced, never duplicated (exactly one active parent run per trial).
+* A local SQLite store is created atomically before the first MLflow call (:mod:`search.mlflow_store`).
 """
 
 from __future__ import annotations
@@ -33,9 +42,9 @@ from ray.tune import Callback
 TRIAL_TAG = "tune_trial_id"
 ROLE_TAG = "role"
 FOLD_METRICS = ("acc_presence", "acc_salience", "score", "alpha", "beta")
-EPOCH_FIELDS = ("score", "best_score", "acc_presence", "acc_salience", "alpha", "beta", "train_loss", "lr")
 _ERROR_TAG_MAX = 4900
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # trackers of this process with a writer thread
+_OWNED: set[str] = set()  # run ids this process created or reopened (closed by MLflowTracker.close)
 
 
 def default_tracking_uri(workdir: str | Path = ".") -> str:
@@ -107,6 +116,7 @@ class MLflowTracker(Callback):
         self._last: dict[str, dict] = {}
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._fresh_checked: set[str] = set()
 
     def __getstate__(self) -> dict:  # the callback is pickled into Tune's experiment state
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "base": self.base,
@@ -147,6 +157,10 @@ class MLflowTracker(Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            from search.mlflow_store import ensure_sqlite_store
+
+            ensure_sqlite_store(self.tracking_uri)  # atomic: Ctrl-C never leaves a half-made schema
+
             self._client = MlflowClient(self.tracking_uri)
             self._exp_id = get_or_create_experiment(self._client, self.experiment, self.tracking_uri)
         return self._client
@@ -173,9 +187,11 @@ class MLflowTracker(Callback):
             run_id = self._find(tid, None)
             if run_id is None:
                 tags = {TRIAL_TAG: tid, ROLE_TAG: "parent", "mlflow.runName": str(trial), **self.search_tags}
-                run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
+                run_id = self.client.create_run(self._exp_id, tags={**tags, **self._owner_tags()}).info.run_id
             else:
                 self.client.update_run(run_id, status="RUNNING")
+                self._claim(run_id)
+            _OWNED.add(run_id)
             self._parents[tid] = run_id
         return self._parents[tid]
 
@@ -187,12 +203,53 @@ class MLflowTracker(Callback):
             if run_id is None:
                 tags = {TRIAL_TAG: trial.trial_id, ROLE_TAG: "fold", "fold": str(fold),
                         "mlflow.parentRunId": parent, "mlflow.runName": f"{trial}-fold{fold}", **self.search_tags}
-                run_id = self.client.create_run(self._exp_id, tags=tags).info.run_id
+                run_id = self.client.create_run(self._exp_id, tags={**tags, **self._owner_tags()}).info.run_id
                 self.client.log_param(run_id, "fold", fold)
             else:
                 self.client.update_run(run_id, status="RUNNING")
+                self._claim(run_id)
+            _OWNED.add(run_id)
             self._children[key] = run_id
         return self._children[key]
+
+    def _owner_tags(self) -> dict[str, str]:
+        from search.mlflow_store import OWNER_TAG, owner_token
+
+        tok = owner_token(self.experiment)
+        return {OWNER_TAG: tok} if tok else {}
+
+    def _claim(self, run_id: str) -> None:
+        for k, v in self._owner_tags().items():
+            self.client.set_tag(run_id, k, v)
+
+    def _replace_if_restarted(self, trial: Any, step: int) -> None:
+        """On a trial's first result in this process: if its parent run already holds ``epoch/score`` at a step
+        >= ``step`` (the trial started over), delete the previous attempt's runs and open fresh ones (tags such
+        as ``retries`` carried over, params logged again), so that no metric step is recorded twice."""
+        tid = trial.trial_id
+        if tid in self._fresh_checked:
+            return
+        self._fresh_checked.add(tid)
+        old = self._parent(trial)
+        hist = self.client.get_metric_history(old, "epoch/score")
+        if not hist or max(m.step for m in hist) < step:
+            return  # a fresh trial, or one continuing from a checkpoint past its recorded epochs
+        keep = {k: v for k, v in self.client.get_run(old).data.tags.items() if not k.startswith("mlflow.")
+                or k == "mlflow.runName"}
+        olds = [old] + [r.info.run_id for r in self.client.search_runs(
+            [self._exp_id], filter_string=f"tags.{TRIAL_TAG} = '{tid}' and tags.{ROLE_TAG} = 'fold'", max_results=100)]
+        for run_id in olds:
+            self.client.set_terminated(run_id, status="KILLED")
+            self.client.delete_run(run_id)
+            _OWNED.discard(run_id)
+        self._parents.pop(tid, None)
+        for key in [k for k in self._children if k[0] == tid]:
+            self._children.pop(key)
+        new = self._parent(trial)
+        for k, v in keep.items():
+            if k not in (TRIAL_TAG, ROLE_TAG):
+                self.client.set_tag(new, k, v)
+        self._start(trial)
 
     def _log(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         import time
@@ -245,36 +302,47 @@ class MLflowTracker(Callback):
             self.client.set_tag(run_id, "params_error", str(e)[:500])
 
     def _result(self, trial: TrialInfo, result: dict) -> None:
-        folds = sorted({int(k[4:].split("/", 1)[0]) for k in result if k.startswith("fold") and "/" in k})
+        from search.trainable import fold_records
+
+        recs = fold_records(result)
         if result.get("final"):
-            self._log_final(trial, result, folds)
+            self._log_final(trial, result, recs)
             return
         self._last[trial.trial_id] = result
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self._replace_if_restarted(trial, step)
         self._log(self._parent(trial), {f"epoch/{m}": result.get(m) for m in
-                                        ("score", "score_epoch", "acc_presence", "acc_salience")}, step)
-        for k in folds:
-            if result.get(f"fold{k}/active", 1.0) < 0.5 and step > 1:
-                continue  # this fold has finished; its final numbers come with the final report
-            ep = int(result.get(f"fold{k}/epoch", step))
-            self._log(self._child(trial, k), {f"epoch/{f}": result.get(f"fold{k}/{f}") for f in EPOCH_FIELDS}, ep)
+                                        ("score", "acc_presence", "acc_salience")}, step)
+        headline = result.get("headline", "crossfit")
+        for r in recs:  # learning curve (own-fold fit of this epoch) and the headline choice so far
+            m = {f"epoch/{k}": v for k, v in r.own.items()}
+            m.update({"epoch/train_loss": r.train_loss, "epoch/lr": r.lr})
+            if headline in r.protocols:
+                m[f"epoch/{headline}_score"] = r.protocols[headline]["score"]
+            self._log(self._child(trial, r.fold), m, r.epoch)
 
-    def _log_final(self, trial: Any, result: dict, folds: list[int]) -> None:
+    def _log_fold(self, trial: Any, rec: Any, headline: str) -> dict[str, float]:
+        """Log a fold's protocols (``<protocol>/<m>``, headline ones also bare) to its child run."""
+        m: dict[str, float] = {}
+        for proto, row in rec.protocols.items():
+            m.update({f"{proto}/{x}": row.get(x) for x in (*FOLD_METRICS, "epoch")})
+        m.update({x: rec.protocols.get(headline, {}).get(x) for x in FOLD_METRICS})
+        m["best_epoch"] = rec.protocols.get(headline, {}).get("epoch")
+        m["epochs_run"] = rec.epoch
+        self._log(self._child(trial, rec.fold), m)
+        return m
+
+    def _log_final(self, trial: Any, result: dict, recs: list) -> None:
         parent = self._parent(trial)
         headline = result.get("headline", "crossfit")
         pm = {m: result[m] for m in ("acc_presence", "acc_salience", "score")}
         pm.update({k: v for k, v in result.items() if k.count("/") == 1 and k.endswith(("_mean", "_std"))})
         self._log(parent, pm)
         self.client.set_tag(parent, "headline_protocol", headline)
-        for k in folds:
-            child = self._child(trial, k)
-            m = {x: result.get(f"fold{k}/{headline}/{x}") for x in FOLD_METRICS}
-            for proto in ("val", "train", "crossfit"):
-                m.update({f"{proto}/{x}": result.get(f"fold{k}/{proto}/{x}") for x in FOLD_METRICS})
-            m["best_epoch"] = result.get(f"fold{k}/best_epoch")
-            m["epochs_run"] = result.get(f"fold{k}/epochs_run")
-            self._log(child, m)
-            self.client.set_tag(child, "stopped_early", str(bool(result.get(f"fold{k}/stopped"))).lower())
+        for r in recs:
+            self._log_fold(trial, r, headline)
+            self.client.set_tag(self._child(trial, r.fold), "stopped_early", str(bool(r.stopped)).lower())
+        folds = [r.fold for r in recs]
         ckpt = result.get("checkpoint_path")
         if ckpt:
             try:
@@ -288,8 +356,8 @@ class MLflowTracker(Callback):
         from search.trainable import read_checkpoint_dir
 
         d = read_checkpoint_dir(ckpt)
-        for name in ("config.yaml", "oof.parquet", "thresholds.json", "metrics.json", "importances.json",
-                     "confusion.json"):
+        for name in ("config.yaml", "oof.parquet", "oof_epochs.npz", "thresholds.json", "metrics.json",
+                     "importances.json", "confusion.json"):
             if (d / name).is_file():
                 self.client.log_artifact(parent, str(d / name))
         with tempfile.TemporaryDirectory() as tmp:
@@ -319,22 +387,15 @@ class MLflowTracker(Callback):
     def _complete(self, trial: TrialInfo) -> None:
         tid = trial.trial_id
         stopped = tid not in self._final_seen
-        if stopped:  # stopped by the scheduler: the last epoch's numbers are the record
-            last = self._last.get(tid, {})
-            folds = sorted({int(k[4:].split("/", 1)[0]) for k in last if k.startswith("fold") and "/" in k})
-            means: dict[str, list[float]] = {m: [] for m in FOLD_METRICS}
-            for k in folds:
-                m = {"acc_presence": last.get(f"fold{k}/acc_presence"), "acc_salience": last.get(f"fold{k}/acc_salience"),
-                     "score": last.get(f"fold{k}/best_score"), "alpha": last.get(f"fold{k}/alpha"),
-                     "beta": last.get(f"fold{k}/beta"), "epochs_run": last.get(f"fold{k}/epoch")}
-                self._log(self._child(trial, k), m)
-                for x in FOLD_METRICS:
-                    means[x].append(float(m[x]))
-            if folds:
-                import numpy as np
+        if stopped:  # stopped by the scheduler: the last epoch's numbers (the same objective) are the record
+            from search.trainable import fold_records
 
-                pm = {x: float(np.mean(v)) for x, v in means.items() if x in ("acc_presence", "acc_salience", "score")}
-                self._log(self._parent(trial), pm)
+            last = self._last.get(tid, {})
+            headline = last.get("headline", "crossfit")
+            for r in fold_records(last):
+                self._log_fold(trial, r, headline)
+            if last:
+                self._log(self._parent(trial), {m: last.get(m) for m in ("acc_presence", "acc_salience", "score")})
         self._end(trial, "FINISHED", {"stopped_early": str(stopped).lower(), "trial_status": "stopped" if stopped
                                       else "completed"})
 
@@ -361,16 +422,23 @@ class MLflowTracker(Callback):
         self._thread = None
 
     def close(self) -> int:
-        """Finish the queued writes, then end every run of the experiment still RUNNING as KILLED; returns how
-        many were ended."""
+        """Finish the queued writes, then end as KILLED the runs of THIS search still RUNNING (created or reopened
+        by this process, or tagged with its name-lock token); returns how many were ended."""
+        from search.mlflow_store import OWNER_TAG, owner_token
+
         for t in list(_LIVE):  # e.g. the callback instance Tune unpickled on resume
             t.stop_writer()
         self.stop_writer()
         n = 0
-        for run in self.client.search_runs([self._exp_id], filter_string="attributes.status = 'RUNNING'",
-                                           max_results=10000):
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-            n += 1
+        mine = "attributes.status = 'RUNNING'"
+        tok = owner_token(self.experiment)
+        runs = {r.info.run_id: r for r in self.client.search_runs([self._exp_id], filter_string=mine,
+                                                                   max_results=10000)}
+        for run_id, run in runs.items():
+            if run_id in _OWNED or (tok and run.data.tags.get(OWNER_TAG) == tok):
+                self.client.set_terminated(run_id, status="KILLED")
+                _OWNED.discard(run_id)
+                n += 1
         self._parents.clear()
         self._children.clear()
         return n

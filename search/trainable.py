@@ -4,41 +4,78 @@ DESIGN.md section 6. Layout of a trial::
 
     Tune trial actor: run_trial(config)
         -> TorchTrainer(num_workers = number of folds, resources_per_worker = {CPU: cpus_per_fold, GPU: ...})
-             worker rank k: fold_worker(): fit_fold(cfg, data, fold k, on_epoch=...)   (no DDP: folds are independent)
+             worker rank k: fold_worker(): FoldTrainer(cfg, data, fold k) stepped epoch by epoch (no DDP)
         -> ray.tune.integration.ray_train.TuneReportCallback forwards rank 0's reports to Tune
 
-Each epoch every worker joins one gloo ``all_gather`` of a small per-fold metric vector, so every rank sees all
-folds, and rank 0 reports the fold means to Tune (ASHA then stops a poor trial for all folds at once: the trial
-actor is stopped, which tears down the Train controller and its workers, which it owns). Folds that stop early
-(patience) keep joining the per-epoch collectives with their final numbers until every fold is done, so the
-collectives and ``ray.train.report`` barriers stay aligned. At the end the fold results are gathered to rank 0
-(``torch.distributed.gather_object``), which runs :func:`blemore_core.train.finalize_protocols`, writes the
-artifacts (resolved config, OOF Parquet, thresholds, metrics, fold weights, confusion counts, importances: the
-model directory of :func:`blemore_core.artifacts.write_cv_dir`) into a Ray Train checkpoint and reports the final
-metrics; the driver's MLflow callback (:mod:`search.tracking`) reads them from there. Workers never talk to MLflow.
+The folds run the same steps as :func:`blemore_core.train.cross_validate` (set-up, one epoch, evaluate, keep,
+finalise), in lock step: after every epoch each worker joins one gloo ``all_gather_object`` of its validation
+probabilities (N_k x 6, small), so every rank holds the same :class:`blemore_core.selection.EpochCurves` and
+takes the same decisions (which weights to keep, when to stop: patience on the objective). Rank 0 reports to Tune
+the objective, ``score`` = the fold-mean headline-protocol Score given the epochs seen so far, with
+``acc_presence`` / ``acc_salience`` of that same selection (a Pareto search's objectives), and writes the
+per-epoch OOF probabilities so far (``oof_epochs.npz``) as a Ray Train checkpoint, so that a trial stopped by
+ASHA leaves them too. ASHA, OptunaSearch (completed and stopped trials alike), MLflow's ``score`` and the summary
+all see this one number. At the end the fold results are gathered to rank 0, which writes the artifacts into
+the final checkpoint (the model directory of :func:`blemore_core.artifacts.write_cv_dir`, see :func:`_finalize`); the driver's MLflow callback (:mod:`search.tracking`) reads them
+from there. Workers never talk to MLflow.
 
-Reported metric keys (flat dict): ``epoch``, ``final`` (bool), ``score`` / ``acc_presence`` / ``acc_salience``
-(per epoch: fold mean of each fold's best-so-far validation numbers, ``val`` protocol; final: fold mean of the
-headline protocol), ``score_epoch`` (fold mean of the current epoch), ``fold{k}/<m>`` per fold, and in the final
-report ``<protocol>/<m>_mean`` and ``_std``, ``fold{k}/<protocol>/<m>`` for m in acc_presence, acc_salience,
-score, alpha, beta.
+Reported metrics (one dict per epoch, :func:`epoch_report`): ``epoch``, ``final`` (bool), ``headline``,
+``score``, ``acc_presence``, ``acc_salience``, ``folds`` (a list of :class:`FoldRecord` as dicts, read back with
+:meth:`FoldRecord.from_dict`); the final report adds ``<protocol>/<m>_mean`` and ``_std``.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: per-fold values exchanged every epoch, in this order
-STEP_FIELDS: tuple[str, ...] = (
-    "active", "epoch", "score", "best_score", "acc_presence", "acc_salience", "alpha", "beta", "train_loss", "lr",
-)
 FINAL_METRICS: tuple[str, ...] = ("acc_presence", "acc_salience", "score", "alpha", "beta")
+#: the per-epoch OOF probabilities of a trial (arrays ``probs`` float32 (N, 6, E), ``folds`` int64 (N,),
+#: ``filenames`` str (N,)), in every checkpoint of the trial; read with ``np.load(path, allow_pickle=False)``
+OOF_EPOCHS = "oof_epochs.npz"
+
+
+@dataclass(frozen=True)
+class FoldRecord:
+    """One fold's numbers in a trial report, worker -> driver (a typed record, not keys parsed back).
+
+    Attributes:
+        fold: fold index.
+        epoch: epochs trained so far.
+        train_loss: mean training loss of the last epoch.
+        lr: learning rate of the last epoch.
+        own: the last epoch's own-fold threshold fit ``{score, acc_presence, acc_salience, alpha, beta}`` (the
+            learning curve).
+        protocols: ``{protocol: {epoch, alpha, beta, acc_presence, acc_salience, score}}``: each protocol's choice
+            given the epochs so far (``val``, ``crossfit``; the final report adds ``train``).
+        stopped: final report only: training ended by the trial-level stop before ``max_epochs``.
+    """
+
+    fold: int
+    epoch: int
+    train_loss: float
+    lr: float
+    own: dict[str, float] = field(default_factory=dict)
+    protocols: dict[str, dict[str, float]] = field(default_factory=dict)
+    stopped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (what travels in the Tune result)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FoldRecord:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**d)
+
+
+def fold_records(result: dict[str, Any]) -> list[FoldRecord]:
+    """The :class:`FoldRecord` list of a Tune result (empty when it has none)."""
+    return [FoldRecord.from_dict(d) for d in result.get("folds") or []]
 #: environment of the Ray processes of a search: lighter Ray Train controller (no preemption watcher, no
 #: metrics agent callbacks), faster controller polling (Train's default 2 s health-check period quantises every
 #: report and the end of each trial), no print patching.
@@ -139,55 +176,46 @@ def release_placement_group(trial_id: str) -> bool:
 # ------------------------------------------------------------------------------------------------ worker side
 
 
-class _Stepper:
-    """Lock-step exchange of per-fold epoch metrics over gloo; rank 0 turns them into one Tune report."""
+def epoch_report(curves: Any, epoch_rows: dict[int, tuple[float, float]]) -> dict[str, Any]:
+    """The Tune report of one epoch: the objective (fold-mean headline Score so far) and one record per fold.
 
-    def __init__(self, rank: int, world: int, folds: list[int]):
-        self.rank, self.world, self.folds = rank, world, folds
-        self.step = 0
+    Args:
+        curves: the trial's :class:`blemore_core.selection.EpochCurves` after adding this epoch.
+        epoch_rows: ``{fold: (train_loss, lr)}`` of this epoch.
+    """
+    obj = curves.objective()
+    recs = []
+    for k in curves.run_folds:
+        f = curves.own_fit(k, curves.epochs)
+        protos = {p: c.as_dict() for p in curves.per_epoch_protocols() if (c := curves.choice(p, k)) is not None}
+        recs.append(FoldRecord(fold=k, epoch=curves.epochs, train_loss=float(epoch_rows[k][0]),
+                               lr=float(epoch_rows[k][1]),
+                               own={m: float(getattr(f, m)) for m in FINAL_METRICS}, protocols=protos).to_dict())
+    return {"epoch": curves.epochs, "final": False, "headline": curves.headline, "score": obj.score,
+            "acc_presence": obj.acc_presence, "acc_salience": obj.acc_salience, "folds": recs}
 
-    def exchange(self, row: list[float]) -> Any:
-        import torch
-        import torch.distributed as dist
 
-        mine = torch.tensor(row, dtype=torch.float64)
-        rows = [torch.zeros_like(mine) for _ in range(self.world)]
-        dist.all_gather(rows, mine)
-        return torch.stack(rows).numpy()  # (world, len(STEP_FIELDS))
+def write_oof_epochs(curves: Any, data: Any, path: Path) -> Path:
+    """Write :data:`OOF_EPOCHS` (see there) for the epochs of ``curves``; atomic (temporary file + rename)."""
+    import numpy as np
 
-    def report(self, table: Any) -> None:
-        import ray.train
-
-        self.step += 1
-        metrics: dict[str, Any] = {}
-        if self.rank == 0:
-            col = {f: table[:, i] for i, f in enumerate(STEP_FIELDS)}
-            metrics = {
-                "epoch": self.step,
-                "final": False,
-                "score": float(col["best_score"].mean()),
-                "score_epoch": float(col["score"].mean()),
-                "acc_presence": float(col["acc_presence"].mean()),
-                "acc_salience": float(col["acc_salience"].mean()),
-                "active_folds": int(col["active"].sum()),
-            }
-            for r, k in enumerate(self.folds):
-                for f in STEP_FIELDS:
-                    metrics[f"fold{k}/{f}"] = float(col[f][r])
-        ray.train.report(metrics)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, probs=curves.stack(), folds=np.asarray(data.folds, dtype=np.int64),
+                        filenames=np.asarray(data.filenames, dtype=str))
+    os.replace(tmp, path)
+    return path
 
 
 def fold_worker(loop_config: dict) -> None:
-    """Ray Train worker body: train fold ``folds[world_rank]`` and take part in the per-epoch exchange.
+    """Ray Train worker body: train fold ``folds[world_rank]`` in lock step with the other folds.
 
     Args:
-        loop_config: ``{"setup": TrialSetup, "config": resolved Config dict, "trial_id": str}``.
+        loop_config: ``{"setup": TrialSetup, "config": resolved Config dict, "trial_id": str, "trial_index": int}``.
 
     Raises:
-        whatever ``fit_fold`` raises (e.g. ``NonFiniteLossError``); ``FloatingPointError`` for the
+        whatever the fold steps raise (e.g. ``NonFiniteLossError``); ``FloatingPointError`` for the
         ``debug.fail_trial`` knob.
     """
-    t_enter = time.time()
     import numpy as np
     import ray.train
     import torch
@@ -196,93 +224,105 @@ def fold_worker(loop_config: dict) -> None:
     setup: TrialSetup = loop_config["setup"]
     torch.set_num_threads(torch_threads(setup.cpus_per_fold))
     from blemore_core.config import Config
-    from blemore_core.train import fit_fold
+    from blemore_core.train import FoldTrainer, new_curves
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if rank == 0:
         register_placement_group(loop_config["trial_id"])
     cfg = Config.from_dict(loop_config["config"], source=f"{setup.space_path} (trial {loop_config['trial_id']})")
-    t_imports = time.time()
     data = load_data(cfg, setup.data_dir)
-    t_data = time.time()
     folds = sorted(set(np.asarray(data.folds).tolist()))
     if len(folds) != world:
         raise ValueError(f"{setup.data_dir}: release has folds {folds}, but the trial runs {world} fold workers")
     fold = folds[rank]
-    stepper = _Stepper(rank, world, folds)
     fail = setup.debug.get("debug.fail_trial")
     should_fail = fail is not None and loop_config.get("trial_index") == fail and rank == 0
 
-    first_epoch: list[float] = []
-
-    def on_epoch(rec: Any) -> bool:
-        if not first_epoch:
-            first_epoch.append(time.time())
+    trainer = FoldTrainer(cfg, data, fold)
+    curves = new_curves(cfg, data, folds)
+    ckpt_dir = Path(tempfile.mkdtemp(prefix=f"blemore-{loop_config['trial_id']}-epochs-")) if rank == 0 else None
+    stopped = False
+    for epoch in range(1, cfg.train.max_epochs + 1):
+        rec = trainer.train_epoch()
         if should_fail:
             raise FloatingPointError(
-                f"debug.fail_trial={fail}: forced non-finite loss in fold {fold}, epoch {rec.epoch} (debugging knob)"
+                f"debug.fail_trial={fail}: forced non-finite loss in fold {fold}, epoch {epoch} (debugging knob)"
             )
-        row = [1.0, rec.epoch, rec.val_score, rec.best_score, rec.acc_presence, rec.acc_salience, rec.alpha,
-               rec.beta, rec.train_loss, rec.lr]
-        stepper.report(stepper.exchange(row))
-        return False
-
-    res = fit_fold(cfg, data, fold, on_epoch=on_epoch)
-    t_fit = time.time()
-    v = res.thresholds["val"]
-    done = [0.0, res.epochs_run, v["score"], v["score"], v["acc_presence"], v["acc_salience"], v["alpha"], v["beta"],
-            res.history[-1]["train_loss"] if res.history else float("nan"), 0.0]
-    while True:  # keep the collectives aligned until every fold is done
-        table = stepper.exchange(done)
-        if table[:, 0].sum() == 0:
+        mine = (fold, trainer.evaluate(), rec["train_loss"], rec["lr"])
+        rows: list[Any] = [None] * world
+        dist.all_gather_object(rows, mine)
+        curves.add({k: p for k, p, _, _ in rows})
+        trainer.keep(curves.kept_epochs(fold))
+        if rank == 0:
+            write_oof_epochs(curves, data, ckpt_dir / OOF_EPOCHS)
+            ray.train.report(epoch_report(curves, {k: (tl, lr) for k, _, tl, lr in rows}),
+                             checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
+        else:
+            ray.train.report({})
+        if curves.should_stop():
+            stopped = epoch < cfg.train.max_epochs
             break
-        stepper.report(table)
 
+    res = trainer.finalize(curves, stopped=stopped)
     gathered: list[Any] | None = [None] * world if rank == 0 else None
     dist.gather_object(res, gathered, dst=0)
     if rank != 0:
         ray.train.report({})
         return
-    final, ckpt_dir = _finalize(gathered, cfg, data, setup, loop_config["trial_id"])
-    final["epoch"] = stepper.step
-    t0 = loop_config["t_trial_start"]
-    final.update({  # start-up breakdown of rank 0, seconds since the trial function started
-        "timing/worker_enter_s": t_enter - t0, "timing/imports_s": t_imports - t_enter, "timing/data_s": t_data - t_imports,
-        "timing/first_epoch_s": (first_epoch[0] if first_epoch else t_fit) - t_data, "timing/fit_s": t_fit - t_data,
-        "timing/finalize_s": time.time() - t_fit, "timing/total_s": time.time() - t0,
-    })
-    ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir))
+    final, out = _finalize(gathered, curves, cfg, data, loop_config["trial_id"])
+    ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(out))
 
 
-def _finalize(results: list[Any], cfg: Any, data: Any, setup: TrialSetup, trial_id: str) -> tuple[dict, str]:
-    """Rank 0: all threshold protocols, final metrics and the artifact directory of the trial."""
-    from blemore_core.train import finalize_protocols
+def final_report(results: list[Any], curves: Any) -> dict[str, Any]:
+    """The final Tune report: the objective (same quantity as every epoch's), all protocols' fold means and
+    std, and one :class:`FoldRecord` per fold with every protocol's choice (``train`` included)."""
+    from blemore_core.train import summarize_protocols
+
+    metrics = summarize_protocols(results, curves)
+    headline = metrics["headline"]
+    obj = curves.objective()
+    final: dict[str, Any] = {"epoch": curves.epochs, "final": True, "headline": headline, "score": obj.score,
+                             "acc_presence": obj.acc_presence, "acc_salience": obj.acc_salience}
+    for proto in ("val", "train", "crossfit"):
+        if proto in metrics:
+            for m in FINAL_METRICS:
+                final[f"{proto}/{m}_mean"] = metrics[proto]["mean"][m]
+                final[f"{proto}/{m}_std"] = metrics[proto]["std"][m]
+    recs = []
+    for r in sorted(results, key=lambda r: r.fold):
+        h = r.history[-1]
+        recs.append(FoldRecord(
+            fold=r.fold, epoch=r.epochs_run, train_loss=float(h["train_loss"]), lr=float(h["lr"]),
+            own={m: float(h["val_score"] if m == "score" else h[m]) for m in FINAL_METRICS},
+            protocols={p: dict(v) for p, v in r.thresholds.items()}, stopped=bool(r.stopped)).to_dict())
+    final["folds"] = recs
+    return final
+
+
+def _finalize(results: list[Any], curves: Any, cfg: Any, data: Any, trial_id: str) -> tuple[dict, str]:
+    """Rank 0: the final report and the artifact directory of the trial: the model directory of
+    :func:`blemore_core.artifacts.write_cv_dir` (also ``model.json`` and ``pooled`` thresholds) plus
+    :data:`OOF_EPOCHS`.
+
+    Artifacts: ``config.yaml``; ``oof.parquet`` (filename, fold, p_ang..p_neu at each fold's headline-selected
+    epoch); :data:`OOF_EPOCHS` (every epoch); ``thresholds.json`` (``{protocol: {"per_fold": [{fold, epoch,
+    alpha, beta}]}}``); ``metrics.json`` (:func:`blemore_core.results.metrics_document`: per protocol per fold
+    and mean/std, selected epochs per fold and protocol); ``confusion.json`` (headline); ``fold{k}.pt`` (headline
+    weights with their config, :func:`blemore_core.artifacts.save_weights`), ``history_fold{k}.json``;
+    ``importances.json`` and per-clip ``imp_<encoder>`` OOF columns (rank-aware).
+    """
+    from blemore_core.train import summarize_protocols
 
     results = sorted(results, key=lambda r: r.fold)
-    metrics = finalize_protocols(results, data, cfg)
-    headline = metrics["headline"]
-    final: dict[str, Any] = {"final": True, "headline": headline}
-    for proto in ("val", "train", "crossfit"):
-        if proto not in metrics:
-            continue
-        for m in FINAL_METRICS:
-            final[f"{proto}/{m}_mean"] = metrics[proto]["mean"][m]
-            final[f"{proto}/{m}_std"] = metrics[proto]["std"][m]
-        for r, row in zip(results, metrics[proto]["per_fold"], strict=True):
-            for m in FINAL_METRICS:
-                final[f"fold{r.fold}/{proto}/{m}"] = float(row[m])
-    for m in ("acc_presence", "acc_salience", "score"):
-        final[m] = metrics[headline]["mean"][m]
-    for r in results:
-        final[f"fold{r.fold}/best_epoch"] = r.best_epoch
-        final[f"fold{r.fold}/epochs_run"] = r.epochs_run
-        final[f"fold{r.fold}/stopped"] = bool(r.stopped)
+    metrics = summarize_protocols(results, curves)
+    final = final_report(results, curves)
 
     from blemore_core.artifacts import write_cv_dir
 
     out = Path(tempfile.mkdtemp(prefix=f"blemore-{trial_id}-")) / "model"
-    write_cv_dir(out, cfg, results, metrics, data, info={"trial_id": trial_id})
+    write_cv_dir(out, cfg, results, metrics, data, info={"trial_id": trial_id},
+                 writers={OOF_EPOCHS: lambda path: write_oof_epochs(curves, data, path)})
     return final, str(out)
 
 
@@ -306,7 +346,6 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
 
     from blemore_core.config import Config
 
-    t_start = time.time()
     trial_id = ray.tune.get_context().get_trial_id()
     params = {k: v for k, v in config.items() if not k.startswith("debug.")}
     cfg = Config.from_dict(setup.base, source=setup.space_path).override(
@@ -318,7 +357,7 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
         resources["GPU"] = setup.gpus_per_fold
     trainer = TorchTrainer(
         fold_worker,
-        train_loop_config={"setup": setup, "config": cfg.to_dict(), "trial_id": trial_id, "t_trial_start": t_start,
+        train_loop_config={"setup": setup, "config": cfg.to_dict(), "trial_id": trial_id,
                            "trial_index": config.get("debug.trial_index")},
         torch_config=TorchConfig(backend="gloo"),  # small CPU collectives only; folds never sync gradients
         scaling_config=ray.train.ScalingConfig(
@@ -329,6 +368,7 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
             storage_path=setup.storage,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=0),  # retries are Tune's (search --max-failures)
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest two: per-epoch OOF or final
         ),
     )
     trainer.fit()

@@ -18,6 +18,7 @@ against the metadata columns where present; a mismatch is a ValueError naming th
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +195,7 @@ def _cross_check(path: Path, df: pd.DataFrame, names: list[str], clips: list[Cli
             i = int(np.flatnonzero(bad)[0])
             expected = want[i] if want[i] is not None else "no value"
             raise ValueError(
-                f"{path}: row {i} ({names[i]}): field {col!r} = {got.iloc[i]!r} disagrees with the filename "
+                f"{path}: line {i + 2} ({names[i]}): field {col!r} = {got.iloc[i]!r} disagrees with the filename "
                 f"(expected {expected!r})"
             )
 
@@ -217,14 +218,14 @@ def _parse_names(path: Path, raw: list) -> tuple[list[str], list[ClipName]]:
     seen: dict[str, int] = {}
     for i, r in enumerate(raw):
         if _isnan(r):
-            raise ValueError(f"{path}: row {i}: field 'filename' is empty")
+            raise ValueError(f"{path}: line {i + 2}: field 'filename' is empty")
         n = strip_extension(str(r).strip())
         try:
             c = parse_filename(n)
         except ValueError as e:
-            raise ValueError(f"{path}: row {i}: field 'filename' = {r!r}: {e}") from None
+            raise ValueError(f"{path}: line {i + 2}: field 'filename' = {r!r}: {e}") from None
         if n in seen:
-            raise ValueError(f"{path}: row {i}: filename {n!r} repeats row {seen[n]}")
+            raise ValueError(f"{path}: line {i + 2}: filename {n!r} repeats line {seen[n] + 2}")
         seen[n] = i
         names.append(n)
         clips.append(c)
@@ -245,19 +246,19 @@ def _labels_from_columns(path: Path, df: pd.DataFrame, names: list[str]) -> np.n
         i = pos[n]
         e1, e2, mix = recs["emotion_1"][i], recs["emotion_2"][i], _num(recs["mix"][i])
         if e1 not in EMOTION_INDEX:
-            raise ValueError(f"{path}: row {i} ({n}): field 'emotion_1' = {e1!r} is not one of {EMOTIONS}")
+            raise ValueError(f"{path}: line {i + 2} ({n}): field 'emotion_1' = {e1!r} is not one of {EMOTIONS}")
         v = np.zeros(NUM_EMOTIONS, dtype=np.float32)
         if mix == 1:
             if e2 not in EMOTION_INDEX:
-                raise ValueError(f"{path}: row {i} ({n}): field 'emotion_2' = {e2!r} is not one of {EMOTIONS}")
+                raise ValueError(f"{path}: line {i + 2} ({n}): field 'emotion_2' = {e2!r} is not one of {EMOTIONS}")
             v[EMOTION_INDEX[e1]] = _num(recs["emotion_1_salience"][i]) / 100.0
             v[EMOTION_INDEX[e2]] = _num(recs["emotion_2_salience"][i]) / 100.0
         elif mix == 0:
             v[EMOTION_INDEX[e1]] = 1.0
         else:
-            raise ValueError(f"{path}: row {i} ({n}): field 'mix' = {recs['mix'][i]!r} must be 0 or 1")
+            raise ValueError(f"{path}: line {i + 2} ({n}): field 'mix' = {recs['mix'][i]!r} must be 0 or 1")
         if not np.isfinite(v).all() or abs(float(v.sum()) - 1.0) > 1e-4:
-            raise ValueError(f"{path}: row {i} ({n}): saliences do not sum to 100: {v.tolist()}")
+            raise ValueError(f"{path}: line {i + 2} ({n}): saliences do not sum to 100: {v.tolist()}")
         out[k] = v
     return out
 
@@ -269,7 +270,7 @@ def _read_metadata(root: Path, split: str) -> tuple[list[str], np.ndarray, np.nd
         names, clips = _parse_names(path, df["filename"].tolist())
         for i, c in enumerate(clips):
             if not c.has_label:
-                raise ValueError(f"{path}: row {i}: field 'filename' = {c.filename!r} is a test clip name")
+                raise ValueError(f"{path}: line {i + 2}: field 'filename' = {c.filename!r} is a test clip name")
         _cross_check(path, df, names, clips)
         labels = np.stack([c.salience_vector() for c in clips]).astype(np.float32)
         actors = np.array([c.actor for c in clips], dtype=np.int64)
@@ -278,7 +279,7 @@ def _read_metadata(root: Path, split: str) -> tuple[list[str], np.ndarray, np.nd
             for i, f in enumerate(df["fold"].tolist()):
                 fv = _num(f)
                 if _isnan(f) or not isinstance(fv, float) or fv != int(fv) or not 0 <= fv < N_FOLDS:
-                    raise ValueError(f"{path}: row {i} ({names[i]}): field 'fold' = {f!r} must be an integer 0..{N_FOLDS - 1}")
+                    raise ValueError(f"{path}: line {i + 2} ({names[i]}): field 'fold' = {f!r} must be an integer 0..{N_FOLDS - 1}")
                 folds[i] = int(fv)
         else:
             folds = assign_folds(actors, N_FOLDS)
@@ -309,21 +310,90 @@ def npz_candidates(root: Path, split: str, key: str) -> list[Path]:
             d / f"{key}_static_features.npz"]
 
 
-def _read_npz(path: Path, names: list[str]) -> np.ndarray:
-    def load(allow_pickle: bool):
-        z = np.load(path, allow_pickle=allow_pickle)
-        missing = [k for k in ("X", "filenames") if k not in z.files]
-        if missing:
-            raise ValueError(f"{path}: missing key(s) {missing} (keys: {z.files})")
-        return np.asarray(z["X"]), np.asarray(z["filenames"])
+#: the only globals an object-array ``filenames`` pickle may name: numpy's array reconstruction and dtype
+_NPZ_PICKLE_GLOBALS = frozenset({
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+_CONVERT_HINT = ("convert it once with: python -c \"import numpy as np; z = np.load('F', allow_pickle=True); "
+                 "np.savez('F', X=z['X'], filenames=z['filenames'].astype(str))\" (only for a file you trust)")
+
+
+class _StringArrayUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild a numpy object array and nothing else (no other global is resolvable, so a
+    crafted pickle cannot call ``os.system`` or any other function)."""
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        if (module, name) in _NPZ_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+
+
+def _read_object_strings(path: Path, member: str) -> np.ndarray:
+    """Read the object-array member ``member`` (e.g. ``filenames``) of the ``.npz`` at ``path`` WITHOUT general
+    unpickling: only numpy's array reconstruction is resolvable, and every element must be a str (or bytes,
+    decoded as UTF-8). Returns an (N,) ``<U`` array.
+
+    Raises:
+        ValueError: naming the file and field, for any other content (a crafted pickle included), with how to
+            convert a trusted file to a plain string array.
+    """
+    import io
+    import zipfile
 
     try:
-        try:
-            x, files = load(False)
-        except ValueError as e:
-            if "allow_pickle" not in str(e) and "Object arrays" not in str(e):
+        with zipfile.ZipFile(path) as zf:
+            raw = zf.read(member + ".npy")
+        f = io.BytesIO(raw)
+        version = np.lib.format.read_magic(f)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(f)
+        if dtype != object:
+            raise ValueError(f"dtype {dtype}")
+        arr = _StringArrayUnpickler(f).load()
+    except Exception as e:
+        raise ValueError(f"{path}: field {member!r} is an object array that is not a plain list of strings "
+                         f"({type(e).__name__}: {e}); refused without unpickling; "
+                         + _CONVERT_HINT.replace("F", str(path))) from None
+    if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape):
+        raise ValueError(f"{path}: field {member!r}: object array of unexpected type/shape; " +
+                         _CONVERT_HINT.replace("F", str(path)))
+    out = []
+    for i, v in enumerate(arr.reshape(-1).tolist()):
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", errors="replace")
+        if not isinstance(v, str):
+            raise ValueError(f"{path}: field {member!r} row {i}: expected a string, got {type(v).__name__}")
+        out.append(v)
+    return np.asarray(out, dtype=str)
+
+
+def _read_npz(path: Path, names: list[str]) -> np.ndarray:
+    """Aggregated features (N, 7*D) float32 of the organisers' ``.npz``, rows aligned with ``names``.
+
+    Never unpickles: ``X`` must be a numeric array; an object-array ``filenames`` (how the organisers' files
+    may store it) is read by :func:`_read_object_strings`, which accepts only strings.
+
+    Raises:
+        ValueError: naming the file and field (missing key, shape, dtype, duplicates, missing clips, NaN/Inf).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("X", "filenames") if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: missing key(s) {missing} (keys: {z.files})")
+            try:
+                x = np.asarray(z["X"])
+            except ValueError as e:
+                if "allow_pickle" in str(e) or "Object arrays" in str(e):
+                    raise ValueError(f"{path}: field 'X' is an object array; it must be numeric (N, 7*D)") from None
                 raise
-            x, files = load(True)  # the organisers' files may store filenames as an object array
+            try:
+                files = np.asarray(z["filenames"])
+            except ValueError as e:
+                if "allow_pickle" not in str(e) and "Object arrays" not in str(e):
+                    raise
+                files = _read_object_strings(path, "filenames")
     except Exception as e:
         if isinstance(e, ValueError) and str(e).startswith(str(path)):
             raise

@@ -5,10 +5,11 @@ Examples::
     blemore evaluate --predictions oof.json --metadata data/train_metadata.csv
     blemore evaluate --predictions submission.zip --labels data/test_labels.csv --json
 
-Prints ACC_presence, ACC_salience and Score (DESIGN 3) over the clips of the prediction file; each must appear in
-the label table (training names are labelled by the filename grammar, test ids by the label columns of a
-synthetic release's ``test_labels.csv``). Exit code 0 on success, 1 for a malformed file (the message names the
-file and clip).
+Prints ACC_presence, ACC_salience and Score (DESIGN 3). The prediction file must cover every clip of the label
+table, exactly (training names are labelled by the filename grammar, test ids by the label columns of a
+synthetic release's ``test_labels.csv``); ``--allow-partial`` scores the clips it has, with a loud notice that the
+numbers are not comparable to a complete submission. Exit code 0 on success, 2 for a malformed, truncated or
+incomplete file (one line naming the file and the clip).
 """
 
 from __future__ import annotations
@@ -34,13 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--labels", metavar="CSV",
                      help="a label table with a filename column, e.g. a synthetic release's test_labels.csv")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object instead of a table")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="score a prediction file that covers only part of the label table (printed loudly)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler: returns 0 on success, 1 on a malformed prediction or label file."""
+    """Handler: returns 0 on success; raises :class:`search.cli.InputError` (exit 2) for a malformed, truncated or
+    incomplete prediction file or a bad label table."""
     from blemore_core.metrics import align, evaluate
-    from blemore_core.submission import read_label_table, read_predictions
+    from blemore_core.submission import check_coverage, read_label_table, read_predictions
+    from search.cli import InputError
 
     table = args.metadata or args.labels
     with warnings.catch_warnings(record=True) as caught:
@@ -52,24 +57,34 @@ def run(args: argparse.Namespace) -> int:
                 names, p, y = align(preds, truth)
             except ValueError as e:
                 raise ValueError(f"{args.predictions}: {e} ({table})") from None
+            partial = None
+            try:
+                check_coverage(preds, list(truth), source=str(args.predictions))
+            except ValueError as e:
+                if not args.allow_partial or len(preds) > len(truth):
+                    raise ValueError(f"{e} of the {len(truth)} in {table}"
+                                     + ("" if args.allow_partial else "; pass --allow-partial to score a subset"))
+                partial = f"{len(names)} of the {len(truth)} clips of {table}"
         except ValueError as e:
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            raise InputError(str(e)) from None
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
+    if partial:
+        print(f"WARNING: PARTIAL EVALUATION (--allow-partial): scored {partial}; these numbers are NOT comparable "
+              "to a complete submission", file=sys.stderr)
 
     m = evaluate(p, y)
     n_blend = int(((y > 0).sum(axis=1) == 2).sum())
-    result = {**m, "n_clips": len(names), "n_blended": n_blend}
+    result = {**m, "n_clips": len(names), "n_blended": n_blend, **({"partial": True} if partial else {})}
     if args.json:
         print(json.dumps(result))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    print(f"predictions: {args.predictions}\nlabels:      {table}")
+    print(f"predictions: {args.predictions}\nlabels:      {table}" + (f"\nPARTIAL:     {partial}" if partial else ""))
     t = Table()
     t.add_column("metric")
     t.add_column("value", justify="right")

@@ -46,14 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     r = subparsers.add_parser("resume", help="continue an interrupted search (finished trials are not re-run)")
     r.add_argument("name", help="the search name (its directory under --storage)")
+    r.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI to use from now on (default: the one the search was started with)")
     _common(r)
     r.set_defaults(func=handle_resume)
 
 
 def handle_search(args: argparse.Namespace) -> int:
-    """Run ``blemore search``; returns 0, 1 (a trial failed) or 2 (invalid space/options)."""
+    """Run ``blemore search``; returns 0, 1 (a trial failed) or 130 (interrupted); invalid space, options or an
+    unreachable service raise (exit 2, one line; see :mod:`search.cli`)."""
     from search.runner import SearchOptions, print_summary, run_search
-    from search.space import SpaceError
 
     opts = SearchOptions(
         name=args.name, data=args.data, address=args.address, num_cpus=args.num_cpus, tracking_uri=args.tracking_uri,
@@ -61,11 +63,7 @@ def handle_search(args: argparse.Namespace) -> int:
         gpus_per_fold=args.gpus_per_fold, scheduler=args.scheduler, storage=args.storage, seed=args.seed,
         max_failures=args.max_failures, verbose=0 if args.quiet else 1,
     )
-    try:
-        outcome = run_search(args.space, opts)
-    except (SpaceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    outcome = run_search(args.space, opts)
     print_summary(outcome)
     if outcome.interrupted:
         print(f"search interrupted; continue it with: blemore resume {outcome.name}"
@@ -75,16 +73,16 @@ def handle_search(args: argparse.Namespace) -> int:
 
 
 def handle_resume(args: argparse.Namespace) -> int:
-    """Run ``blemore resume``; returns 0, 1 (a trial failed) or 2 (no such search)."""
+    """Run ``blemore resume``; returns 0, 1 (a trial failed) or 130 (interrupted again); no such search or an
+    unreachable service raise (exit 2, one line)."""
     from search.runner import SearchOptions, print_summary, resume_search
-    from search.space import SpaceError
 
-    try:
-        outcome = resume_search(args.name, storage=args.storage,
-                                overrides=SearchOptions(address=args.address, num_cpus=args.num_cpus,
-                                                        verbose=0 if args.quiet else 1))
-    except (SpaceError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    outcome = resume_search(args.name, storage=args.storage,
+                            overrides=SearchOptions(address=args.address, num_cpus=args.num_cpus,
+                                                    tracking_uri=args.tracking_uri, verbose=0 if args.quiet else 1))
     print_summary(outcome)
+    if outcome.interrupted:
+        print(f"search interrupted; continue it with: blemore resume {outcome.name}"
+              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
+        return 130
     return 1 if any(r.error for r in outcome.results) else 0

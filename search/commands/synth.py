@@ -9,7 +9,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers) -> None:
@@ -32,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    """Run ``blemore synth``; returns 0 on success, 2 on invalid input."""
+    """Run ``blemore synth``; returns 0 on success; invalid input raises ``InputError`` (exit 2)."""
     from blemore_core.data import generate_release
 
     encoders = None
@@ -42,7 +41,8 @@ def handler(args: argparse.Namespace) -> int:
         out = generate_release(args.out, args.profile, seed=args.seed, encoders=encoders,
                                progress=not args.quiet, overwrite=args.force)
     except (ValueError, FileExistsError) as e:
-        print(f"blemore synth: {e}", file=sys.stderr)
-        return 2
+        from search.errors import InputError
+
+        raise InputError(str(e)) from None
     print(f"wrote {args.profile} release (seed {args.seed}) to {out}")
     return 0

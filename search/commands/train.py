@@ -20,12 +20,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="BlEmoRe release root (default: the embedded synthetic demo release, generated once)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--folds", type=str, default=None, help="comma-separated folds to run (default: all)")
+    p.add_argument("--folds", type=_fold_list, default=None, help="comma-separated folds to run (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.max_epochs=20 (YAML value syntax); repeatable")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-weights", action="store_true", help="do not write fold<k>.pt")
     p.set_defaults(func=run)
+
+
+def _fold_list(text: str) -> list[int]:
+    """``"0,2"`` -> ``[0, 2]`` (argparse type: a bad value is a one-line usage error, exit 2)."""
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fold numbers such as 0,2, got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one fold number, got {text!r}")
+    return out
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -41,43 +52,56 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in it:
             raise ValueError(f"--set {it!r}: expected KEY=VALUE")
         k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {it!r}: value is not valid YAML ({' '.join(str(e).split())})") from None
     return out
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``blemore train``."""
+    """Handler of ``blemore train``: returns 0; bad input raises (exit 2, see :mod:`search.cli`), before ``--out``
+    is created."""
     import json
-    import sys
 
     import torch
     from rich.console import Console
     from rich.table import Table
 
     from blemore_core.artifacts import load_config_file, write_cv_dir
-    from blemore_core.config import ConfigError
     from blemore_core.data import ensure_demo_release
     from blemore_core.train import PROTOCOL_KEYS, cross_validate, prepare_data
+    from search.cli import InputError
 
     console = Console()
+    # ---- input: everything the user can get wrong is checked before anything is written (exit 2, one line)
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out}: exists and is not a directory")
     try:
-        cfg = load_config_file(args.config).config
-        if args.overrides:
-            cfg = cfg.override(parse_overrides(args.overrides), source="--set")
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+        overrides = parse_overrides(args.overrides) if args.overrides else None
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    cf = load_config_file(args.config, overrides)  # a plain config, or the YAML of `blemore export`
+    cfg = cf.config
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads: must be >= 1, got {args.threads}")
     root = args.data
     if root is None:
         root = ensure_demo_release()
         console.print(f"[dim]no --data: using the synthetic demo release at {root}[/dim]")
     elif not Path(root).is_dir():
-        print(f"error: --data {root}: no such directory", file=sys.stderr)
-        return 2
-    folds = [int(x) for x in args.folds.split(",")] if args.folds else None
-    data = prepare_data(cfg, root)
+        raise InputError(f"--data {root}: no such directory")
+    try:
+        data = prepare_data(cfg, root)
+    except (ValueError, OSError) as e:
+        raise InputError(" ".join(str(e).split())) from None
+    folds = args.folds
+    have = sorted(set(int(f) for f in data.folds.tolist()))
+    if folds is not None and any(f not in have for f in folds):
+        raise InputError(f"--folds {','.join(map(str, folds))}: fold {next(f for f in folds if f not in have)} "
+                         f"is not one of the release's folds {have}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cv = cross_validate(cfg, data, folds=folds, progress=True)
 
     out = write_cv_dir(args.out, cfg, cv.folds, cv.metrics, data, with_weights=not args.no_weights)
@@ -89,14 +113,14 @@ def run(args: argparse.Namespace) -> int:
         m = cv.metrics[proto]
         title = f"protocol: {proto}" + ("  (headline)" if proto == cv.metrics["headline"] else "")
         tab = Table(title=title)
-        for col in ("fold", "ACC_presence", "ACC_salience", "Score", "alpha", "beta"):
+        for col in ("fold", "ACC_presence", "ACC_salience", "Score", "alpha", "beta", "epoch"):
             tab.add_column(col, justify="right")
         for k, row in zip(cv.metrics["folds"], m["per_fold"]):
             tab.add_row(str(k), f"{row['acc_presence']:.4f}", f"{row['acc_salience']:.4f}",
-                        f"{row['score']:.4f}", f"{row['alpha']:.3f}", f"{row['beta']:.3f}")
+                        f"{row['score']:.4f}", f"{row['alpha']:.3f}", f"{row['beta']:.3f}", str(row["epoch"]))
         mu, sd = m["mean"], m["std"]
         tab.add_row("mean ± std", *(f"{mu[c]:.4f} ± {sd[c]:.4f}" for c in ("acc_presence", "acc_salience", "score")),
-                    "", "", style="bold")
+                    "", "", "", style="bold")
         console.print(tab)
     if "encoder_importances" in doc:
         imp = doc["encoder_importances"]["mean"]

@@ -54,3 +54,58 @@ def test_baseline_arch_requires_aggregated():
 def test_presets_load(path):
     cfg = Config.from_yaml(path)
     assert cfg.problems() == []
+
+
+# ------------------------------------------------------------------ issue 11: floats, one error per key, --set
+@pytest.mark.parametrize("key,text", [("loss.kl", ".nan"), ("train.lr", ".inf"), ("train.lr_min", "-.inf"),
+                                      ("reg.dropout", ".nan"), ("thresholds.presence_weight", ".nan")])
+def test_every_float_key_rejects_nan_and_inf(tmp_path, key, text):
+    sec, k = key.split(".")
+    p = tmp_path / "c.yaml"
+    p.write_text(f"{sec}:\n  {k}: {text}\n")
+    with pytest.raises(ConfigError) as ei:
+        Config.from_yaml(p)
+    lines = str(ei.value).splitlines()[1:]
+    assert len(lines) == 1 and f"{key}: expected a finite number" in lines[0] and str(p) in lines[0], lines
+
+
+def test_all_float_fields_are_checked_for_finiteness():
+    import dataclasses
+    import typing
+
+    def floats(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                yield from floats(tp, f"{prefix}{f.name}.")
+            elif tp is float:
+                yield prefix + f.name
+    keys = list(floats(Config))
+    assert len(keys) > 10
+    for key in keys:
+        with pytest.raises(ConfigError, match=f"{key}: expected a finite number"):
+            Config().override({key: float("nan")})
+
+
+def test_a_wrong_type_gives_one_message_for_its_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: abc\n  lr_min: 0.0001\nloss:\n  kl: oops\n")
+    with pytest.raises(ConfigError) as ei:
+        Config.from_yaml(p)
+    lines = sorted(ln.strip() for ln in str(ei.value).splitlines()[1:])
+    assert lines == sorted([f"{p}: train.lr: expected a number, got 'abc'",
+                            f"{p}: loss.kl: expected a number, got 'oops'"])
+
+
+def test_set_errors_are_gathered_with_the_files(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: .nan\nmodel:\n  bogus: 1\n")
+    with pytest.raises(ConfigError) as ei:
+        Config.from_yaml(p, {"train.max_epochs": "many", "loss.nope": 1, "train.batch_size": 8})
+    msg = str(ei.value)
+    assert f"{p}: train.lr: expected a finite number" in msg and f"{p}: unknown key 'model.bogus'" in msg
+    assert "--set: train.max_epochs: expected an integer, got 'many'" in msg and "--set: unknown key 'loss.nope'" in msg
+    assert len(msg.splitlines()) == 5
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("seed: 1\n")
+    assert Config.from_yaml(ok, {"train.batch_size": 8}).train.batch_size == 8

@@ -20,12 +20,7 @@ from blemore_core.decoding import (
     crossfit_thresholds,
     decode,
     evaluate_thresholds,
-    fit_and_evaluate,
     fit_thresholds,
-    summarise_folds,
-    threshold_protocols,
-    train_thresholds,
-    val_thresholds,
 )
 from blemore_core.labels import EMOTIONS, LABEL_SETS, NEUTRAL_INDEX
 from blemore_core.metrics import evaluate
@@ -388,33 +383,5 @@ def test_crossfit_fits_on_other_folds():
         assert (rec["alpha"], rec["beta"]) == (fit.alpha, fit.beta)
         assert {x: rec[x] for x in ("acc_presence", "acc_salience", "score")} == evaluate_thresholds(
             probs[folds == k], truth[folds == k], fit.alpha, fit.beta)
-
-
-def test_val_fits_on_the_fold_itself_and_is_optimistic():
-    probs, truth, folds = _fold_data()
-    val = val_thresholds(probs, truth, folds)
-    cross = crossfit_thresholds(probs, truth, folds)
-    for k in val:
-        fit = fit_thresholds(probs[folds == k], truth[folds == k])
-        assert val[k]["score"] == fit.score and (val[k]["alpha"], val[k]["beta"]) == (fit.alpha, fit.beta)
-        assert val[k]["score"] >= cross[k]["score"]  # val maximises the fold's own Score (w = 0.5)
-
-
-def test_train_protocol_and_all_protocols():
-    probs, truth, folds = _fold_data()
-    rng = np.random.default_rng(7)
-    train_preds = {k: (rng.dirichlet(np.ones(6), size=40), random_truth(rng, 40)) for k in range(5)}
-    tr = train_thresholds(train_preds, probs, truth, folds)
-    for k, (tp, ty) in train_preds.items():
-        assert tr[k] == fit_and_evaluate(tp, ty, probs[folds == k], truth[folds == k])
-    allp = threshold_protocols(probs, truth, folds, train_predictions=train_preds)
-    assert set(allp) == {"val", "train", "crossfit"} and allp["train"] == tr
-    with pytest.raises(ValueError, match="fold 4"):
-        train_thresholds({k: v for k, v in train_preds.items() if k != 4}, probs, truth, folds)
     with pytest.raises(ValueError, match="two folds"):
         crossfit_thresholds(probs, truth, np.zeros(len(probs), dtype=int))
-    summary = summarise_folds(allp["crossfit"])
-    assert [r["fold"] for r in summary["per_fold"]] == [0, 1, 2, 3, 4]
-    scores = [allp["crossfit"][k]["score"] for k in range(5)]
-    assert summary["mean"]["score"] == pytest.approx(sum(scores) / 5, abs=1e-15)
-    assert summary["std"]["score"] == pytest.approx(np.std(scores), abs=1e-15)

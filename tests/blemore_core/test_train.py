@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from blemore_core.config import Config
-from blemore_core.decoding import crossfit_thresholds, fit_thresholds
-from blemore_core.train import NonFiniteLossError, cross_validate, finalize_protocols, fit_fold, prepare_data
+from blemore_core.decoding import evaluate_thresholds, fit_thresholds
+from blemore_core.selection import EpochCurves
+from blemore_core.train import NonFiniteLossError, cross_validate, fit_fold, prepare_data
 
 torch.set_num_threads(1)
 
@@ -96,14 +97,6 @@ def test_fold_result_contents(tiny):
     assert r.history[r.best_epoch - 1]["val_score"] == pytest.approx(fit.score, abs=1e-6)
 
 
-def test_on_epoch_can_stop_and_sees_records(tiny):
-    cfg = small_cfg(**{"train.max_epochs": 10})
-    data = prepare_data(cfg, tiny, progress=False)
-    seen = []
-    r = fit_fold(cfg, data, 0, on_epoch=lambda rec: seen.append(rec.epoch) or rec.epoch >= 2)
-    assert seen == [1, 2] and r.epochs_run == 2 and r.stopped
-
-
 def test_nan_loss_raises(tiny, monkeypatch):
     import blemore_core.train as train_mod
 
@@ -120,20 +113,111 @@ def test_nan_loss_raises(tiny, monkeypatch):
         fit_fold(cfg, data, 0)
 
 
+def _reference_crossfit(stack, labels, folds, k, first_epoch=1):
+    """Plain-loop reference of the crossfit protocol for fold k from per-epoch OOF probabilities (N, 6, E)."""
+    ks = sorted(set(folds.tolist()))
+    best_e, best = None, -1.0
+    for e in range(first_epoch, stack.shape[2] + 1):
+        scores = []
+        for j in ks:
+            if j == k:
+                continue
+            rows = folds == j
+            scores.append(fit_thresholds(stack[rows, :, e - 1], labels[rows]).score)
+        mean = sum(scores) / len(scores)
+        if mean > best:  # strict: the earliest epoch wins ties
+            best, best_e = mean, e
+    others, mine = folds != k, folds == k
+    fit = fit_thresholds(stack[others, :, best_e - 1], labels[others])
+    m = evaluate_thresholds(stack[mine, :, best_e - 1], labels[mine], fit.alpha, fit.beta)
+    return best_e, fit.alpha, fit.beta, m["score"]
+
+
+def _reference_stop(objectives, patience):
+    """Epochs a trial runs when it stops after `patience` epochs without a better objective (plain loop)."""
+    best, since = -1.0, 0
+    for e, o in enumerate(objectives, start=1):
+        if o > best + 1e-12:
+            best, since = o, 0
+        else:
+            since += 1
+        if patience and since >= patience:
+            return e
+    return len(objectives)
+
+
 def test_cross_validate_crossfit_matches_reference(tiny):
-    cfg = small_cfg(**{"train.max_epochs": 2})
+    """crossfit per fold (epoch, alpha, beta, Score) equals a plain-loop reference over the stored per-epoch OOF
+    probabilities; the kept weights reproduce the selected epoch's probabilities; the objective is their mean."""
+    from blemore_core.models import build_model
+    from blemore_core.train import FoldTrainer, _predict
+
+    cfg = small_cfg(**{"train.max_epochs": 4})
     data = prepare_data(cfg, tiny, progress=False)
     cv = cross_validate(cfg, data, progress=False)
-    n = len(data.filenames)
-    assert cv.oof_probs.shape == (n, 6) and not np.isnan(cv.oof_probs).any()
-    ref = crossfit_thresholds(cv.oof_probs, data.labels, np.asarray(data.folds))
-    for k, row in zip(cv.metrics["folds"], cv.metrics["crossfit"]["per_fold"]):
-        assert row["score"] == pytest.approx(ref[k]["score"], abs=1e-12)
-    for proto in ("val", "train", "crossfit"):
-        m = cv.metrics[proto]
-        assert m["mean"]["score"] == pytest.approx(np.mean([r["score"] for r in m["per_fold"]]), abs=1e-12)
-    again = finalize_protocols(cv.folds, data, cfg)
-    assert again["crossfit"] == cv.metrics["crossfit"]
+    stack = cv.curves.stack()
+    folds = np.asarray(data.folds)
+    assert stack.shape == (len(data.filenames), 6, 4) and not np.isnan(stack).any()
+    epochs = set()
+    for r, row in zip(cv.folds, cv.metrics["crossfit"]["per_fold"]):
+        e, alpha, beta, score = _reference_crossfit(stack, data.labels, folds, r.fold)
+        assert (row["epoch"], row["alpha"], row["beta"]) == (e, alpha, beta)
+        assert row["score"] == pytest.approx(score, abs=1e-12)
+        epochs.add(e)
+        np.testing.assert_array_equal(r.oof_probs, stack[r.val_idx, :, e - 1])
+        # the kept weights are those of the selected epoch
+        model = build_model(cfg, data.input_dims)
+        model.load_state_dict(r.state_dict)
+        p, _ = _predict(model, FoldTrainer(cfg, data, r.fold).tensors, r.val_idx)
+        np.testing.assert_allclose(p, r.oof_probs, atol=1e-6)
+    m = cv.metrics["crossfit"]
+    assert cv.curves.objective().score == pytest.approx(np.mean([x["score"] for x in m["per_fold"]]), abs=1e-12)
+    assert m["mean"]["score"] == cv.curves.objective().score
+
+
+def test_trial_level_stop_is_patience_on_the_objective(tiny):
+    cfg = small_cfg(**{"train.max_epochs": 6, "train.patience": 1, "train.lr": 3e-2})
+    data = prepare_data(cfg, tiny, progress=False)
+    cv = cross_validate(cfg, data, progress=False)
+    stack, folds = cv.curves.stack(), np.asarray(data.folds)
+    objectives = []
+    for e in range(1, stack.shape[2] + 1):
+        objectives.append(np.mean([_reference_crossfit(stack[:, :, :e], data.labels, folds, k)[3]
+                                   for k in sorted(set(folds.tolist()))]))
+    want = _reference_stop(objectives, 1)
+    assert {r.epochs_run for r in cv.folds} == {want} == {stack.shape[2]}
+    assert all(r.stopped == (want < 6) for r in cv.folds)
+
+
+def test_mixed_fusion_keeps_a_combined_stage_model(tiny):
+    """mixed: epochs of the pretraining stage are never selected, and the kept weights are a combined-stage model."""
+    from blemore_core.models import STAGES
+
+    cfg = small_cfg(**{"model.fusion": "mixed", "model.mixed_pretrain_epochs": 2, "train.max_epochs": 3,
+                       "train.patience": 1})
+    data = prepare_data(cfg, tiny, progress=False)
+    cv = cross_validate(cfg, data, folds=[0, 1], progress=False)
+    for r in cv.folds:
+        assert set(r.selected_epochs.values()) == {3} and r.epochs_run == 3
+        for sd in r.state_dicts.values():
+            assert int(sd["stage_code"]) == STAGES.index("combine")
+    # unit level: a pretraining epoch with perfect probabilities is still not selected
+    labels, folds = np.asarray(data.labels), np.asarray(data.folds)
+    c = EpochCurves(labels, folds, [0, 1], first_epoch=3, patience=1)
+    rng = np.random.default_rng(0)
+    for e in range(3):
+        c.add({k: (labels[folds == k] if e == 0 else rng.dirichlet(np.ones(6), (folds == k).sum()))
+               for k in (0, 1)})
+        assert not c.should_stop()
+    assert all(c.choice(p, k).epoch == 3 for p in ("val", "crossfit") for k in (0, 1))
+
+
+def test_mixed_pretraining_must_end_before_max_epochs():
+    from blemore_core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="mixed_pretrain_epochs: mixed fusion must train its combined stage"):
+        small_cfg(**{"model.fusion": "mixed", "model.mixed_pretrain_epochs": 3, "train.max_epochs": 3})
+    small_cfg(**{"model.fusion": "concat", "model.mixed_pretrain_epochs": 3, "train.max_epochs": 3})
 
 
 def test_domain_term_never_reads_target_labels(tiny):

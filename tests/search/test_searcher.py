@@ -28,7 +28,13 @@ def test_suggestions_resolve_and_are_seeded(path, tmp_path):
         ca, cb = a.suggest(f"t{i}"), b.suggest(f"t{i}")
         assert ca == cb  # same seed, same proposals
         cfg = space.resolve(ca)
-        assert cfg.problems() == []
+        flat = cfg.flat()
+        for key, value in ca.items():  # every suggestion lands in the trial's config (encoder sets parsed back)
+            if key.startswith("debug."):
+                continue
+            assert isinstance(value, (str, int, float, bool)), (key, value)  # plain Optuna choices
+            want = ",".join(value.split("+")) if key == "data.encoders" else value
+            assert flat[key] == want, (key, flat[key], value)
         if "model.top_n" in ca:
             assert 1 <= ca["model.top_n"] <= len(cfg.data.encoders)
         if any(p.key == "model.top_n" and p.when for p in space.params):
@@ -38,3 +44,37 @@ def test_suggestions_resolve_and_are_seeded(path, tmp_path):
         b.on_trial_complete(f"t{i}", result)
     if space.pareto:
         assert len(a._ot_study.directions) == 2
+
+
+def test_sampler_is_seeded_multivariate_grouped_tpe(tmp_path):
+    space = load_space(SPACES[0])
+    sampler = _searcher(space, tmp_path, seed=7)._sampler
+    import optuna
+
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._multivariate and sampler._group
+
+
+def test_full_space_searches_every_mission_dimension():
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "full.yaml")
+    keys = {p.key: p for p in space.params}
+    mission = {"loss.kl", "loss.bce", "loss.rank", "loss.domain", "loss.label_smoothing", "reg.dropout",
+               "reg.modality_dropout", "reg.temporal_dropout", "model.top_n", "model.latent_dim", "model.shared_dim",
+               "model.fusion", "model.pooling", "model.head", "train.lr"}
+    assert mission <= set(keys), mission - set(keys)
+    assert set(keys["model.fusion"].values) == {"concat", "attention", "mixed", "rank_aware"}
+    assert keys["model.top_n"].when == {"model.fusion": ("rank_aware",)}
+    # top_n is bounded by the sampled encoder set
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sizes = set()
+    for _ in range(80):
+        t = study.ask()
+        chosen = space.suggest(t)
+        if "model.top_n" in chosen:
+            n = len(chosen["data.encoders"].split("+"))
+            assert chosen["model.top_n"] <= n
+            sizes.add((n, chosen["model.top_n"]))
+        study.tell(t, 0.0)
+    assert (2, 2) in sizes and any(top > 2 for _, top in sizes)

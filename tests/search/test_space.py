@@ -3,6 +3,7 @@ key and value in the message; conditional parameters are sampled only when their
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -21,10 +22,21 @@ def test_shipped_spaces_exist():
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
 def test_every_space_loads(path):
+    import optuna.distributions as od
+    import yaml
+
     space = load_space(path)
-    assert space.params, path
-    assert space.base.problems() == []
-    assert space.num_samples >= 1 and space.max_epochs == space.base.train.max_epochs
+    doc = yaml.safe_load(path.read_text())
+    assert [p.key for p in space.params] == list(doc["params"]), path
+    for p in space.params:  # held as Optuna distributions, with the file's bounds
+        spec = doc["params"][p.key]
+        assert isinstance(p.dist, od.BaseDistribution)
+        if spec["type"] != "choice":
+            assert (p.dist.low, p.dist.high) == (spec["low"], spec["high"])
+            assert getattr(p.dist, "log", False) == (spec["type"] == "loguniform")
+    for key, value in (doc.get("fixed") or {}).items():
+        assert space.base.flat()[key] == value
+    assert space.max_epochs == space.base.train.max_epochs == doc["budget"]["max_epochs"]
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -156,3 +168,22 @@ def test_bad_options_rejected():
         check_options(SearchOptions(cpus_per_fold=0))
     with pytest.raises(ValueError, match=r"--scheduler"):
         check_options(SearchOptions(scheduler="hyperband"))
+
+
+def test_resume_uses_the_stored_space_and_says_when_the_file_changed(tmp_path, capsys):
+    from search.runner import SearchOptions, _write_manifest, stored_space
+
+    p = _write(tmp_path, """
+preset: rank_aware
+data: {encoders: [imagebind, wavlm, hubert]}
+params:
+  train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+""")
+    space = load_space(p)
+    _write_manifest(tmp_path / "exp", space, SearchOptions(), "/data", "sqlite:///x.db")
+    doc = json.loads((tmp_path / "exp" / "blemore_search.json").read_text())
+    assert stored_space(doc).params == space.params and "note" not in capsys.readouterr().err
+    p.write_text(p.read_text().replace("1.0e-2", "5.0e-2").replace("hubert]", "hubert, openface]"))
+    again = stored_space(doc)
+    assert again.params == space.params and again.base == space.base
+    assert "changed since the search started" in capsys.readouterr().err

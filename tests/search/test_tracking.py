@@ -23,14 +23,20 @@ class FakeTrial:
 
 
 def _epoch_result(epoch: int, rng: np.random.Generator) -> dict:
-    r = {"epoch": epoch, "final": False, "training_iteration": epoch}
+    """A per-epoch trial report as the fold worker sends it (FoldRecord dicts, objective = headline fold mean)."""
+    from search.trainable import FoldRecord
+
+    recs = []
     for k in range(5):
-        for f in ("score", "best_score", "acc_presence", "acc_salience", "alpha", "beta", "train_loss", "lr"):
-            r[f"fold{k}/{f}"] = float(rng.uniform(0.05, 0.6))
-        r[f"fold{k}/epoch"] = epoch
-        r[f"fold{k}/active"] = 1.0
+        u = lambda: float(rng.uniform(0.05, 0.6))  # noqa: E731
+        choice = {"epoch": int(rng.integers(1, epoch + 1)), "alpha": u(), "beta": u(), "acc_presence": u(),
+                  "acc_salience": u(), "score": u()}
+        recs.append(FoldRecord(fold=k, epoch=epoch, train_loss=u(), lr=u(),
+                               own={m: u() for m in ("score", "acc_presence", "acc_salience", "alpha", "beta")},
+                               protocols={"crossfit": choice, "val": dict(choice, score=u())}).to_dict())
+    r = {"epoch": epoch, "final": False, "training_iteration": epoch, "headline": "crossfit", "folds": recs}
     for m in ("score", "acc_presence", "acc_salience"):
-        r[m] = float(np.mean([r[f"fold{k}/{m}"] for k in range(5)]))
+        r[m] = float(np.mean([d["protocols"]["crossfit"][m] for d in recs]))
     return r
 
 
@@ -64,11 +70,15 @@ def test_stopped_trial_recorded_with_metrics_at_stop(tracker):
     assert p.data.params["train.lr"] == "0.002" and p.data.params["model.fusion"] == "attention"
     for f in folds:
         k = int(f.data.tags["fold"])
-        assert f.data.metrics["score"] == pytest.approx(last[f"fold{k}/best_score"], abs=1e-12)
-        assert f.data.metrics["alpha"] == pytest.approx(last[f"fold{k}/alpha"], abs=1e-12)
+        want = last["folds"][k]["protocols"]["crossfit"]  # the headline choice at the stop
+        assert f.data.metrics["score"] == pytest.approx(want["score"], abs=1e-12)
+        assert f.data.metrics["alpha"] == pytest.approx(want["alpha"], abs=1e-12)
+        assert f.data.metrics["best_epoch"] == want["epoch"]
+        assert f.data.metrics["val/score"] == pytest.approx(last["folds"][k]["protocols"]["val"]["score"])
         assert [h.step for h in tracker.client.get_metric_history(f.info.run_id, "epoch/score")] == [1, 2]
     for m in ("score", "acc_presence", "acc_salience"):
         assert p.data.metrics[m] == pytest.approx(np.mean([f.data.metrics[m] for f in folds]), abs=1e-9)
+        assert p.data.metrics[m] == pytest.approx(last[m], abs=1e-12)  # what Tune (and Optuna) saw last
 
 
 def test_failed_trial_ends_failed_with_error_tag(tracker, tmp_path):

@@ -225,6 +225,40 @@ def test_npz_object_filenames_and_test_split(tmp_path):
     assert t.filenames == tests and np.isnan(t.labels).all() and (t.folds == -1).all()
 
 
+class _Payload:
+    """Pickles to a call of ``open(marker, "w")``: unpickling it creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("where", ["filenames", "X"])
+def test_malicious_npz_is_refused_without_unpickling(tmp_path, where):
+    root = tmp_path / "rel"
+    names, x, target = _npz_tree(root, "")
+    marker = tmp_path / "PWNED"
+    evil = np.empty(len(names), dtype=object)
+    evil[:] = names
+    evil[3] = _Payload(marker)
+    if where == "filenames":
+        np.savez(target, X=x, filenames=evil)
+        match = r"imagebind_static_features.npz: field 'filenames' .*not a plain list of strings.*allow_pickle=True"
+    else:
+        np.savez(target, X=evil, filenames=np.array(names))
+        match = r"imagebind_static_features.npz: field 'X' is an object array"
+    with pytest.raises(ValueError, match=match):
+        load_release(root, ["imagebind"], cache_dir=tmp_path / "c", progress=False)
+    assert not marker.exists()
+    # an object array holding something other than strings (no code, still refused)
+    odd = np.array([1, 2], dtype=object)
+    np.savez(target, X=x[:2], filenames=odd)
+    with pytest.raises(ValueError, match="field 'filenames' row 0: expected a string, got int"):
+        load_release(root, ["imagebind"], cache_dir=tmp_path / "c", progress=False)
+
+
 def test_npz_bad_inputs(tmp_path):
     root = tmp_path / "rel"
     names, x, target = _npz_tree(root, "")
@@ -272,14 +306,14 @@ BAD_CASES = {
     "no_feature_file": (lambda r, a: os.unlink(_npy(r, "A22_fea_int4_ver1")),
                         ["A22_fea_int4_ver1.npy", "imagebind", "no"]),
     "unparsable_filename": (lambda r, a: _edit_meta(r, _set_cell("filename", 3, "A11_hello")),
-                            ["train_metadata.csv", "row 3", "'filename'", "A11_hello"]),
+                            ["train_metadata.csv", "line 5", "'filename'", "A11_hello"]),
     "unknown_emotion": (lambda r, a: _edit_meta(r, _set_cell("filename", 0, "A11_xyz_int1_ver1")),
-                        ["train_metadata.csv", "row 0", "unknown emotion code 'xyz'"]),
+                        ["train_metadata.csv", "line 2", "unknown emotion code 'xyz'"]),
     "field_mismatch": (lambda r, a: _edit_meta(r, _set_cell("emotion_1", 2, "ang")),
-                       ["train_metadata.csv", "row 2", "'emotion_1'", "'ang'", "expected 'hap'"]),
+                       ["train_metadata.csv", "line 4", "'emotion_1'", "'ang'", "expected 'hap'"]),
     "salience_mismatch": (lambda r, a: _edit_meta(r, _set_cell("emotion_1_salience", 2, 30)),
-                          ["row 2", "'emotion_1_salience'", "expected 70.0"]),
-    "bad_fold": (lambda r, a: _edit_meta(r, _set_cell("fold", 1, 7)), ["row 1", "'fold'", "7"]),
+                          ["line 4", "'emotion_1_salience'", "expected 70.0"]),
+    "bad_fold": (lambda r, a: _edit_meta(r, _set_cell("fold", 1, 7)), ["line 3", "'fold'", "7"]),
     "actor_in_two_folds": (lambda r, a: _edit_meta(r, _set_cell("fold", 1, 3)),
                            ["train_metadata.csv", "actor A11", r"\[0, 3\]"]),
     "inconsistent_dim": (lambda r, a: np.save(_npy(r, "A33_neu_sit2_ver1"), np.zeros((2, 5), np.float32)),
