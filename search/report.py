@@ -157,15 +157,17 @@ def _space_of(trials: list) -> Any:
     return None
 
 
-def _flat_str(v: Any) -> str:
-    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+def _norm(v: Any) -> str:
+    """One string form for a choice value, as the space holds it and as the run's params hold it (encoder sets:
+    ``"a+b"`` in the space, ``"a,b"`` in the params)."""
+    return (",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)).replace("+", ",")
 
 
 def study_params(trials: list, space: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Optuna distributions of the searched parameters and each trial's values (absent when inactive).
 
-    Choice values become their string form (as the run's params); ``uniform``/``loguniform``/``int`` keep their
-    ranges. Without a space, the parameters whose values differ between runs are used (numeric -> float range,
+    Choice values become one string form (:func:`_norm`); float and int parameters keep the space's
+    distributions. Without a space, the parameters whose values differ between runs are used (numeric -> float range,
     log scale when it spans two decades; otherwise categorical).
     """
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -175,20 +177,18 @@ def study_params(trials: list, space: Any) -> tuple[dict[str, Any], list[dict[st
     if space is not None:
         flat = space.base.flat()
         for p in space.params:
-            if p.type == "choice":
-                dists[p.key] = CategoricalDistribution(sorted({_flat_str(v) for v in p.values}))
-            elif p.type == "int":
-                dists[p.key] = IntDistribution(int(p.low), int(p.high), step=int(p.step))
-            else:
-                dists[p.key] = FloatDistribution(float(p.low), float(p.high), log=p.type == "loguniform")
+            d = p.dist
+            dists[p.key] = CategoricalDistribution(sorted({_norm(v) for v in d.choices})) \
+                if isinstance(d, CategoricalDistribution) else d
         for row, t in zip(rows, trials, strict=True):
             for p in space.params:
-                active = all(_flat_str(row.get(k, t.params.get(k, flat.get(k)))) in {_flat_str(v) for v in acc}
+                active = all(_norm(row.get(k, t.params.get(k, flat.get(k)))) in {_norm(v) for v in acc}
                              for k, acc in p.when.items())
                 if not active or p.key not in t.params:
                     continue
-                raw = t.params[p.key]
-                row[p.key] = raw if p.type == "choice" else (int(float(raw)) if p.type == "int" else float(raw))
+                raw, d = t.params[p.key], dists[p.key]
+                row[p.key] = _norm(raw) if isinstance(d, CategoricalDistribution) else \
+                    (int(float(raw)) if isinstance(d, IntDistribution) else float(raw))
         return _widen(dists, rows), rows
     keys = sorted({k for t in trials for k in t.params})
     for k in keys:
