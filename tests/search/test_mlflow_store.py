@@ -83,15 +83,21 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_its_runs_killed(tmp_path
 
 
 def _epoch_result(epoch, seed):
+    """A per-epoch trial report as the fold worker sends it (FoldRecord dicts, objective = headline fold mean)."""
+    from search.trainable import FoldRecord
+
     rng = np.random.default_rng(seed)
-    r = {"epoch": epoch, "final": False, "training_iteration": epoch}
+    recs = []
     for k in range(5):
-        for f in ("score", "best_score", "acc_presence", "acc_salience", "alpha", "beta", "train_loss", "lr"):
-            r[f"fold{k}/{f}"] = float(rng.uniform(0.05, 0.6))
-        r[f"fold{k}/epoch"] = epoch
-        r[f"fold{k}/active"] = 1.0
+        u = lambda: float(rng.uniform(0.05, 0.6))  # noqa: E731
+        choice = {"epoch": int(rng.integers(1, epoch + 1)), "alpha": u(), "beta": u(), "acc_presence": u(),
+                  "acc_salience": u(), "score": u()}
+        recs.append(FoldRecord(fold=k, epoch=epoch, train_loss=u(), lr=u(),
+                               own={m: u() for m in ("score", "acc_presence", "acc_salience", "alpha", "beta")},
+                               protocols={"crossfit": choice, "val": dict(choice, score=u())}).to_dict())
+    r = {"epoch": epoch, "final": False, "training_iteration": epoch, "headline": "crossfit", "folds": recs}
     for m in ("score", "acc_presence", "acc_salience"):
-        r[m] = float(np.mean([r[f"fold{k}/{m}"] for k in range(5)]))
+        r[m] = float(np.mean([d["protocols"]["crossfit"][m] for d in recs]))
     return r
 
 
