@@ -34,6 +34,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "search.commands.train",
     "search.commands.evaluate",
     "search.commands.search",
+    "search.commands.report",
+    "search.commands.export",
+    "search.commands.retrain",
+    "search.commands.predict",
+    "search.commands.ensemble",
 )
 
 #: exit codes of the error contract

@@ -405,6 +405,10 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         results = tuner.fit()
         elapsed = time.time() - t_fit
         summary = summarize(results, space)
+        tracker.close()  # every trial's record is written before the search-level report reads them
+        from search.report import report_after_search
+
+        report_after_search(name, tracking_uri, verbose=opts.verbose)
         leaked = _wait_released(timeout=20.0) if started else 0.0  # a shared cluster may run other jobs
         if leaked > 1e-6:
             print(f"warning: {leaked:g} CPUs still reserved after the search (fold workers not released)",

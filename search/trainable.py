@@ -16,7 +16,7 @@ the objective, ``score`` = the fold-mean headline-protocol Score given the epoch
 per-epoch OOF probabilities so far (``oof_epochs.npz``) as a Ray Train checkpoint, so that a trial stopped by
 ASHA leaves them too. ASHA, OptunaSearch (completed and stopped trials alike), MLflow's ``score`` and the summary
 all see this one number. At the end the fold results are gathered to rank 0, which writes the artifacts into
-the final checkpoint (see :func:`_finalize`); the driver's MLflow callback (:mod:`search.tracking`) reads them
+the final checkpoint (the model directory of :func:`blemore_core.artifacts.write_cv_dir`, see :func:`_finalize`); the driver's MLflow callback (:mod:`search.tracking`) reads them
 from there. Workers never talk to MLflow.
 
 Reported metrics (one dict per epoch, :func:`epoch_report`): ``epoch``, ``final`` (bool), ``headline``,
@@ -313,50 +313,28 @@ def final_report(results: list[Any], curves: Any) -> dict[str, Any]:
 
 
 def _finalize(results: list[Any], curves: Any, cfg: Any, data: Any, trial_id: str) -> tuple[dict, str]:
-    """Rank 0: the final report and the artifact directory of the trial.
+    """Rank 0: the final report and the artifact directory of the trial: the model directory of
+    :func:`blemore_core.artifacts.write_cv_dir` (also ``model.json`` and ``pooled`` thresholds) plus
+    :data:`OOF_EPOCHS`.
 
     Artifacts: ``config.yaml``; ``oof.parquet`` (filename, fold, p_ang..p_neu at each fold's headline-selected
     epoch); :data:`OOF_EPOCHS` (every epoch); ``thresholds.json`` (``{protocol: {"per_fold": [{fold, epoch,
     alpha, beta}]}}``); ``metrics.json`` (:func:`blemore_core.results.metrics_document`: per protocol per fold
     and mean/std, selected epochs per fold and protocol); ``confusion.json`` (headline); ``fold{k}.pt`` (headline
-    weights), ``history_fold{k}.json``; ``importances.json`` (rank-aware).
+    weights with their config, :func:`blemore_core.artifacts.save_weights`), ``history_fold{k}.json``;
+    ``importances.json`` and per-clip ``imp_<encoder>`` OOF columns (rank-aware).
     """
-    import numpy as np
-    import torch
-
-    from blemore_core.decoding import decode
-    from blemore_core.labels import label_set_indices
-    from blemore_core.results import metrics_document, oof_frame, write_json, write_parquet
-    from blemore_core.train import assemble_oof, summarize_protocols
+    from blemore_core.train import summarize_protocols
 
     results = sorted(results, key=lambda r: r.fold)
     metrics = summarize_protocols(results, curves)
-    headline = metrics["headline"]
     final = final_report(results, curves)
 
-    out = Path(tempfile.mkdtemp(prefix=f"blemore-{trial_id}-"))
-    cfg.to_yaml(out / "config.yaml")
-    n = len(data.filenames)
-    oof = assemble_oof(results, n)
-    write_parquet(oof_frame(data.filenames, np.asarray(data.folds), oof), out / "oof.parquet")
-    write_oof_epochs(curves, data, out / OOF_EPOCHS)
-    write_json({p: {"per_fold": [{"fold": r.fold, "epoch": row["epoch"], "alpha": row["alpha"], "beta": row["beta"]}
-                                 for r, row in zip(results, metrics[p]["per_fold"], strict=True)]}
-                for p in ("val", "train", "crossfit") if p in metrics}, out / "thresholds.json")
-    write_json(metrics_document(metrics, results), out / "metrics.json")
-    # confusion over the 16 label sets, headline protocol (each fold decoded with its own alpha, beta)
-    truth = np.asarray(data.labels, dtype=np.float32)
-    conf = np.zeros((16, 16), dtype=np.int64)
-    for r, row in zip(results, metrics[headline]["per_fold"], strict=True):
-        pred = decode(r.oof_probs, row["alpha"], row["beta"])
-        np.add.at(conf, (label_set_indices(truth[r.val_idx]), label_set_indices(pred)), 1)
-    write_json({"protocol": headline, "rows_truth_cols_pred": conf.tolist()}, out / "confusion.json")
-    for r in results:
-        torch.save(r.state_dict, out / f"fold{r.fold}.pt")
-        write_json(r.history, out / f"history_fold{r.fold}.json")
-    imps = {r.fold: r.importances for r in results if r.importances}
-    if imps:
-        write_json({str(k): v for k, v in imps.items()}, out / "importances.json")
+    from blemore_core.artifacts import write_cv_dir
+
+    out = Path(tempfile.mkdtemp(prefix=f"blemore-{trial_id}-")) / "model"
+    write_cv_dir(out, cfg, results, metrics, data, info={"trial_id": trial_id},
+                 writers={OOF_EPOCHS: lambda path: write_oof_epochs(curves, data, path)})
     return final, str(out)
 
 

@@ -81,7 +81,7 @@ from .specs import (
     encoder_spec,
 )
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 LATENT_DIM = 16
 _BASIC = tuple(e for e in EMOTIONS if e != "neu")                         # ang, disg, fea, hap, sad
 _PAIRS = tuple(combinations(_BASIC, 2))                                    # 10 pairs in emotion order
@@ -110,7 +110,12 @@ class Profile:
             first 5 pairs (ang+disg, ang+fea, ang+hap, ang+sad, disg+fea; 15 clips) and 25 retakes of those
             blends -> 64 clips.
         test_full / test_partial / test_partial_clips: test actors and clips per partial test actor.
-        clip_noise / frame_noise: encoder-space noise levels (clip-level and per frame).
+        clip_noise / frame_noise: encoder-space noise levels (clip-level and per frame) at the reference dims
+            and rates (:data:`REFERENCE_DIMS`, :data:`REFERENCE_RATES`); scaled by sqrt(D / D_ref) and
+            sqrt(rate / rate_ref) so that aggregation over more dimensions or frames does not make a profile easier.
+        shared_noise: clip-level noise of the expression itself (latent, shared by every encoder, scaled by each
+            encoder's informativeness): no fusion can average it away; caps what combining encoders gains.
+        latent_noise: clip-level latent noise of each encoder (independent across encoders).
     """
 
     name: str
@@ -124,8 +129,10 @@ class Profile:
     test_full: int
     test_partial: int
     test_partial_clips: int
-    clip_noise: float = 1.0
+    clip_noise: float = 0.5
     frame_noise: float = 1.0
+    shared_noise: float = 0.16
+    latent_noise: float = 0.10
 
 
 PROFILES: dict[str, Profile] = {
@@ -158,6 +165,9 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 N_FOLDS = 5
+#: encoder-space noise is defined at these dims and rates (the demo profile's), see :class:`Profile`
+REFERENCE_DIMS: dict[str, int] = dict(PROFILES["demo"].dims)
+REFERENCE_RATES: dict[str, float] = dict(PROFILES["demo"].rates)
 
 
 # ----------------------------------------------------------------------------------------------- composition
@@ -329,24 +339,32 @@ def _write_openface(path: Path, y: np.ndarray, rate: float) -> None:
 def _write_encoder(
     spec_key: str, dim: int, rate: float, names: list[str], out_dir: Path, uid: np.ndarray, latent: np.ndarray,
     weights: np.ndarray, actor_style: np.ndarray, durations: np.ndarray, params: dict, profile: Profile,
-    seed: int, bar,
+    seed: int, bar, shared: np.ndarray,
 ) -> None:
     spec = encoder_spec(spec_key)
     k = list(ENCODERS).index(spec_key)
     out_dir.mkdir(parents=True, exist_ok=True)
     protos = latent                                     # (6, K)
     r = params["r"]
-    clip_rng = np.random.default_rng([seed, 3, k])
+    # clip-level draws seeded by the split's first uid, so train and test clips never share noise
+    clip_rng = np.random.default_rng([seed, 3, k, int(uid[0])])
     clip_noise = clip_rng.standard_normal((len(names), params["A"].shape[0]))
+    eta = np.random.default_rng([seed, 7, k, int(uid[0])]).standard_normal((len(names), LATENT_DIM))
     emo = (weights * r[None, :]) @ protos                # (N, K) emotion part per clip
+    # clip-level latent noise: the expression's own (shared by all encoders, seen through info_e) + the encoder's
+    base = INFORMATIVENESS[spec_key] * profile.shared_noise * shared + profile.latent_noise * eta
+    # encoder-space noise defined at the reference dim and rate: more dims or frames do not average it away
+    ref_dim = REFERENCE_DIMS[spec_key] if spec.kind != "openface_csv" else dim
+    s_clip = profile.clip_noise * np.sqrt(dim / ref_dim)
+    s_frame = profile.frame_noise * np.sqrt(dim / ref_dim) * np.sqrt(max(rate / REFERENCE_RATES[spec_key], 1e-9))
     for i, name in enumerate(names):
         rng = np.random.default_rng([seed, 4, k, int(uid[i])])
         t = max(1, int(round(durations[i] * rate)))
         env = 0.5 + 0.5 * np.minimum(1.0, np.linspace(0.0, 1.6, t))
-        z = env[:, None] * emo[i][None, :]               # (T, K)
-        y = z @ params["A"].T + actor_style[i] @ params["B"].T + profile.clip_noise * clip_noise[i]
+        z = env[:, None] * emo[i][None, :] + base[i][None, :]    # (T, K)
+        y = z @ params["A"].T + actor_style[i] @ params["B"].T + s_clip * clip_noise[i]
         eps = rng.standard_normal((t + 1, y.shape[1]))
-        y = y + profile.frame_noise * (eps[1:] + eps[:-1]) / np.sqrt(2.0)
+        y = y + s_frame * (eps[1:] + eps[:-1]) / np.sqrt(2.0)
         if spec.kind == "openface_csv":
             _write_openface(out_dir / f"{name}.csv", y, rate)
         else:
@@ -370,7 +388,7 @@ def _clip_latents(n_total: int, actors: np.ndarray, seed: int) -> tuple[np.ndarr
 
 def generate_release(
     out: str | os.PathLike,
-    profile: str = "demo",
+    profile: str | Profile = "demo",
     seed: int = 0,
     encoders: list[str] | tuple[str, ...] | None = None,
     progress: bool = True,
@@ -380,7 +398,8 @@ def generate_release(
 
     Args:
         out: target directory; must not exist unless ``overwrite``.
-        profile: ``tiny``, ``demo`` or ``full`` (see :data:`PROFILES` and the module docstring).
+        profile: ``tiny``, ``demo`` or ``full`` (see :data:`PROFILES` and the module docstring), or a
+            :class:`Profile` (e.g. ``dataclasses.replace(PROFILES["demo"], shared_noise=0.2)`` for calibration).
         seed: generator seed; same (profile, seed, encoder) -> same bytes.
         encoders: encoder keys to write (default: all 8); metadata, labels and manifest are always written.
         progress: show a tqdm progress bar.
@@ -392,9 +411,12 @@ def generate_release(
     """
     from tqdm.auto import tqdm
 
-    if profile not in PROFILES:
+    if isinstance(profile, Profile):
+        prof = profile
+    elif profile not in PROFILES:
         raise ValueError(f"profile: unknown profile {profile!r} (valid: {', '.join(PROFILES)})")
-    prof = PROFILES[profile]
+    else:
+        prof = PROFILES[profile]
     keys = list(ENCODERS) if encoders is None else [encoder_spec(e).key for e in encoders]
     if len(set(keys)) != len(keys):
         raise ValueError(f"encoders: duplicate encoder key in {keys}")
@@ -448,6 +470,8 @@ def _generate_into(root: Path, prof: Profile, seed: int, keys: list[str], progre
     # clip-level jitter of the emotional expression, shared across encoders
     jitter = np.random.default_rng([seed, 5]).standard_normal((len(all_clips), len(EMOTIONS))) * 0.15
     weights = weights * (1.0 + jitter) * (weights > 0)
+    # the expression's own clip-level latent noise, shared by every encoder (no fusion averages it away)
+    shared = np.random.default_rng([seed, 6]).standard_normal((len(all_clips), LATENT_DIM))
     uid = np.arange(len(all_clips))
     n_train = len(names)
     split_rows = {"train": (names, slice(0, n_train)),
@@ -462,12 +486,13 @@ def _generate_into(root: Path, prof: Profile, seed: int, keys: list[str], progre
             for split, (fnames, sl) in split_rows.items():
                 out_dir = root / SPLIT_DIRS[split] / spec.split_folder(split)
                 _write_encoder(key, dim, rate, fnames, out_dir, uid[sl], protos, weights[sl], actor_style[sl],
-                               durations[sl], params, prof, seed, bar)
+                               durations[sl], params, prof, seed, bar, shared[sl])
             enc_manifest[key] = {
                 "folder": spec.folder, "kind": spec.kind, "dim": dim, "rate_hz": rate,
                 "informativeness": INFORMATIVENESS[key],
                 "per_emotion_informativeness": {e: round(float(v), 6) for e, v in zip(EMOTIONS, params["r"], strict=True)},
                 "clip_noise": prof.clip_noise, "frame_noise": prof.frame_noise,
+                "shared_noise": prof.shared_noise, "latent_noise": prof.latent_noise,
             }
     manifest = {
         "generator_version": GENERATOR_VERSION,
@@ -497,18 +522,27 @@ def ensure_demo_release(cache_root: str | os.PathLike | None = None, progress: b
 
     The release lives at ``<cache_root>/synthetic/demo-seed0`` (cache_root: argument, else ``$BLEMORE_CACHE``,
     else ``~/.cache/blemore``). Concurrent callers serialise on an ``fcntl`` lock file next to it; the release
-    itself appears by an atomic rename, so a reader never sees a half-written tree.
+    itself appears by an atomic rename, so a reader never sees a half-written tree. A release written by an
+    older generator (``generator_version`` in its manifest) is regenerated.
     """
     root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
     target = root / "synthetic" / "demo-seed0"
-    if (target / "manifest.json").is_file():
+    if _current(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / "demo-seed0.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
-            if not (target / "manifest.json").is_file():
+            if not _current(target):
                 generate_release(target, "demo", 0, progress=progress, overwrite=target.exists())
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     return target
+
+
+def _current(target: Path) -> bool:
+    """True when ``target`` holds a complete release of this generator version."""
+    try:
+        return json.loads((target / "manifest.json").read_text()).get("generator_version") == GENERATOR_VERSION
+    except (OSError, ValueError):
+        return False

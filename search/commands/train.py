@@ -1,7 +1,9 @@
 """``blemore train CONFIG.yaml [--data DIR] --out DIR``: 5-fold cross-validation of one config in one process.
 
-Prints per-fold and mean ACC_presence, ACC_salience and Score for the three threshold protocols and writes
-``metrics.json``, ``oof.parquet``, ``config.yaml`` and ``fold<k>.pt`` (best weights) to ``--out``.
+Prints per-fold and mean ACC_presence, ACC_salience and Score for the three threshold protocols and writes the
+model directory of :func:`blemore_core.artifacts.write_cv_dir` to ``--out`` (``config.yaml``, ``metrics.json``,
+``thresholds.json``, ``oof.parquet``, ``fold<k>.pt``, ``model.json``). CONFIG may be an exported trial
+(``blemore export``).
 """
 
 from __future__ import annotations
@@ -60,13 +62,14 @@ def parse_overrides(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``blemore train``: returns 0; bad input raises (exit 2, see :mod:`search.cli`), before ``--out``
     is created."""
+    import json
+
     import torch
     from rich.console import Console
     from rich.table import Table
 
-    from blemore_core.config import Config
+    from blemore_core.artifacts import load_config_file, write_cv_dir
     from blemore_core.data import ensure_demo_release
-    from blemore_core.results import metrics_document, oof_frame, write_json, write_parquet
     from blemore_core.train import PROTOCOL_KEYS, cross_validate, prepare_data
     from search.cli import InputError
 
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         overrides = parse_overrides(args.overrides) if args.overrides else None
     except ValueError as e:
         raise InputError(str(e)) from None
-    cfg = Config.from_yaml(args.config, overrides)
+    cf = load_config_file(args.config, overrides)  # a plain config, or the YAML of `blemore export`
+    cfg = cf.config
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads: must be >= 1, got {args.threads}")
     root = args.data
@@ -100,18 +104,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cv = cross_validate(cfg, data, folds=folds, progress=True)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(out / "config.yaml")
-    doc = metrics_document(cv.metrics, cv.folds)
-    write_json(doc, out / "metrics.json")
-    rows = [i for r in cv.folds for i in r.val_idx]
-    write_parquet(oof_frame([data.filenames[i] for i in rows], data.folds[rows], cv.oof_probs[rows]),
-                  out / "oof.parquet")
-    if not args.no_weights:
-        for r in cv.folds:
-            torch.save({"state_dict": r.state_dict, "config": cfg.to_dict(), "fold": r.fold,
-                        "best_epoch": r.best_epoch, "selected_epochs": r.selected_epochs}, out / f"fold{r.fold}.pt")
+    out = write_cv_dir(args.out, cfg, cv.folds, cv.metrics, data, with_weights=not args.no_weights)
+    doc = json.loads((out / "metrics.json").read_text())
 
     for proto in PROTOCOL_KEYS:
         if proto not in cv.metrics:
@@ -132,5 +126,6 @@ def run(args: argparse.Namespace) -> int:
         imp = doc["encoder_importances"]["mean"]
         console.print("encoder importances (mean over folds): " +
                       ", ".join(f"{k}={v:.3f}" for k, v in sorted(imp.items(), key=lambda kv: -kv[1])))
-    console.print(f"wrote {out}/metrics.json, oof.parquet, config.yaml")
+    console.print(f"wrote the model directory {out} (config.yaml, metrics.json, thresholds.json, oof.parquet"
+                  f"{'' if args.no_weights else ', fold<k>.pt'})")
     return 0

@@ -3,7 +3,7 @@
 The reference below is a faithful port of blemore-common ``model/post_process.py`` (get_top_2_predictions,
 probs2dict, grid_search_thresholds) and ``utils/generic_accuracy/accuracy_funcs.py`` (acc_presence_total,
 acc_salience_total), operating on dicts per clip. Only change: the top-2 uses a *stable* descending sort (ties ->
-lower emotion index first), our documented tie rule. It is also imported by benchmarks/bench_thresholds.py.
+lower emotion index first), our documented tie rule. It is also imported by benchmarks/thresholds.py.
 Exact equality is required everywhere (tolerance 0): both sides compute the same float64 expressions.
 """
 

@@ -1,0 +1,204 @@
+"""Retraining for a fixed number of epochs and prediction from a model directory (DESIGN.md section 7).
+
+* :func:`fit_epochs` trains one model on a given set of training clips for exactly ``epochs`` epochs, with the
+  optimiser, cosine schedule (``T_max = train.max_epochs``, as in cross-validation, so epoch e sees the learning
+  rate it saw there), batches, losses and seeds of :func:`blemore_core.train.fit_fold`; there is no validation
+  set, so the epoch count comes from the cross-validation (``blemore retrain``: the median selected epoch for
+  ``full``, each fold's own for ``folds``).
+* :func:`predict_test` / :func:`predict_model` give the test-split probabilities of a model directory: each
+  weights file's model on inputs z-scored with the statistics of the clips it was trained on (recomputed from the
+  release, exactly as in training); fold models and ensemble members are averaged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from blemore_core.artifacts import ArtifactError, ModelDir
+from blemore_core.config import Config
+from blemore_core.data import load_release
+from blemore_core.losses import compute_loss
+from blemore_core.models import build_model
+from blemore_core.train import (
+    NonFiniteLossError,
+    TrainData,
+    _FoldTensors,
+    _predict,
+    forward,
+    make_optimizer,
+    prepare_data,
+    resolve_device,
+)
+
+
+def with_test_split(data: TrainData, root: str | Path, progress: bool = False) -> TrainData:
+    """``data`` with the release's test split as its unlabeled target set (features of ``data.encoders``).
+
+    Raises:
+        ValueError: from :func:`blemore_core.data.load_release`, naming the file and clip, e.g. a test clip of
+            ``test_metadata.csv`` without a feature file.
+    """
+    if data.target is not None and data.target.split == "test":
+        return data
+    target = load_release(root, list(data.encoders), split="test", progress=progress)
+    return dataclasses.replace(data, target=target)
+
+
+def fit_epochs(cfg: Config, data: TrainData, train_idx: np.ndarray, epochs: int, seed_key: int,
+               device: torch.device | None = None, target_idx: np.ndarray | None = None,
+               ) -> tuple[dict[str, torch.Tensor], list[dict[str, float]]]:
+    """Train one model on clips ``train_idx`` for exactly ``epochs`` epochs (no validation, no early stopping).
+
+    Args:
+        cfg: resolved config.
+        data: from :func:`blemore_core.train.prepare_data` (its ``target`` serves the domain term when
+            ``data.domain_target == "test"``).
+        train_idx: int64 (M,) training rows.
+        epochs: 1 <= epochs <= train.max_epochs.
+        seed_key: seeds as fit_fold's fold index does (``torch.manual_seed(seed * 1009 + seed_key)``), so that the
+            fold-k model of ``folds`` retraining repeats the cross-validation's fold-k run up to ``epochs``.
+        device: default ``train.device`` resolved.
+        target_idx: unlabeled rows for the domain term when ``data.domain_target == "val"`` (fit_fold uses the
+            validation fold; default: ``train_idx``, as a model trained on every fold has no held-out clips).
+
+    Returns:
+        (state_dict of CPU tensors, history: one ``{"epoch", "train_loss", "lr"}`` per epoch).
+
+    Raises:
+        ValueError: ``epochs`` out of range or no training clips; NonFiniteLossError: NaN/inf loss.
+    """
+    if not 1 <= int(epochs) <= cfg.train.max_epochs:
+        raise ValueError(f"epochs: must be in 1..train.max_epochs={cfg.train.max_epochs}, got {epochs}")
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    if len(train_idx) == 0:
+        raise ValueError("train_idx: no training clips")
+    device = device or resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.seed * 1009 + seed_key)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed * 7919 + seed_key)
+    t = _FoldTensors(data, cfg, train_idx, device)
+    labels = torch.as_tensor(np.asarray(data.labels, dtype=np.float32), device=device)
+    train_idx_t = torch.as_tensor(train_idx, device=device)
+    use_domain = cfg.loss.domain > 0
+    target_is_test = cfg.data.domain_target == "test"
+    if use_domain:
+        if target_is_test:
+            target_pool = torch.arange(t.n_target, device=device)
+        else:
+            target_pool = train_idx_t if target_idx is None else torch.as_tensor(np.asarray(target_idx), device=device)
+    model = build_model(cfg, data.input_dims).to(device)
+    is_mixed = cfg.model.arch == "fusion" and cfg.model.fusion == "mixed"
+    if is_mixed:
+        model.set_stage("pretrain")
+    opt = make_optimizer(model, cfg, device)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.max_epochs, eta_min=cfg.train.lr_min)
+    bs, prec = cfg.train.batch_size, cfg.train.precision
+    history = []
+    for epoch in range(1, int(epochs) + 1):
+        if is_mixed and epoch == cfg.model.mixed_pretrain_epochs + 1:
+            model.set_stage("combine")
+        model.train()
+        perm = train_idx_t[torch.randperm(len(train_idx_t), generator=gen, device=device)]
+        total, n_seen = 0.0, 0
+        for s in range(0, len(perm), bs):
+            idx = perm[s : s + bs]
+            x, m = t.inputs(idx, train=True, gen=gen)
+            out = forward(model, x, m, prec, device)
+            target_emb = None
+            if use_domain:
+                tidx = target_pool[torch.randint(len(target_pool), (min(bs, len(target_pool)),), generator=gen,
+                                                 device=device)]
+                xt, mt = t.inputs(tidx, train=True, gen=gen, target=target_is_test)
+                target_emb = forward(model, xt, mt, prec, device).embedding
+            loss, _ = compute_loss(out, labels[idx], cfg.loss, target_embedding=target_emb)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"retrain (seed key {seed_key}), epoch {epoch}: non-finite loss {loss.item()}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            n_seen += len(idx)
+        history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": float(opt.param_groups[0]["lr"])})
+        sched.step()
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, history
+
+
+def train_rows(data: TrainData, train_folds: Sequence[int]) -> np.ndarray:
+    """Rows (int64) of the training clips whose fold is in ``train_folds``."""
+    return np.flatnonzero(np.isin(np.asarray(data.folds), list(train_folds))).astype(np.int64)
+
+
+def predict_weights(cfg: Config, state_dict: dict[str, torch.Tensor], data: TrainData, train_folds: Sequence[int],
+                    source: str = "<weights>", idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities of one model on the target split of ``data`` (the test split, see :func:`with_test_split`).
+
+    Args:
+        cfg: the model's config; state_dict: its weights; data: with a target split;
+        train_folds: the folds the model was trained on (its input standardisation is fitted on them);
+        idx: int64 rows of the target split to predict (default: all).
+
+    Returns:
+        (probabilities float32 (n, 6), importances float32 (n, E) or None) for the n rows.
+
+    Raises:
+        ArtifactError: naming ``source`` when the weights do not fit the model the config builds.
+    """
+    device = resolve_device(cfg.train.device)
+    t = _FoldTensors(data, cfg, train_rows(data, train_folds), device)
+    model = build_model(cfg, data.input_dims)
+    if cfg.model.arch == "fusion" and cfg.model.fusion == "mixed":
+        model.set_stage("combine")
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise ArtifactError(f"{source}: weights do not fit the config's model: {str(e).splitlines()[0]}") from None
+    model.to(device)
+    rows = np.arange(len(data.target.filenames), dtype=np.int64) if idx is None else np.asarray(idx, dtype=np.int64)
+    return _predict(model, t, rows, target=True, precision=cfg.train.precision)
+
+
+def predict_model(md: ModelDir, root: str | Path, progress: bool = False) -> tuple[list[str], np.ndarray]:
+    """Test-split probabilities of a model directory: the mean over its weights files (fold models), and for an
+    ensemble the ``info["member_weights"]``-weighted mean over its members.
+
+    Returns:
+        (test clip names (N,), probabilities float32 (N, 6)).
+
+    Raises:
+        ArtifactError: a directory without weights, or weights that do not load; ValueError: from loading the
+            release (e.g. a test clip without features, named).
+    """
+    if md.kind == "ensemble":
+        w = np.asarray(md.info.get("member_weights") or [1.0] * len(md.members), dtype=np.float64)
+        if len(w) != len(md.members) or not len(w) or w.sum() <= 0:
+            raise ArtifactError(f"{md.path / 'model.json'}: member_weights: expected {len(md.members)} weights > 0")
+        names, acc = None, None
+        for wi, m in zip(w / w.sum(), md.members, strict=True):
+            n_i, p_i = predict_model(m, root, progress)
+            if names is not None and n_i != names:
+                raise ArtifactError(f"{m.path}: predicts other test clips than the first member")
+            names, acc = n_i, (p_i * wi if acc is None else acc + p_i * wi)
+        return names, acc.astype(np.float32)
+    if not md.weights:
+        raise ArtifactError(f"{md.path / 'model.json'}: weights: the directory holds no weights files")
+    data = with_test_split(prepare_data(md.config, root, progress=progress), root, progress)
+    acc = None
+    for name in md.weights:
+        w = md.load(name)
+        folds = w.meta.get("train_folds")
+        if not folds:
+            raise ArtifactError(f"{w.path}: meta.train_folds: missing (which clips standardise the inputs)")
+        p, _ = predict_weights(w.config, w.state_dict, data, folds, source=str(w.path))
+        acc = p.astype(np.float64) if acc is None else acc + p
+    return list(data.target.filenames), (acc / len(md.weights)).astype(np.float32)
+
+
+def fold_epochs(export: dict[str, Any]) -> dict[int, int]:
+    """``{fold: selected epoch}`` of an exported trial's ``export.selected_epochs``."""
+    return {int(k): int(v) for k, v in (export.get("selected_epochs") or {}).items()}

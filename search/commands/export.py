@@ -1,0 +1,177 @@
+"""``blemore export --experiment NAME [--metric score|acc_presence|acc_salience] [--rank K] --out best.yaml``.
+
+Writes the chosen finished trial of a search as one self-contained YAML: its resolved config (what ``blemore
+train`` and ``blemore retrain`` load as it is) plus an ``export`` section with its thresholds (each protocol's per
+fold, and ``pooled``: fitted on all its OOF predictions, what a retrained model decodes with), its selected epochs,
+its fold metrics under each protocol and the MLflow run id it came from. Prints the trial's fold metrics and where
+it ranks. Errors (no such experiment, no finished trial, a metric that was not recorded) write nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_tracking(p: argparse.ArgumentParser) -> None:
+    """``--tracking-uri`` as every post-search command takes it."""
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI: the local store (default sqlite:///./mlflow.db, as `blemore search`) "
+                   "or a tracking server http://HOST:PORT")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand."""
+    p = sub.add_parser("export", help="write a search's best (or K-th) trial as a self-contained config YAML",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True, help="the search name (= MLflow experiment)")
+    p.add_argument("--metric", default="score", choices=("score", "acc_presence", "acc_salience"),
+                   help="rank finished trials by this fold mean (headline protocol; default score)")
+    p.add_argument("--rank", type=int, default=1, help="export the K-th best trial (default 1)")
+    p.add_argument("--out", type=Path, required=True, help="output YAML (e.g. best.yaml)")
+    add_tracking(p)
+    p.set_defaults(func=run)
+
+
+def trial_document(client: Any, uri: str, experiment: str, trial: Any, dest: Path | None = None) -> tuple[dict, Any]:
+    """The exported document of one finished trial and its OOF table.
+
+    Returns:
+        (``{**config, "export": {...}}``, OOF DataFrame).
+
+    Raises:
+        TrialsError: an artifact is missing; ArtifactError / ConfigError: naming a malformed artifact.
+    """
+    import numpy as np
+
+    from blemore_core.artifacts import ArtifactError, pooled_thresholds, read_json, selected_epochs
+    from blemore_core.config import Config
+    from blemore_core.labels import soft_labels
+    from blemore_core.results import PROB_COLUMNS, read_oof
+    from search.trials import TRIAL_ARTIFACTS, download, fold_runs
+
+    d = download(client, uri, trial.run_id, TRIAL_ARTIFACTS, dest)
+    cfg = Config.from_yaml(d / "config.yaml")
+    metrics = read_json(d / "metrics.json")
+    thresholds = read_json(d / "thresholds.json")
+    try:
+        oof = read_oof(d / "oof.parquet")
+    except Exception as e:
+        raise ArtifactError(f"run {trial.run_id}: oof.parquet: {e}") from None
+    probs = oof[list(PROB_COLUMNS)].to_numpy(np.float32)
+    pooled = thresholds.get("pooled") or pooled_thresholds(probs, soft_labels(oof["filename"]),
+                                                             cfg.thresholds.presence_weight)
+    epochs = selected_epochs(metrics)
+    if not epochs:  # older trials: the fold runs' best_epoch
+        epochs = {k: int(r.data.metrics["best_epoch"]) for k, r in fold_runs(client, trial).items()
+                  if "best_epoch" in r.data.metrics}
+    headline = metrics.get("headline", cfg.thresholds.protocol)
+    protos = [p for p in ("val", "train", "crossfit") if p in metrics]
+    export = {
+        "experiment": experiment,
+        "run_id": trial.run_id,
+        "trial_id": trial.trial_id,
+        "run_name": trial.name,
+        "tracking_uri": uri,
+        "headline": headline,
+        "score": {m: trial.metrics.get(m) for m in ("score", "acc_presence", "acc_salience")},
+        "selected_epochs": {int(k): int(v) for k, v in sorted(epochs.items())},
+        "thresholds": {
+            "pooled": {k: float(v) for k, v in pooled.items()},
+            **{p: [{"fold": int(r["fold"]), "alpha": float(r["alpha"]), "beta": float(r["beta"])}
+                   for r in thresholds[p]["per_fold"]] for p in protos if p in thresholds},
+        },
+        "fold_metrics": {p: {"folds": [int(k) for k in metrics.get("folds", [])],
+                             "per_fold": [{k: float(v) for k, v in row.items()} for row in metrics[p]["per_fold"]],
+                             "mean": {k: float(v) for k, v in metrics[p]["mean"].items()},
+                             "std": {k: float(v) for k, v in metrics[p]["std"].items()}} for p in protos},
+    }
+    return {**cfg.to_dict(), "export": export}, oof
+
+
+def write_yaml(doc: dict, out: Path) -> Path:
+    """Write ``doc`` as YAML atomically (temporary file + rename)."""
+    import os
+    import tempfile
+
+    import yaml
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump(doc, fh, sort_keys=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def export(experiment: str, out: Path, metric: str = "score", rank: int = 1, tracking_uri: str | None = None,
+           analyse: bool = True) -> tuple[dict, list]:
+    """Export the ``rank``-th best finished trial of ``experiment`` by ``metric`` to ``out``.
+
+    Returns:
+        (the written document, the ranked trials).
+
+    Raises:
+        TrialsError: no experiment / finished trial / metric, ``rank`` out of range; nothing is written then.
+    """
+    from search.trials import TrialsError, client_for, ranked
+
+    if rank < 1:
+        raise TrialsError(f"--rank {rank}: must be >= 1")
+    client, uri = client_for(tracking_uri)
+    order = ranked(client, experiment, uri, metric)
+    if rank > len(order):
+        raise TrialsError(f"--rank {rank}: experiment {experiment!r} has {len(order)} finished trials with {metric!r}")
+    trial = order[rank - 1]
+    doc, oof = trial_document(client, uri, experiment, trial)
+    doc["export"].update({"metric": metric, "rank": rank, "n_finished": len(order)})
+    write_yaml(doc, out)
+    if analyse:
+        try:
+            from search.report import log_trial_analysis
+
+            log_trial_analysis(client, trial.run_id, doc, oof)
+        except Exception as e:  # the export itself is done; the plots are a bonus
+            print(f"warning: per-trial analysis not logged: {e!r}", file=sys.stderr)
+    return doc, order
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``blemore export``: 0 on success, 2 on an error (nothing written)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from blemore_core.artifacts import ArtifactError
+    from search.trials import TrialsError
+
+    try:
+        doc, order = export(args.experiment, args.out, args.metric, args.rank, args.tracking_uri)
+    except (TrialsError, ArtifactError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ex = doc["export"]
+    console = Console(width=110)
+    console.print(f"trial {ex['run_name']} (run {ex['run_id']}): rank {ex['rank']} of {ex['n_finished']} finished "
+                  f"trials by {ex['metric']} = {ex['score'].get(ex['metric'])}")
+    for proto, fm in ex["fold_metrics"].items():
+        t = Table(title=f"protocol {proto}" + ("  (headline)" if proto == ex["headline"] else ""))
+        for c in ("fold", "ACC_presence", "ACC_salience", "Score", "alpha", "beta", "epoch"):
+            t.add_column(c, justify="right")
+        for k, row in zip(fm["folds"], fm["per_fold"], strict=False):
+            t.add_row(str(k), f"{row['acc_presence']:.4f}", f"{row['acc_salience']:.4f}", f"{row['score']:.4f}",
+                      f"{row['alpha']:.3f}", f"{row['beta']:.3f}", str(ex["selected_epochs"].get(k, "-")))
+        mu, sd = fm["mean"], fm["std"]
+        t.add_row("mean ± std", *(f"{mu[c]:.4f} ± {sd[c]:.4f}" for c in ("acc_presence", "acc_salience", "score")),
+                  "", "", "", style="bold")
+        console.print(t)
+    p = ex["thresholds"]["pooled"]
+    console.print(f"pooled thresholds (all OOF predictions): alpha={p['alpha']:.3f} beta={p['beta']:.3f}")
+    console.print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,60 @@
+"""``blemore report --experiment NAME``: what mattered in a search.
+
+Rebuilds an Optuna study from the finished trials' MLflow runs, computes fANOVA hyperparameter importances for the
+objective(s) and prints them as a table; logs a search-level run (tag ``role=search_report``) with the importances,
+the best-so-far curve, a parallel-coordinates plot, the Pareto front of a two-objective search, the top trials and
+the best trial's analyses (see :mod:`search.report`). ``blemore search`` writes the same report when it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from search.commands.export import add_tracking
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` subcommand."""
+    p = sub.add_parser("report", help="hyperparameter importances and plots of a search (search-level MLflow run)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True, help="the search name (= MLflow experiment)")
+    p.add_argument("--out", type=Path, default=None, help="also keep the report files in this directory")
+    p.add_argument("--top", type=int, default=10, help="rows of the top-trials table (default 10)")
+    add_tracking(p)
+    p.set_defaults(func=run)
+
+
+def print_report(rep) -> None:
+    """The importances as a rich table (one column per objective) and the search-level run id."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=110)
+    t = Table(title=f"what mattered in {rep.experiment!r} (fANOVA importance, {rep.n_trials} trials)")
+    t.add_column("parameter")
+    for o in rep.objectives:
+        t.add_column(o, justify="right")
+    first = rep.importances.get(rep.objectives[0], {})
+    keys = list(first) + [k for o in rep.objectives for k in rep.importances.get(o, {}) if k not in first]
+    for k in dict.fromkeys(keys):
+        t.add_row(k, *(f"{rep.importances.get(o, {}).get(k, float('nan')):.3f}" for o in rep.objectives))
+    console.print(t)
+    if not first:
+        console.print("(importances need at least two trials with the objective recorded)")
+    console.print(f"search-level MLflow run {rep.run_id}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``blemore report``: 0 on success, 2 on an error."""
+    from search.report import search_report
+    from search.trials import TrialsError
+
+    try:
+        rep = search_report(args.experiment, args.tracking_uri, out_dir=args.out, top_k=args.top)
+    except (TrialsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_report(rep)
+    return 0

@@ -1,0 +1,173 @@
+"""Reading a finished search back from MLflow: its trials, their ranking and their artifacts (DESIGN.md section 7).
+
+Used by ``blemore export``, ``ensemble`` and ``report``. A trial is the parent run (tag ``role=parent``) of
+:mod:`search.tracking`; a *finished* trial is one that ran every epoch and its final protocols (status
+``FINISHED``, tag ``trial_status=completed``): only those carry the headline ``score`` and the artifacts
+(``config.yaml``, ``oof.parquet``, ``thresholds.json``, ``metrics.json``). Trials stopped early by the scheduler
+and failed trials are not ranked.
+
+Works against the local store (``sqlite:///...``) and a tracking server (``http://...``): a server that does not
+answer is reported within seconds, naming it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: metrics ``export``/``ensemble`` may rank by (fold means of the headline protocol)
+RANK_METRICS: tuple[str, ...] = ("score", "acc_presence", "acc_salience")
+#: artifacts of a finished trial's parent run
+TRIAL_ARTIFACTS: tuple[str, ...] = ("config.yaml", "metrics.json", "thresholds.json", "oof.parquet")
+
+
+class TrialsError(ValueError):
+    """The experiment, a finished trial, a metric or an artifact is missing; the message names it."""
+
+
+def default_uri() -> str:
+    """The tracking URI ``blemore search`` uses by default (``sqlite:///./mlflow.db``)."""
+    from search.tracking import default_tracking_uri
+
+    return default_tracking_uri(".")
+
+
+def client_for(tracking_uri: str | None) -> tuple[Any, str]:
+    """An ``MlflowClient`` on ``tracking_uri`` (default :func:`default_uri`) and the URI.
+
+    Raises:
+        TrialsError: a local SQLite store that does not exist, or an HTTP server that does not answer within
+            5 seconds (both named).
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or default_uri()
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.is_file():
+            raise TrialsError(f"--tracking-uri {uri}: no MLflow store at {db} (run `blemore search` first, or pass "
+                              "the --tracking-uri the search used)")
+    elif uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except (urllib.error.URLError, OSError) as e:
+            raise TrialsError(f"--tracking-uri {uri}: the MLflow tracking server does not answer ({e}); start it "
+                              "(e.g. cluster/ scripts, or `mlflow server --host 127.0.0.1`)") from None
+    return MlflowClient(uri), uri
+
+
+@dataclass
+class Trial:
+    """One trial's parent run.
+
+    Attributes:
+        run_id: MLflow run id; name: run name; trial_id: Tune trial id; status: ``completed``, ``stopped`` or
+        ``error``; metrics: latest value of every metric; params: the flattened resolved config (strings);
+        tags: run tags; start_time: ms since the epoch.
+    """
+
+    run_id: str
+    name: str
+    trial_id: str
+    status: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+    start_time: int
+
+
+def experiment_id(client: Any, name: str, uri: str) -> str:
+    """Id of experiment ``name``.
+
+    Raises:
+        TrialsError: no such experiment (lists the experiments of the store).
+    """
+    exp = client.get_experiment_by_name(name)
+    if exp is None or exp.lifecycle_stage == "deleted":
+        names = sorted(e.name for e in client.search_experiments())
+        raise TrialsError(f"--experiment {name!r}: no such experiment in {uri} (experiments: {names or 'none'})")
+    return exp.experiment_id
+
+
+def trials(client: Any, name: str, uri: str) -> list[Trial]:
+    """Every trial (parent run) of experiment ``name``, in start order."""
+    from search.tracking import ROLE_TAG, TRIAL_TAG
+
+    exp = experiment_id(client, name, uri)
+    runs = client.search_runs([exp], filter_string=f"tags.{ROLE_TAG} = 'parent'", max_results=50000,
+                              order_by=["attributes.start_time ASC"])
+    out = []
+    for r in runs:
+        t = r.data.tags
+        status = t.get("trial_status") or ("completed" if r.info.status == "FINISHED" else r.info.status.lower())
+        if r.info.status == "FAILED":
+            status = "error"
+        out.append(Trial(r.info.run_id, r.info.run_name or t.get("mlflow.runName", r.info.run_id),
+                         t.get(TRIAL_TAG, ""), status, dict(r.data.metrics), dict(r.data.params), dict(t),
+                         int(r.info.start_time or 0)))
+    return out
+
+
+def finished(all_trials: list[Trial]) -> list[Trial]:
+    """The trials that completed every epoch and their final protocols."""
+    return [t for t in all_trials if t.status == "completed"]
+
+
+def ranked(client: Any, name: str, uri: str, metric: str = "score") -> list[Trial]:
+    """Finished trials of experiment ``name`` best first by ``metric`` (ties: earlier trial first).
+
+    Raises:
+        TrialsError: unknown experiment, no finished trial, or ``metric`` recorded by none of them (names the
+            metrics that were recorded).
+    """
+    if metric not in RANK_METRICS:
+        raise TrialsError(f"--metric {metric!r}: not a ranking metric (valid: {', '.join(RANK_METRICS)})")
+    all_t = trials(client, name, uri)
+    fin = finished(all_t)
+    if not fin:
+        counts = {s: sum(t.status == s for t in all_t) for s in sorted({t.status for t in all_t})}
+        raise TrialsError(f"--experiment {name!r}: no finished trial in {uri} (trials by status: {counts or 'none'})")
+    have = [t for t in fin if metric in t.metrics and math.isfinite(t.metrics[metric])]
+    if not have:
+        rec = sorted({k for t in fin for k in t.metrics if "/" not in k})
+        raise TrialsError(f"--metric {metric!r}: not recorded by any finished trial of {name!r} (recorded: {rec})")
+    return sorted(have, key=lambda t: (-t.metrics[metric], t.start_time))
+
+
+def download(client: Any, uri: str, run_id: str, names: tuple[str, ...] | list[str], dest: str | Path | None = None,
+             optional: tuple[str, ...] = ()) -> Path:
+    """Download artifacts ``names`` of run ``run_id`` (store ``uri``) into ``dest`` (default: a new temporary
+    directory).
+
+    Raises:
+        TrialsError: an artifact not in ``optional`` is missing (names the run and the artifact).
+    """
+    import mlflow.artifacts
+
+    dest = Path(dest or tempfile.mkdtemp(prefix="blemore-trial-"))
+    present = {os.path.basename(f.path) for f in client.list_artifacts(run_id)}
+    for n in names:
+        if n not in present:
+            if n in optional:
+                continue
+            raise TrialsError(f"run {run_id}: artifact {n!r} missing (present: {sorted(present)})")
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=n, dst_path=str(dest),
+                                            tracking_uri=uri)
+    return dest
+
+
+def fold_runs(client: Any, parent: Trial) -> dict[int, Any]:
+    """``{fold: child run}`` of a trial."""
+    from search.tracking import ROLE_TAG, TRIAL_TAG
+
+    exp = client.get_run(parent.run_id).info.experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.{TRIAL_TAG} = '{parent.trial_id}' and "
+                              f"tags.{ROLE_TAG} = 'fold'", max_results=100)
+    return {int(r.data.tags["fold"]): r for r in runs}
