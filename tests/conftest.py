@@ -11,3 +11,33 @@ def tiny_release(tmp_path_factory):
     from blemore_core.data import generate_release
 
     return generate_release(tmp_path_factory.mktemp("shared_release") / "tiny", "tiny", progress=False)
+
+
+def make_epoch_report(epoch: int, rng) -> dict:
+    """A per-epoch trial report as the fold worker sends it (FoldRecord dicts, objective = headline fold mean).
+
+    ``rng`` is a numpy Generator or an int seed; five folds, random metrics in [0.05, 0.6).
+    """
+    import numpy as np
+
+    from search.trainable import FoldRecord
+
+    rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
+    recs = []
+    for k in range(5):
+        u = lambda: float(rng.uniform(0.05, 0.6))  # noqa: E731
+        choice = {"epoch": int(rng.integers(1, epoch + 1)), "alpha": u(), "beta": u(), "acc_presence": u(),
+                  "acc_salience": u(), "score": u()}
+        recs.append(FoldRecord(fold=k, epoch=epoch, train_loss=u(), lr=u(),
+                               own={m: u() for m in ("score", "acc_presence", "acc_salience", "alpha", "beta")},
+                               protocols={"crossfit": choice, "val": dict(choice, score=u())}).to_dict())
+    r = {"epoch": epoch, "final": False, "training_iteration": epoch, "headline": "crossfit", "folds": recs}
+    for m in ("score", "acc_presence", "acc_salience"):
+        r[m] = float(np.mean([d["protocols"]["crossfit"][m] for d in recs]))
+    return r
+
+
+@pytest.fixture
+def epoch_report():
+    """:func:`make_epoch_report` (tests call ``epoch_report(epoch, rng_or_seed)``)."""
+    return make_epoch_report

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -82,25 +81,6 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_its_runs_killed(tmp_path
     assert lock.is_stale(remote) and not lock.is_stale({**remote, "heartbeat": __import__("time").time()})
 
 
-def _epoch_result(epoch, seed):
-    """A per-epoch trial report as the fold worker sends it (FoldRecord dicts, objective = headline fold mean)."""
-    from search.trainable import FoldRecord
-
-    rng = np.random.default_rng(seed)
-    recs = []
-    for k in range(5):
-        u = lambda: float(rng.uniform(0.05, 0.6))  # noqa: E731
-        choice = {"epoch": int(rng.integers(1, epoch + 1)), "alpha": u(), "beta": u(), "acc_presence": u(),
-                  "acc_salience": u(), "score": u()}
-        recs.append(FoldRecord(fold=k, epoch=epoch, train_loss=u(), lr=u(),
-                               own={m: u() for m in ("score", "acc_presence", "acc_salience", "alpha", "beta")},
-                               protocols={"crossfit": choice, "val": dict(choice, score=u())}).to_dict())
-    r = {"epoch": epoch, "final": False, "training_iteration": epoch, "headline": "crossfit", "folds": recs}
-    for m in ("score", "acc_presence", "acc_salience"):
-        r[m] = float(np.mean([d["protocols"]["crossfit"][m] for d in recs]))
-    return r
-
-
 class _Trial:
     def __init__(self, tid):
         self.trial_id, self.config, self.error_file, self.num_failures = tid, {"train.lr": 0.001}, None, 0
@@ -109,32 +89,32 @@ class _Trial:
         return f"run_trial_{self.trial_id}"
 
 
-def test_close_ends_only_this_searchs_runs(tmp_path):
+def test_close_ends_only_this_searchs_runs(tmp_path, epoch_report):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tr = MLflowTracker(uri, "shared", base=Config().to_dict())
     exp = tr.ensure_store()
     foreign = tr.client.create_run(exp, tags={"role": "parent"}).info.run_id  # a concurrent search's live run
     t = _Trial("aaa")
     tr.on_trial_start(0, [], t)
-    tr.on_trial_result(0, [], t, _epoch_result(1, 0))
+    tr.on_trial_result(0, [], t, epoch_report(1, 0))
     tr.flush()
     assert tr.close() == 6
     assert tr.client.get_run(foreign).info.status == "RUNNING"
 
 
-def test_restarted_trial_gets_fresh_runs_without_duplicate_steps(tmp_path):
+def test_restarted_trial_gets_fresh_runs_without_duplicate_steps(tmp_path, epoch_report):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tr = MLflowTracker(uri, "restart", base=Config().to_dict())
     t = _Trial("bbb")
     tr.on_trial_start(0, [], t)
     for ep in (1, 2):
-        tr.on_trial_result(0, [], t, _epoch_result(ep, ep))
+        tr.on_trial_result(0, [], t, epoch_report(ep, ep))
     tr.flush()
     tr.client.set_tag(tr._parents["bbb"], "retries", "1")
     again = MLflowTracker(uri, "restart", base=Config().to_dict())  # the resumed driver; the trial starts over
     again.on_trial_start(0, [], t)
     for ep in (1, 2, 3):
-        again.on_trial_result(0, [], t, _epoch_result(ep, 10 + ep))
+        again.on_trial_result(0, [], t, epoch_report(ep, 10 + ep))
     again.flush()
     runs = again.client.search_runs([again._exp_id], max_results=100)
     parents = [r for r in runs if r.data.tags["role"] == "parent"]

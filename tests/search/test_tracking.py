@@ -22,24 +22,6 @@ class FakeTrial:
         return f"run_trial_{self.trial_id}"
 
 
-def _epoch_result(epoch: int, rng: np.random.Generator) -> dict:
-    """A per-epoch trial report as the fold worker sends it (FoldRecord dicts, objective = headline fold mean)."""
-    from search.trainable import FoldRecord
-
-    recs = []
-    for k in range(5):
-        u = lambda: float(rng.uniform(0.05, 0.6))  # noqa: E731
-        choice = {"epoch": int(rng.integers(1, epoch + 1)), "alpha": u(), "beta": u(), "acc_presence": u(),
-                  "acc_salience": u(), "score": u()}
-        recs.append(FoldRecord(fold=k, epoch=epoch, train_loss=u(), lr=u(),
-                               own={m: u() for m in ("score", "acc_presence", "acc_salience", "alpha", "beta")},
-                               protocols={"crossfit": choice, "val": dict(choice, score=u())}).to_dict())
-    r = {"epoch": epoch, "final": False, "training_iteration": epoch, "headline": "crossfit", "folds": recs}
-    for m in ("score", "acc_presence", "acc_salience"):
-        r[m] = float(np.mean([d["protocols"]["crossfit"][m] for d in recs]))
-    return r
-
-
 @pytest.fixture
 def tracker(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -54,13 +36,13 @@ def _runs(tracker, trial_id=None):
     return ([r for r in runs if r.data.tags["role"] == "parent"], [r for r in runs if r.data.tags["role"] == "fold"])
 
 
-def test_stopped_trial_recorded_with_metrics_at_stop(tracker):
+def test_stopped_trial_recorded_with_metrics_at_stop(tracker, epoch_report):
     rng = np.random.default_rng(0)
     t = FakeTrial("aaa", {"train.lr": 0.002, "model.fusion": "attention"})
     tracker.on_trial_start(0, [], t)
     last = None
     for e in (1, 2):
-        last = _epoch_result(e, rng)
+        last = epoch_report(e, rng)
         tracker.on_trial_result(0, [], t, last)
     tracker.on_trial_complete(0, [], t)  # no final report: stopped by the scheduler
     parents, folds = _runs(tracker, "aaa")
@@ -81,12 +63,12 @@ def test_stopped_trial_recorded_with_metrics_at_stop(tracker):
         assert p.data.metrics[m] == pytest.approx(last[m], abs=1e-12)  # what Tune (and Optuna) saw last
 
 
-def test_failed_trial_ends_failed_with_error_tag(tracker, tmp_path):
+def test_failed_trial_ends_failed_with_error_tag(tracker, tmp_path, epoch_report):
     err = tmp_path / "error.txt"
     err.write_text("Traceback ...\nFloatingPointError: non-finite loss")
     t = FakeTrial("bbb", {"train.lr": 0.001}, error_file=str(err), num_failures=2)
     tracker.on_trial_start(0, [], t)
-    tracker.on_trial_result(0, [], t, _epoch_result(1, np.random.default_rng(1)))
+    tracker.on_trial_result(0, [], t, epoch_report(1, np.random.default_rng(1)))
     tracker.on_trial_recover(0, [], t)
     tracker.on_trial_start(0, [], t)  # the retry reuses the runs
     tracker.on_trial_error(0, [], t)
@@ -96,17 +78,17 @@ def test_failed_trial_ends_failed_with_error_tag(tracker, tmp_path):
     assert "non-finite loss" in parents[0].data.tags["error"]
 
 
-def test_resumed_tracker_reuses_runs_and_close_ends_running(tracker):
+def test_resumed_tracker_reuses_runs_and_close_ends_running(tracker, epoch_report):
     t = FakeTrial("ccc", {"train.lr": 0.001})
     tracker.on_trial_start(0, [], t)
-    tracker.on_trial_result(0, [], t, _epoch_result(1, np.random.default_rng(2)))
+    tracker.on_trial_result(0, [], t, epoch_report(1, np.random.default_rng(2)))
     tracker.flush()
     # the driver dies; a new process (resume) builds a new tracker from the pickled state
     import pickle
 
     again = pickle.loads(pickle.dumps(tracker))
     again.on_trial_start(0, [], t)
-    again.on_trial_result(0, [], t, _epoch_result(1, np.random.default_rng(3)))
+    again.on_trial_result(0, [], t, epoch_report(1, np.random.default_rng(3)))
     parents, folds = _runs(again, "ccc")
     assert len(parents) == 1 and len(folds) == 5
     assert again.close() == 6
