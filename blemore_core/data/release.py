@@ -348,7 +348,7 @@ def _read_object_strings(path: Path, member: str) -> np.ndarray:
         version = np.lib.format.read_magic(f)
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = reader(f)
-        if dtype != object:
+        if dtype.kind != "O":
             raise ValueError(f"dtype {dtype}")
         arr = _StringArrayUnpickler(f).load()
     except Exception as e:

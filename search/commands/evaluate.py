@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as e:
                 if not args.allow_partial or len(preds) > len(truth):
                     raise ValueError(f"{e} of the {len(truth)} in {table}"
-                                     + ("" if args.allow_partial else "; pass --allow-partial to score a subset"))
+                                     + ("" if args.allow_partial else "; pass --allow-partial to score a subset")) from None
                 partial = f"{len(names)} of the {len(truth)} clips of {table}"
         except ValueError as e:
             for w in caught:
