@@ -194,11 +194,23 @@ def release(profile: str, encoders: list[str] | None = None, seed: int = 0) -> P
     root = cache_root() / "synthetic" / f"bench-{profile}-seed{seed}-g{GENERATOR_VERSION}-{tag}"
     if _current(root):
         return root
+    import fcntl
+
     keys = sorted(encoders) if encoders is not None else None
-    if profile == "full" and keys and len(keys) > 1 and len(os.sched_getaffinity(0)) >= 4:
-        _generate_parallel(root, profile, seed, keys)
-    else:
-        generate_release(root, profile, seed=seed, encoders=keys, progress=False, overwrite=root.exists())
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # concurrent benchmark jobs (e.g. calibration jobs started in parallel) serialise here: without the lock each
+    # regenerated the release and replaced the directory under the others' feature caches (seen on the H100)
+    with open(root.parent / f"{root.name}.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            if not _current(root):
+                if profile == "full" and keys and len(keys) > 1 and len(os.sched_getaffinity(0)) >= 4:
+                    _generate_parallel(root, profile, seed, keys)
+                else:
+                    generate_release(root, profile, seed=seed, encoders=keys, progress=False,
+                                     overwrite=root.exists())
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
     return root
 
 
