@@ -12,6 +12,10 @@ export RAY_TRAIN_V2_ENABLED=1 RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=0.2 RAY_TRAIN_EN
 # private network set BIND_IP to this machine's private address (never a public one): Ray's ports accept any
 # client holding the token, and MLflow has no authentication at all.
 BIND_IP="${BIND_IP:-127.0.0.1}"
+# A cluster, never the single-machine switch: `blemore search` without --address sets
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 in its own process (loopback-only local Ray), and a shell or test process
+# that inherited it would make `ray start --address` refuse to join ("not supported on Windows and OSX").
+unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
 
 free_port() {  # a TCP port free on BIND_IP right now
   python3 -c "import socket,sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])" "$BIND_IP"
