@@ -211,6 +211,23 @@ def _preset_path(preset: Any, space_path: Path) -> Path | None:
     return None
 
 
+class _Errors:
+    """Collects the problems of one space file, each as ``"<file>: <key>: <message> (got <value>)"``."""
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.messages: list[str] = []
+
+    def err(self, key: str, msg: str, value: Any = None) -> None:
+        """Record a problem with ``key`` (the value is shown unless None)."""
+        self.messages.append(f"{self.src}: {key}: {msg}" + ("" if value is None else f" (got {value!r})"))
+
+    def raise_if_any(self) -> None:
+        """Raise one :class:`SpaceError` listing every recorded problem, if there is any."""
+        if self.messages:
+            raise SpaceError(f"invalid search space {self.src}:\n  " + "\n  ".join(self.messages))
+
+
 def load_space(path: str | Path, data_dir: str | Path | None = None, text: str | None = None) -> SearchSpace:
     """Read and validate a search-space file.
 
@@ -226,45 +243,70 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
         SpaceError: listing every problem, each as ``"<file>: <key>: <message> (got <value>)"``.
     """
     path = Path(path)
-    src = str(path)
-    errors: list[str] = []
+    errs = _Errors(str(path))
+    doc = _read_doc(path, text, errs.src)
+    _check_unknown_keys(errs, doc, TOP_KEYS)
+    preset = _load_preset(doc, path, errs)
+    resolved_dir, encoders = _load_data(doc, path, data_dir, errs)
+    fixed, debug = _load_fixed(doc, errs)
+    budget = _load_budget(doc, errs)
+    sched = _load_scheduler(doc, errs)
+    metrics = _load_metric(doc, errs)
+    params_doc = doc.get("params") or {}
+    base = _build_base(preset, encoders, fixed, params_doc, budget["max_epochs"], errs)
+    params = _load_params(params_doc, preset, base, encoders, fixed, errs)
+    errs.raise_if_any()
+    assert base is not None
+    return SearchSpace(
+        path=path, name=str(doc.get("name") or path.stem), base=base, data_dir=resolved_dir, fixed=fixed,
+        debug=debug, params=params, metrics=metrics, **sched,
+        num_samples=budget["num_samples"], max_concurrent=budget["max_concurrent"],
+        max_epochs=budget["max_epochs"] or base.train.max_epochs, time_budget_s=budget["time_budget_s"],
+    )
 
-    def err(key: str, msg: str, value: Any = None) -> None:
-        errors.append(f"{src}: {key}: {msg}" + ("" if value is None else f" (got {value!r})"))
 
+def _read_doc(path: Path, text: str | None, src: str) -> Mapping:
+    """Parse the file (or ``text``); raise :class:`SpaceError` at once if it is unreadable or not a mapping."""
     try:
         doc = yaml.safe_load(path.read_text() if text is None else text)
     except (OSError, yaml.YAMLError) as e:
         raise SpaceError(f"{src}: cannot read search space: {e}") from e
     if not isinstance(doc, Mapping):
         raise SpaceError(f"{src}: <top>: a search space must be a mapping (got {type(doc).__name__})")
-    for k in doc:
-        if k not in TOP_KEYS:
-            err(str(k), f"unknown key (valid: {', '.join(TOP_KEYS)})", doc[k])
+    return doc
 
-    # ---- preset
+
+def _check_unknown_keys(errs: _Errors, section: Mapping, valid: Any, prefix: str = "") -> None:
+    """Report each key of ``section`` not in ``valid`` as ``<prefix><key>``."""
+    for k in section:
+        if k not in valid:
+            errs.err(f"{prefix}{k}", f"unknown key (valid: {', '.join(valid)})", section[k])
+
+
+def _load_preset(doc: Mapping, path: Path, errs: _Errors) -> Config | None:
+    """``preset:``: the preset Config (None when it is missing, unknown or invalid)."""
     preset_path = _preset_path(doc.get("preset"), path)
-    base: Config | None = None
     if "preset" not in doc:
-        err("preset", "required: a file in spaces/presets/ (e.g. preset: baseline)")
+        errs.err("preset", "required: a file in spaces/presets/ (e.g. preset: baseline)")
     elif preset_path is None:
         names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-        err("preset", f"no such preset (known: {', '.join(names) or 'none'})", doc.get("preset"))
+        errs.err("preset", f"no such preset (known: {', '.join(names) or 'none'})", doc.get("preset"))
     else:
         try:
-            base = Config.from_yaml(preset_path)
+            return Config.from_yaml(preset_path)
         except ConfigError as e:
-            err("preset", f"invalid preset config {preset_path}: {e}", doc.get("preset"))
+            errs.err("preset", f"invalid preset config {preset_path}: {e}", doc.get("preset"))
+    return None
 
-    # ---- data
+
+def _load_data(doc: Mapping, path: Path, data_dir: str | Path | None,
+               errs: _Errors) -> tuple[Path | None, list | None]:
+    """``data:`` (and the ``--data`` override): the resolved release directory and the encoder list (or None)."""
     data = doc.get("data") or {}
-    encoders = None
     if not isinstance(data, Mapping):
-        err("data", "must be a mapping with dir / encoders", data)
+        errs.err("data", "must be a mapping with dir / encoders", data)
         data = {}
-    for k in data:
-        if k not in DATA_KEYS:
-            err(f"data.{k}", f"unknown key (valid: {', '.join(DATA_KEYS)})", data[k])
+    _check_unknown_keys(errs, data, DATA_KEYS, "data.")
     ddir = data_dir if data_dir is not None else data.get("dir")
     resolved_dir: Path | None = None
     if ddir is not None:
@@ -272,186 +314,250 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
         if not resolved_dir.is_absolute() and data_dir is None:
             resolved_dir = (path.parent / resolved_dir) if (path.parent / resolved_dir).exists() else resolved_dir
         if not resolved_dir.is_dir():
-            err("data.dir" if data_dir is None else "--data", "data directory does not exist", str(ddir))
+            errs.err("data.dir" if data_dir is None else "--data", "data directory does not exist", str(ddir))
+    encoders = None
     if "encoders" in data:
         encoders = data["encoders"]
         if not isinstance(encoders, list) or not encoders or not all(isinstance(e, str) for e in encoders):
-            err("data.encoders", "must be a non-empty list of encoder names", encoders)
+            errs.err("data.encoders", "must be a non-empty list of encoder names", encoders)
             encoders = None
+    return resolved_dir, encoders
 
-    # ---- fixed
+
+def _load_fixed(doc: Mapping, errs: _Errors) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``fixed:``: the Config overrides and, split off, the debugging knobs (``DEBUG_KEYS``)."""
     fixed = doc.get("fixed") or {}
     debug: dict[str, Any] = {}
     if not isinstance(fixed, Mapping):
-        err("fixed", "must be a mapping of dotted keys to values", fixed)
+        errs.err("fixed", "must be a mapping of dotted keys to values", fixed)
         fixed = {}
     fixed = dict(fixed)
     for k in list(fixed):
         if str(k).startswith("debug."):
             if k not in DEBUG_KEYS:
-                err(f"fixed.{k}", f"unknown debug key (valid: {', '.join(DEBUG_KEYS)})", fixed[k])
+                errs.err(f"fixed.{k}", f"unknown debug key (valid: {', '.join(DEBUG_KEYS)})", fixed[k])
             elif not isinstance(fixed[k], int) or isinstance(fixed[k], bool) or fixed[k] < 0:
-                err(f"fixed.{k}", "must be a trial index >= 0", fixed[k])
+                errs.err(f"fixed.{k}", "must be a trial index >= 0", fixed[k])
             else:
                 debug[k] = fixed[k]
             del fixed[k]
+    return fixed, debug
 
-    # ---- budget / scheduler / metric
+
+def _load_budget(doc: Mapping, errs: _Errors) -> dict[str, Any]:
+    """``budget:``: every ``BUDGET_KEYS`` value (max_epochs None = the base config's)."""
     budget = doc.get("budget") or {}
     if not isinstance(budget, Mapping):
-        err("budget", "must be a mapping", budget)
+        errs.err("budget", "must be a mapping", budget)
         budget = {}
-    for k in budget:
-        if k not in BUDGET_KEYS:
-            err(f"budget.{k}", f"unknown key (valid: {', '.join(BUDGET_KEYS)})", budget[k])
+    _check_unknown_keys(errs, budget, BUDGET_KEYS, "budget.")
     b = {"num_samples": 6, "max_concurrent": 1, "max_epochs": None, "time_budget_s": None}
     for k in BUDGET_KEYS:
         if k in budget:
             v = budget[k]
             if k == "time_budget_s":
                 if v is not None and (not _num(v) or v <= 0):
-                    err(f"budget.{k}", "must be a positive number of seconds or null", v)
+                    errs.err(f"budget.{k}", "must be a positive number of seconds or null", v)
                     continue
             elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                err(f"budget.{k}", "must be an integer >= 1", v)
+                errs.err(f"budget.{k}", "must be an integer >= 1", v)
                 continue
             b[k] = v
+    return b
 
+
+def _load_scheduler(doc: Mapping, errs: _Errors) -> dict[str, Any]:
+    """``scheduler:``: the :class:`SearchSpace` fields scheduler, grace_period and reduction_factor."""
     sched = doc.get("scheduler", {"type": "asha"})
     if isinstance(sched, str):
         sched = {"type": sched}
     if not isinstance(sched, Mapping):
-        err("scheduler", "must be asha|none or a mapping with type", sched)
+        errs.err("scheduler", "must be asha|none or a mapping with type", sched)
         sched = {"type": "asha"}
-    for k in sched:
-        if k not in SCHEDULER_KEYS:
-            err(f"scheduler.{k}", f"unknown key (valid: {', '.join(sorted(SCHEDULER_KEYS))})", sched[k])
+    _check_unknown_keys(errs, sched, sorted(SCHEDULER_KEYS), "scheduler.")
     stype = sched.get("type", "asha")
     if stype not in SCHEDULERS:
-        err("scheduler.type", f"must be one of {list(SCHEDULERS)}", stype)
+        errs.err("scheduler.type", f"must be one of {list(SCHEDULERS)}", stype)
     for k, default in (("grace_period", 2), ("reduction_factor", 2)):
         v = sched.get(k, default)
         if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k == "grace_period" else 2):
-            err(f"scheduler.{k}", f"must be an integer >= {1 if k == 'grace_period' else 2}", v)
+            errs.err(f"scheduler.{k}", f"must be an integer >= {1 if k == 'grace_period' else 2}", v)
+    return {"scheduler": stype, "grace_period": sched.get("grace_period", 2),
+            "reduction_factor": sched.get("reduction_factor", 2)}
 
+
+def _load_metric(doc: Mapping, errs: _Errors) -> tuple[str, ...]:
+    """``metric:``: ``("score",)`` or ``("acc_presence", "acc_salience")`` (either order in the file)."""
     metric = doc.get("metric", "score")
     metrics = _as_tuple(metric)
     if metrics not in (("score",), ("acc_presence", "acc_salience"), ("acc_salience", "acc_presence")):
-        err("metric", "must be 'score' or [acc_presence, acc_salience]", metric)
+        errs.err("metric", "must be 'score' or [acc_presence, acc_salience]", metric)
         metrics = ("score",)
+    return metrics if metrics[0] == "score" else ("acc_presence", "acc_salience")
 
-    # ---- build the base config: preset + encoders + fixed + max_epochs
-    params_doc = doc.get("params") or {}
-    preset_cfg = base
-    if base is not None:
-        updates: dict[str, Any] = {}
-        if encoders is not None:
-            updates["data.encoders"] = encoders
-            if isinstance(params_doc, Mapping) and "model.top_n" in params_doc and "model.top_n" not in fixed:
-                updates["model.top_n"] = min(base.model.top_n, len(encoders))  # searched: keep the base valid
-        updates.update(fixed)
-        if b["max_epochs"] is not None:
-            updates["train.max_epochs"] = b["max_epochs"]
-        try:
-            base = base.override(updates, source=f"{src}: fixed")
-        except ConfigError as e:
-            errors.extend(str(e).split("\n  ")[1:])
-            base = None
 
-    # ---- params
-    params: list[Param] = []
+def _build_base(preset: Config | None, encoders: list | None, fixed: Mapping[str, Any], params_doc: Any,
+                max_epochs: int | None, errs: _Errors) -> Config | None:
+    """The base config: preset + encoders + fixed + max_epochs (None when the preset or the result is invalid)."""
+    if preset is None:
+        return None
+    updates: dict[str, Any] = {}
+    if encoders is not None:
+        updates["data.encoders"] = encoders
+        if isinstance(params_doc, Mapping) and "model.top_n" in params_doc and "model.top_n" not in fixed:
+            updates["model.top_n"] = min(preset.model.top_n, len(encoders))  # searched: keep the base valid
+    updates.update(fixed)
+    if max_epochs is not None:
+        updates["train.max_epochs"] = max_epochs
+    try:
+        return preset.override(updates, source=f"{errs.src}: fixed")
+    except ConfigError as e:
+        errs.messages.extend(str(e).split("\n  ")[1:])
+        return None
+
+
+@dataclass(frozen=True)
+class _ParamContext:
+    """What checking one ``params.<key>`` spec needs besides the spec itself.
+
+    Attributes:
+        flat: the Config keys a parameter or a condition may name.
+        fixed: the ``fixed:`` overrides (a key may not be both fixed and searched).
+        base: the built base config, or None when it is invalid (values are then not checked).
+        n_enc, enc_names: the encoders of the file (or of the preset), for the ``model.top_n`` bound.
+        encoders_searched: whether ``data.encoders`` is searched (``model.top_n`` is then clipped per trial).
+    """
+
+    flat: Mapping[str, Any]
+    fixed: Mapping[str, Any]
+    base: Config | None
+    n_enc: int | None
+    enc_names: list[str]
+    encoders_searched: bool
+
+
+def _load_params(params_doc: Any, preset: Config | None, base: Config | None, encoders: list | None,
+                 fixed: Mapping[str, Any], errs: _Errors) -> tuple[Param, ...]:
+    """``params:``: the searched parameters in file order (invalid ones are reported and left out)."""
     if not isinstance(params_doc, Mapping):
-        err("params", "must be a mapping of dotted keys to {type: ...}", params_doc)
+        errs.err("params", "must be a mapping of dotted keys to {type: ...}", params_doc)
         params_doc = {}
-    flat = base.flat() if base is not None else Config().flat()
-    n_enc = len(encoders) if encoders is not None else (len(preset_cfg.data.encoders) if preset_cfg else None)
-    enc_names = list(encoders) if encoders is not None else (list(preset_cfg.data.encoders) if preset_cfg else [])
+    ctx = _ParamContext(
+        flat=base.flat() if base is not None else Config().flat(), fixed=fixed, base=base,
+        n_enc=len(encoders) if encoders is not None else (len(preset.data.encoders) if preset else None),
+        enc_names=list(encoders) if encoders is not None else (list(preset.data.encoders) if preset else []),
+        encoders_searched="data.encoders" in params_doc,
+    )
+    params: list[Param] = []
     for key, spec in params_doc.items():
-        pk = f"params.{key}"
-        if key not in flat:
-            err(pk, "unknown Config key", key)
-            continue
-        if key in fixed:
-            err(pk, "is both fixed and searched", key)
-        if not isinstance(spec, Mapping) or spec.get("type") not in PARAM_TYPES:
-            err(f"{pk}.type", f"must be one of {list(PARAM_TYPES)}", spec.get("type") if isinstance(spec, Mapping) else spec)
-            continue
-        ptype = spec["type"]
-        for k in spec:
-            if k not in (*PARAM_TYPES[ptype], "type", "when"):
-                err(f"{pk}.{k}", f"unknown key for type {ptype} (valid: type, when, {', '.join(PARAM_TYPES[ptype])})", spec[k])
-        when: dict[str, tuple] = {}
-        w = spec.get("when") or {}
-        if not isinstance(w, Mapping):
-            err(f"{pk}.when", "must be a mapping {dotted key: value or [values]}", w)
-            w = {}
-        for ck, cv in w.items():
-            if ck not in flat:
-                err(f"{pk}.when.{ck}", "unknown Config key", ck)
-            elif ck == key:
-                err(f"{pk}.when.{ck}", "a parameter cannot depend on itself", ck)
-            else:
-                when[ck] = _as_tuple(cv)
-        if ptype == "choice":
-            values = spec.get("values")
-            if not isinstance(values, list) or not values:
-                err(f"{pk}.values", "must be a non-empty list", values)
-                continue
-            if key == "data.encoders":  # Optuna choices are plain values: an encoder set is one "a+b" string
-                values = [encoder_set_name(v) if isinstance(v, (list, str)) else v for v in values]
-            bad = [v for v in values if v is not None and not isinstance(v, (str, int, float, bool))]
-            if bad:
-                err(f"{pk}.values", "choices must be plain strings, numbers or bools", bad[0])
-                continue
-            dist = od.CategoricalDistribution(values)
-            if base is not None:
-                for v in values:
-                    _check_value(base, key, encoder_set(v) if key == "data.encoders" else v, when, pk, err)
+        p = _load_param(key, spec, ctx, errs)
+        if p is not None:
+            params.append(p)
+    _check_when_order(params, list(params_doc), errs)
+    return tuple(params)
+
+
+def _load_param(key: Any, spec: Any, ctx: _ParamContext, errs: _Errors) -> Param | None:
+    """One ``params.<key>`` spec -> :class:`Param` (None when it cannot be built)."""
+    pk = f"params.{key}"
+    if key not in ctx.flat:
+        errs.err(pk, "unknown Config key", key)
+        return None
+    if key in ctx.fixed:
+        errs.err(pk, "is both fixed and searched", key)
+    if not isinstance(spec, Mapping) or spec.get("type") not in PARAM_TYPES:
+        errs.err(f"{pk}.type", f"must be one of {list(PARAM_TYPES)}",
+                 spec.get("type") if isinstance(spec, Mapping) else spec)
+        return None
+    ptype = spec["type"]
+    for k in spec:
+        if k not in (*PARAM_TYPES[ptype], "type", "when"):
+            errs.err(f"{pk}.{k}", f"unknown key for type {ptype} (valid: type, when, {', '.join(PARAM_TYPES[ptype])})",
+                     spec[k])
+    when = _param_when(key, pk, spec, ctx.flat, errs)
+    if ptype == "choice":
+        dist = _choice_dist(key, pk, spec, when, ctx, errs)
+    else:
+        dist = _range_dist(key, pk, ptype, spec, when, ctx, errs)
+    return None if dist is None else Param(key=key, dist=dist, when=when)
+
+
+def _param_when(key: Any, pk: str, spec: Mapping, flat: Mapping[str, Any], errs: _Errors) -> dict[str, tuple]:
+    """The ``when:`` conditions of one parameter as ``{dotted key: accepted values}`` (invalid ones dropped)."""
+    when: dict[str, tuple] = {}
+    w = spec.get("when") or {}
+    if not isinstance(w, Mapping):
+        errs.err(f"{pk}.when", "must be a mapping {dotted key: value or [values]}", w)
+        w = {}
+    for ck, cv in w.items():
+        if ck not in flat:
+            errs.err(f"{pk}.when.{ck}", "unknown Config key", ck)
+        elif ck == key:
+            errs.err(f"{pk}.when.{ck}", "a parameter cannot depend on itself", ck)
         else:
-            low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
-            if isinstance(low, str) or isinstance(high, str):  # YAML reads 1e-3 (no dot) as a string
-                try:
-                    low, high = float(low), float(high)
-                except (TypeError, ValueError):
-                    pass
-            if not _num(low) or not _num(high):
-                err(f"{pk}", "low and high must be numbers", {"low": low, "high": high})
-                continue
-            if low >= high:
-                err(f"{pk}", "empty range: low must be < high", {"low": low, "high": high})
-                continue
-            if ptype == "int" and not all(isinstance(x, int) and not isinstance(x, bool) for x in (low, high)):
-                err(f"{pk}", "int needs integer low and high", {"low": low, "high": high})
-                continue
-            try:  # Optuna validates the rest (log scale needs low > 0, step >= 1 ...)
-                dist = (od.IntDistribution(low, high, step=1 if step is None else step) if ptype == "int" else
-                        od.FloatDistribution(float(low), float(high), log=ptype == "loguniform"))
-            except (TypeError, ValueError) as e:
-                err(f"{pk}", f"invalid {ptype} range: {e}", {k: spec.get(k) for k in ("low", "high", "step")})
-                continue
-            if key == "model.top_n" and n_enc is not None and high > n_enc and "data.encoders" not in params_doc:
-                err(f"{pk}.high", f"top_n larger than the number of encoders ({n_enc}: {enc_names})", high)
-            elif base is not None:
-                for v in (dist.low, dist.high):
-                    _check_value(base, key, v, when, pk, err)
-        p = Param(key=key, dist=dist, when=when)
-        params.append(p)
+            when[ck] = _as_tuple(cv)
+    return when
+
+
+def _choice_dist(key: Any, pk: str, spec: Mapping, when: Mapping[str, tuple], ctx: _ParamContext,
+                 errs: _Errors) -> od.CategoricalDistribution | None:
+    """``type: choice``: the categorical distribution, each value checked against the base config."""
+    values = spec.get("values")
+    if not isinstance(values, list) or not values:
+        errs.err(f"{pk}.values", "must be a non-empty list", values)
+        return None
+    if key == "data.encoders":  # Optuna choices are plain values: an encoder set is one "a+b" string
+        values = [encoder_set_name(v) if isinstance(v, (list, str)) else v for v in values]
+    bad = [v for v in values if v is not None and not isinstance(v, (str, int, float, bool))]
+    if bad:
+        errs.err(f"{pk}.values", "choices must be plain strings, numbers or bools", bad[0])
+        return None
+    dist = od.CategoricalDistribution(values)
+    if ctx.base is not None:
+        for v in values:
+            _check_value(ctx.base, key, encoder_set(v) if key == "data.encoders" else v, when, pk, errs.err)
+    return dist
+
+
+def _range_dist(key: Any, pk: str, ptype: str, spec: Mapping, when: Mapping[str, tuple], ctx: _ParamContext,
+                errs: _Errors) -> od.IntDistribution | od.FloatDistribution | None:
+    """``type: uniform / loguniform / int``: the range distribution, its bounds checked against the base config."""
+    low, high, step = spec.get("low"), spec.get("high"), spec.get("step")
+    if isinstance(low, str) or isinstance(high, str):  # YAML reads 1e-3 (no dot) as a string
+        try:
+            low, high = float(low), float(high)
+        except (TypeError, ValueError):
+            pass
+    if not _num(low) or not _num(high):
+        errs.err(f"{pk}", "low and high must be numbers", {"low": low, "high": high})
+        return None
+    if low >= high:
+        errs.err(f"{pk}", "empty range: low must be < high", {"low": low, "high": high})
+        return None
+    if ptype == "int" and not all(isinstance(x, int) and not isinstance(x, bool) for x in (low, high)):
+        errs.err(f"{pk}", "int needs integer low and high", {"low": low, "high": high})
+        return None
+    try:  # Optuna validates the rest (log scale needs low > 0, step >= 1 ...)
+        dist = (od.IntDistribution(low, high, step=1 if step is None else step) if ptype == "int" else
+                od.FloatDistribution(float(low), float(high), log=ptype == "loguniform"))
+    except (TypeError, ValueError) as e:
+        errs.err(f"{pk}", f"invalid {ptype} range: {e}", {k: spec.get(k) for k in ("low", "high", "step")})
+        return None
+    if key == "model.top_n" and ctx.n_enc is not None and high > ctx.n_enc and not ctx.encoders_searched:
+        errs.err(f"{pk}.high", f"top_n larger than the number of encoders ({ctx.n_enc}: {ctx.enc_names})", high)
+    elif ctx.base is not None:
+        for v in (dist.low, dist.high):
+            _check_value(ctx.base, key, v, when, pk, errs.err)
+    return dist
+
+
+def _check_when_order(params: list[Param], order: list[Any], errs: _Errors) -> None:
+    """A condition on a searched parameter must name one listed before it (define-by-run samples in order)."""
     searched = {p.key for p in params}
     for p in params:
         for ck in p.when:
-            if ck in searched and list(params_doc).index(ck) > list(params_doc).index(p.key):
-                err(f"params.{p.key}.when.{ck}", "must refer to a parameter listed before it", ck)
-
-    if errors:
-        raise SpaceError(f"invalid search space {src}:\n  " + "\n  ".join(errors))
-    assert base is not None
-    return SearchSpace(
-        path=path, name=str(doc.get("name") or path.stem), base=base, data_dir=resolved_dir, fixed=fixed,
-        debug=debug, params=tuple(params), metrics=metrics if metrics[0] == "score" else ("acc_presence", "acc_salience"),
-        scheduler=stype, grace_period=sched.get("grace_period", 2), reduction_factor=sched.get("reduction_factor", 2),
-        num_samples=b["num_samples"], max_concurrent=b["max_concurrent"],
-        max_epochs=b["max_epochs"] or base.train.max_epochs, time_budget_s=b["time_budget_s"],
-    )
+            if ck in searched and order.index(ck) > order.index(p.key):
+                errs.err(f"params.{p.key}.when.{ck}", "must refer to a parameter listed before it", ck)
 
 
 def _check_value(base: Config, key: str, value: Any, when: Mapping[str, tuple], pk: str, err) -> None:

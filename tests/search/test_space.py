@@ -74,6 +74,47 @@ params:
     assert len(lines) == len(expected), msg
 
 
+
+def test_errors_listed_in_file_format_order(tmp_path):
+    """One bad value per section: the messages follow the sections in a fixed order (top keys first, params last)."""
+    p = _write(tmp_path, "params: 8\nmetric: 7\nscheduler: 6\nbudget: 5\nfixed: 4\ndata: 3\npreset: nosuch\nx: 1\n")
+    with pytest.raises(SpaceError) as ei:
+        load_space(p)
+    lines = [line.removeprefix(f"  {p}: ") for line in str(ei.value).splitlines()]
+    assert lines[0] == f"invalid search space {p}:"
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "x", "preset", "data", "fixed", "budget", "scheduler", "metric", "params"]
+    assert lines[-1] == "params: must be a mapping of dotted keys to {type: ...} (got 8)"
+
+
+def test_budget_scheduler_and_param_errors_exact(tmp_path):
+    p = _write(tmp_path, """
+preset: baseline
+fixed: {train.lr: 0.001, debug.fail_trial: -1}
+params:
+  model.top_n: {type: int, low: 1, high: 2, when: {model.fusion: rank_aware, model.top_n: 1}}
+  model.fusion: {type: choice, values: [concat, rank_aware]}
+  train.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+scheduler: {type: pbt, grace_period: 0, reduction_factor: 1}
+budget: {num_samples: 0, time_budget_s: -5, extra: 1}
+""")
+    with pytest.raises(SpaceError) as ei:
+        load_space(p)
+    lines = [line.removeprefix(f"  {p}: ") for line in str(ei.value).splitlines()[1:]]
+    assert lines == [
+        "fixed.debug.fail_trial: must be a trial index >= 0 (got -1)",
+        "budget.extra: unknown key (valid: num_samples, max_concurrent, max_epochs, time_budget_s) (got 1)",
+        "budget.num_samples: must be an integer >= 1 (got 0)",
+        "budget.time_budget_s: must be a positive number of seconds or null (got -5)",
+        "scheduler.type: must be one of ['asha', 'none'] (got 'pbt')",
+        "scheduler.grace_period: must be an integer >= 1 (got 0)",
+        "scheduler.reduction_factor: must be an integer >= 2 (got 1)",
+        "params.model.top_n.when.model.top_n: a parameter cannot depend on itself (got 'model.top_n')",
+        "params.train.lr: is both fixed and searched (got 'train.lr')",
+        "params.model.top_n.when.model.fusion: must refer to a parameter listed before it (got 'model.fusion')",
+    ]
+
+
 def test_top_n_value_in_message(tmp_path):
     p = _write(tmp_path, """
 preset: rank_aware
