@@ -333,7 +333,10 @@ def _load_fixed(doc: Mapping, errs: _Errors) -> tuple[dict[str, Any], dict[str, 
         fixed = {}
     fixed = dict(fixed)
     for k in list(fixed):
-        if str(k).startswith("debug."):
+        if not isinstance(k, str):
+            errs.err(f"fixed.{k}", "keys must be dotted Config keys (strings)", k)
+            del fixed[k]
+        elif k.startswith("debug."):
             if k not in DEBUG_KEYS:
                 errs.err(f"fixed.{k}", f"unknown debug key (valid: {', '.join(DEBUG_KEYS)})", fixed[k])
             elif not isinstance(fixed[k], int) or isinstance(fixed[k], bool) or fixed[k] < 0:
@@ -465,7 +468,7 @@ def _load_param(key: Any, spec: Any, ctx: _ParamContext, errs: _Errors) -> Param
         return None
     if key in ctx.fixed:
         errs.err(pk, "is both fixed and searched", key)
-    if not isinstance(spec, Mapping) or spec.get("type") not in PARAM_TYPES:
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("type"), str) or spec["type"] not in PARAM_TYPES:
         errs.err(f"{pk}.type", f"must be one of {list(PARAM_TYPES)}",
                  spec.get("type") if isinstance(spec, Mapping) else spec)
         return None
@@ -507,7 +510,12 @@ def _choice_dist(key: Any, pk: str, spec: Mapping, when: Mapping[str, tuple], ct
         errs.err(f"{pk}.values", "must be a non-empty list", values)
         return None
     if key == "data.encoders":  # Optuna choices are plain values: an encoder set is one "a+b" string
-        values = [encoder_set_name(v) if isinstance(v, (list, str)) else v for v in values]
+        bad = [v for v in values if not isinstance(v, str)
+               and not (isinstance(v, list) and v and all(isinstance(e, str) for e in v))]
+        if bad:
+            errs.err(f"{pk}.values", "each encoder set must be a list of encoder names or an 'a+b' string", bad[0])
+            return None
+        values = [encoder_set_name(v) for v in values]
     bad = [v for v in values if v is not None and not isinstance(v, (str, int, float, bool))]
     if bad:
         errs.err(f"{pk}.values", "choices must be plain strings, numbers or bools", bad[0])

@@ -230,3 +230,17 @@ params:
     again = stored_space(doc)
     assert again.params == space.params and again.base == space.base
     assert "changed since the search started" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("body, want", [
+    ("fixed: {1: 2}", r"fixed\.1: keys must be dotted Config keys \(strings\) \(got 1\)"),
+    ("params: {train.lr: {type: [uniform], low: 1.0e-4, high: 1.0e-2}}", r"params\.train\.lr\.type: must be one of"),
+    ("params: {data.encoders: {type: choice, values: [[imagebind], 3]}}",
+     r"params\.data\.encoders\.values: each encoder set must be a list of encoder names or an 'a\+b' string \(got 3\)"),
+])
+def test_malformed_keys_and_values_are_space_errors(tmp_path, body, want):
+    """Non-string keys, a list as a type, a number as an encoder set: a SpaceError naming the key, never a
+    TypeError/AttributeError from deep inside."""
+    p = _write(tmp_path, f"preset: baseline\n{body}\n")
+    with pytest.raises(SpaceError, match=want):
+        load_space(p)
