@@ -227,6 +227,15 @@ def make_sampler(seed: int, num_samples: int) -> Any:
                                           n_startup_trials=min(5, max(1, num_samples // 2)))
 
 
+def _tracker(space: SearchSpace, name: str, storage: Storage, tracking_uri: str) -> Any:
+    """The search's MLflow callback (:class:`search.tracking.MLflowTracker`)."""
+    from search.tracking import MLflowTracker
+
+    return MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
+                         search_tags={"search": name, "space": str(space.path)}, storage=storage.uri,
+                         searched=[p.key for p in space.params], metric=space.metrics[0])
+
+
 def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage | str, data_dir: str,
                  n_folds: int, cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
     storage = storage if isinstance(storage, Storage) else resolve_storage(storage)
@@ -234,7 +243,6 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.tracking import MLflowTracker
     from search.trainable import TrialSetup, run_trial
 
     metrics = list(space.metrics)
@@ -258,9 +266,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
         max_epochs=space.max_epochs, n_folds=n_folds,
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": TRIAL_ACTOR_CPUS})
-    tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
-                            search_tags={"search": name, "space": str(space.path)}, storage=storage.uri,
-                            searched=[p.key for p in space.params], metric=space.metrics[0])
+    tracker = _tracker(space, name, storage, tracking_uri)
     reporter = tune.CLIReporter(
         metric_columns={"epoch": "epoch", "score": "score", "acc_presence": "acc_pres", "acc_salience": "acc_sal",
                         "active_folds": "folds"},
@@ -358,9 +364,8 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
     if not resume and read_manifest(st, name) is not None:
         raise InputError(f"--name: a search named {name!r} exists in {st}; run `blemore resume {name}"
                          f"{'' if opts.storage is None else f' --storage {opts.storage}'}` or choose another --name")
-    from search.tracking import MLflowTracker
 
-    tracker = MLflowTracker(tracking_uri, name, base=space.base.to_dict(), metric=space.metrics[0])
+    tracker = _tracker(space, name, st, tracking_uri)
     exp_id = tracker.ensure_store()  # atomic creation: the store exists, complete, before anything else runs
     lock = NameLock(tracker.client, exp_id, name, tracking_uri).acquire()
     started = False
@@ -402,9 +407,10 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         print(plan.describe())  # also with --quiet: what runs at once, and where to watch it
         print(f"MLflow runs of this search, best first: {link}", flush=True)
         t_fit = time.time()
-        results = tuner.fit()
+        results = _fit(tuner, name, opts, exp_path)
         elapsed = time.time() - t_fit
         summary = summarize(results, space)
+        tracker.reconcile(results)  # trials that ended while the tracking server was down, recorded once
         tracker.close()  # every trial's record is written before the search-level report reads them
         from search.report import report_after_search
 
@@ -426,6 +432,24 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
             import ray
 
             ray.shutdown()
+
+
+def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
+    """``tuner.fit()``; a tracking server that stopped answering ends the search with what to do next.
+
+    Raises:
+        TrackingServerDown: the MLflow server stopped answering; the message says how to resume.
+    """
+    from search.tracking import TrackingServerDown
+
+    try:
+        return tuner.fit()
+    except TrackingServerDown as e:
+        where = "" if opts.storage is None else f" --storage {opts.storage}"
+        raise TrackingServerDown(
+            f"{e}. The search stopped; Tune's state is saved in {exp_path}. Start the tracking server again, then "
+            f"run `blemore resume {name}{where}`: unfinished trials run again and every trial that ended meanwhile "
+            "is recorded in MLflow, once") from None
 
 
 def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,

@@ -23,6 +23,11 @@ reuses its runs: exactly one parent run per trial across retries and resumes. Wo
   the previous attempt's runs are deleted when the new attempt reports an epoch already recorded, so its learning
   curves are replaced, never duplicated (exactly one active parent run per trial).
 * A local SQLite store is created atomically before the first MLflow call (:mod:`search.mlflow_store`).
+* A tracking server that stops answering mid-search (connection refused, timeout) stops the search at Tune's next
+  step with :class:`TrackingServerDown` instead of losing records for hours; after the server is back,
+  ``blemore resume`` re-runs the unfinished trials and :meth:`MLflowTracker.reconcile` records, exactly once,
+  every trial that ended while the server was down (from Tune's stored results: learning curves, final metrics,
+  artifacts, status).
 """
 
 from __future__ import annotations
@@ -170,6 +175,47 @@ def get_or_create_experiment(client: Any, name: str, tracking_uri: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+class TrackingServerDown(RuntimeError):
+    """The MLflow tracking server stopped answering during a search (connection refused or timed out after MLflow's
+    retries, :data:`search.preflight.MLFLOW_HTTP_ENV`); the search stops so that no more records are lost."""
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from or during) says the tracking server cannot be reached:
+    ``requests``' ConnectionError, Timeout or RetryError (retries used up on 5xx answers), or an OSError of the
+    connection. A server that answers with an error (bad request, missing run) is not unreachable."""
+    import requests
+
+    seen: set[int] = set()
+    x: BaseException | None = exc
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                          requests.exceptions.RetryError, ConnectionError, TimeoutError)):
+            return True
+        x = x.__cause__ or x.__context__
+    return False
+
+
+def _stored_results(result: Any) -> list[dict]:
+    """Every result a trial reported, in order, from Tune's ``result.json`` in the trial's storage folder (local path
+    or object store, through the Result's filesystem); [] when it cannot be read."""
+    import json
+
+    try:
+        with result.filesystem.open_input_stream(f"{result.path}/result.json") as f:
+            text = f.read().decode()
+    except Exception:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by the interruption
+    return rows
+
+
 @dataclass(frozen=True)
 class TrialInfo:
     """What the tracker needs of a Tune trial, copied when a hook fires (the writer thread runs later)."""
@@ -219,6 +265,7 @@ class MLflowTracker(Callback):
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._fresh_checked: set[str] = set()
+        self.down: str | None = None  # why the tracking server is considered down (see TrackingServerDown)
 
     def __getstate__(self) -> dict:  # the callback is pickled into Tune's experiment state
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "base": self.base,
@@ -244,9 +291,15 @@ class MLflowTracker(Callback):
             try:
                 if fn is None:
                     return
-                fn(*args)
-            except Exception as e:  # never let tracking break the search; say what was lost
-                print(f"warning: MLflow tracking ({getattr(fn, '__name__', fn)}): {e!r}", file=sys.stderr)
+                if self.down is None:  # once the server is down, queued writes are dropped (reconcile redoes them)
+                    fn(*args)
+            except Exception as e:
+                if is_unreachable(e):  # the search stops at Tune's next step (on_step_begin)
+                    self.down = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                    print(f"error: MLflow tracking server {self.tracking_uri} is not answering ({self.down}); "
+                          "stopping the search", file=sys.stderr)
+                else:  # never let a tracking problem break the search; say what was lost
+                    print(f"warning: MLflow tracking ({getattr(fn, '__name__', fn)}): {e!r}", file=sys.stderr)
             finally:
                 self._queue.task_done()
 
@@ -402,6 +455,16 @@ class MLflowTracker(Callback):
             self.client.log_batch(run_id, metrics=ms[i : i + 900])
 
     # ------------------------------------------------------------------ Tune hooks
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """Stop the search (Tune ends its loop and re-raises) once a write found the tracking server down.
+
+        Raises:
+            TrackingServerDown: naming the tracking URI and the connection error.
+        """
+        if self.down is not None:
+            raise TrackingServerDown(f"MLflow tracking server {self.tracking_uri} stopped answering during the search "
+                                     f"({self.down})")
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._submit(self._start, TrialInfo.of(trial))
 
@@ -570,6 +633,49 @@ class MLflowTracker(Callback):
     def _recover(self, trial: TrialInfo) -> None:
         self.client.set_tag(self._parent(trial), "retries", str(trial.num_failures))
 
+    def _siblings(self) -> list[MLflowTracker]:
+        """This tracker and the live ones of this process writing the same experiment to the same store (the
+        instance Tune unpickled on resume, whose writer thread holds the queued writes)."""
+        return [t for t in list(_LIVE) if t is not self and t.experiment == self.experiment
+                and t.tracking_uri == self.tracking_uri] + [self]
+
+    def reconcile(self, results: Any) -> int:
+        """Record, exactly once, every trial of ``results`` (Tune's ResultGrid after ``fit``) that ended but whose
+        parent run is missing or was never ended with a ``trial_status`` (it ended while the tracking server was
+        down, or its records were queued when the driver died): its params, learning curves (replayed from Tune's
+        stored ``result.json``; an earlier partial attempt's runs are replaced, see :meth:`_replace_if_restarted`),
+        final metrics and artifacts, then its status. Returns how many trials were recorded now."""
+        mine = self._siblings()
+        for t in mine:  # the Tune callback's queued writes land first
+            t.flush()
+        if any(t.down is not None for t in mine):
+            return 0
+        parents = self.client.search_runs([self._exp_id], filter_string=f"tags.{ROLE_TAG} = 'parent'",
+                                          max_results=50000)
+        done = {r.data.tags.get(TRIAL_TAG) for r in parents
+                if r.info.status != "RUNNING" and "trial_status" in r.data.tags}
+        n = 0
+        for res in results:
+            m = dict(res.metrics or {})
+            tid = m.get("trial_id")
+            if not tid or tid in done or getattr(res, "error", None) is not None:
+                continue
+            info = TrialInfo(str(tid), f"trial {tid}", dict(res.config or {}), None, 0)
+            self._start(info)
+            for r in _stored_results(res):
+                if not r.get("final") and r.get("trial_id", tid) == tid:
+                    self._result(info, r)
+            if m.get("final"):
+                self._result(info, m)
+            else:  # stopped by the scheduler: its last epoch is the record (see _complete)
+                self._last[str(tid)] = m
+            self._complete(info)
+            n += 1
+        if n:
+            print(f"MLflow: recorded {n} trial(s) that ended while the tracking server was not reachable",
+                  file=sys.stderr)
+        return n
+
     def stop_writer(self) -> None:
         """Finish the queued writes and end the writer thread."""
         self.flush()
@@ -586,6 +692,8 @@ class MLflowTracker(Callback):
         for t in list(_LIVE):  # e.g. the callback instance Tune unpickled on resume
             t.stop_writer()
         self.stop_writer()
+        if any(t.down is not None for t in self._siblings()):
+            return 0  # the server is down: its runs stay as they are until `blemore resume` reconciles them
         n = 0
         mine = "attributes.status = 'RUNNING'"
         tok = owner_token(self.experiment)

@@ -108,3 +108,98 @@ def test_ensure_store_creates_schema_and_experiment_before_any_trial(tracker, tm
     assert exp is not None and exp.experiment_id == exp_id
     assert reader.search_runs([exp_id]) == []
     assert tracker.ensure_store() == exp_id  # idempotent
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_down_stops_the_search_at_the_next_step(tmp_path, monkeypatch, epoch_report):
+    """A tracking server that does not answer (nothing listens on the port): the first write marks the tracker
+    down, later writes are dropped (no retries for hours), and Tune's next step raises TrackingServerDown naming
+    the URI. A write that fails for another reason only warns."""
+    from search.tracking import TrackingServerDown
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = f"http://127.0.0.1:{_free_port()}"
+    tr = MLflowTracker(uri, "down", base=Config().to_dict())
+    tr.on_step_begin(0, [])  # nothing written yet: nothing to say
+    t = FakeTrial("ddd", {"train.lr": 0.001})
+    tr.on_trial_start(0, [], t)
+    tr.flush()
+    assert tr.down is not None and "ConnectionError" in tr.down, tr.down
+    calls = []
+    monkeypatch.setattr(MLflowTracker, "_result", lambda self, *a: calls.append(a))
+    tr.on_trial_result(0, [], t, epoch_report(1, 0))
+    tr.flush()
+    assert calls == []  # dropped: the server is down
+    with pytest.raises(TrackingServerDown, match=rf"MLflow tracking server {uri} stopped answering"):
+        tr.on_step_begin(1, [])
+    assert tr.close() == 0  # no calls to a dead server at the end either
+
+
+def test_other_write_errors_only_warn(tracker, monkeypatch, capsys):
+    t = FakeTrial("eee", {"train.lr": 0.001})
+
+    def bad(self, trial):
+        raise ValueError("not a connection problem")
+
+    monkeypatch.setattr(MLflowTracker, "_start", bad)
+    tracker.on_trial_start(0, [], t)
+    tracker.flush()
+    assert tracker.down is None
+    tracker.on_step_begin(0, [])
+    assert "warning: MLflow tracking (bad)" in capsys.readouterr().err
+
+
+def _stored_trial(tmp_path, tid: str, reports: list[dict], config: dict):
+    """A stand-in for one entry of Tune's ResultGrid: last result, config, and result.json in its folder."""
+    import json
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    d = tmp_path / f"trial_{tid}"
+    d.mkdir()
+    rows = [dict(r, trial_id=tid) for r in reports]
+    (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return SimpleNamespace(metrics=rows[-1], config=config, path=str(d), filesystem=pyarrow.fs.LocalFileSystem(),
+                           error=None)
+
+
+def test_reconcile_records_trials_that_ended_while_the_server_was_down(tracker, tmp_path, epoch_report):
+    """After a resume, every ended trial is recorded exactly once: a fully recorded trial is left alone, a trial
+    whose final report and end were lost is completed (its partial curves replaced, not doubled), a trial never
+    recorded (stopped by ASHA) is created with its last epoch as the record; a second reconcile does nothing."""
+    rng = np.random.default_rng(5)
+    final = lambda e: dict(epoch_report(e, rng), final=True)  # noqa: E731
+    a = [epoch_report(1, rng), final(2)]
+    b = [epoch_report(1, rng), epoch_report(2, rng), final(3)]
+    c = [epoch_report(1, rng)]
+    ta, tb = FakeTrial("ta", {"train.lr": 0.001}), FakeTrial("tb", {"train.lr": 0.002})
+    tracker.on_trial_start(0, [], ta)
+    for r in a:
+        tracker.on_trial_result(0, [], ta, dict(r, trial_id="ta"))
+    tracker.on_trial_complete(0, [], ta)
+    tracker.on_trial_start(0, [], tb)
+    tracker.on_trial_result(0, [], tb, dict(b[0], trial_id="tb"))  # then the server went down
+    tracker.flush()
+    results = [_stored_trial(tmp_path, "ta", a, ta.config), _stored_trial(tmp_path, "tb", b, tb.config),
+               _stored_trial(tmp_path, "tc", c, {"train.lr": 0.003})]
+    again = MLflowTracker(tracker.tracking_uri, "unit", base=Config().to_dict(), search_tags={"search": "unit"})
+    assert again.reconcile(results) == 2
+    for tid, reports, stopped in (("ta", a, False), ("tb", b, False), ("tc", c, True)):
+        parents, folds = _runs(again, tid)
+        assert len(parents) == 1 and len(folds) == 5, tid
+        p = parents[0]
+        assert p.info.status == "FINISHED" and p.data.tags["stopped_early"] == str(stopped).lower(), tid
+        assert p.data.metrics["score"] == pytest.approx(reports[-1]["score"], abs=1e-12), tid
+        steps = [h.step for h in again.client.get_metric_history(p.info.run_id, "epoch/score")]
+        assert steps == [r["epoch"] for r in reports if not r.get("final")], (tid, steps)
+    assert again.reconcile(results) == 0
+    assert len(_runs(again)[0]) == 3
