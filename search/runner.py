@@ -446,10 +446,10 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
         return tuner.fit()
     except TrackingServerDown as e:
         where = "" if opts.storage is None else f" --storage {opts.storage}"
+        head, _, cause = str(e).partition(" (cause: ")
         raise TrackingServerDown(
-            f"{e}. The search stopped; Tune's state is saved in {exp_path}. Start the tracking server again, then "
-            f"run `blemore resume {name}{where}`: unfinished trials run again and every trial that ended meanwhile "
-            "is recorded in MLflow, once") from None
+            f"{head}; start it again, then run `blemore resume {name}{where}` (unfinished trials run again, trials "
+            f"that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
 
 
 def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,

@@ -197,6 +197,15 @@ def is_unreachable(exc: BaseException) -> bool:
     return False
 
 
+def _root_cause(exc: BaseException) -> str:
+    """``"<type>: <message>"`` of the innermost exception ``exc`` was raised from or during, cut to 160 chars."""
+    seen: set[int] = set()
+    while id(exc) not in seen and (exc.__cause__ or exc.__context__) is not None:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:160]
+
+
 def _stored_results(result: Any) -> list[dict]:
     """Every result a trial reported, in order, from Tune's ``result.json`` in the trial's storage folder (local path
     or object store, through the Result's filesystem); [] when it cannot be read."""
@@ -295,7 +304,7 @@ class MLflowTracker(Callback):
                     fn(*args)
             except Exception as e:
                 if is_unreachable(e):  # the search stops at Tune's next step (on_step_begin)
-                    self.down = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+                    self.down = _root_cause(e)
                     print(f"error: MLflow tracking server {self.tracking_uri} is not answering ({self.down}); "
                           "stopping the search", file=sys.stderr)
                 else:  # never let a tracking problem break the search; say what was lost
@@ -463,7 +472,7 @@ class MLflowTracker(Callback):
         """
         if self.down is not None:
             raise TrackingServerDown(f"MLflow tracking server {self.tracking_uri} stopped answering during the search "
-                                     f"({self.down})")
+                                     f"(cause: {self.down})")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._submit(self._start, TrialInfo.of(trial))

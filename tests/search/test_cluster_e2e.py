@@ -377,3 +377,37 @@ def test_driver_killed_then_resume_gives_exactly_num_samples_runs(cluster, searc
     assert len(parents) == n and len(set(tids)) == n, tids
     assert all(p.info.status == "FINISHED" for p in parents + folds), [p.info.status for p in parents]
     assert len(folds) == 5 * n
+
+
+def test_tracking_server_killed_then_resume_records_every_trial_once(cluster, searched):
+    """The MLflow server dies mid-search: the search stops within seconds with a clear error naming the server and
+    the resume command; after the server is restarted (same store), `blemore resume` ends with exactly num_samples
+    parent runs, each ended FINISHED with its Score, and five fold runs each."""
+    c = cluster
+    name = "cl_fault_mlflow"
+    n = 3
+    sid = f"{name}-{secrets.token_hex(3)}"
+    _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, n, epochs=6)), *_search_args(c, name),
+        extra_env={"SUBMIT_ARGS": f"--no-wait --submission-id {sid}"})
+    _wait(lambda: any(p.info.status == "FINISHED" for p in _runs(c, name)[2]), 500, "first finished trial")
+    pid = int((c.run_dir / "mlflow.pid").read_text())
+    os.killpg(pid, signal.SIGKILL)  # the server and its workers (start_mlflow.sh runs it in its own session)
+    t0 = time.time()
+    st = _wait(lambda: (s := _job_status(c, sid)) in ("SUCCEEDED", "FAILED", "STOPPED") and s, 300, "job end", 2)
+    stopped_after = time.time() - t0
+    lp = _sh(c, "ray", "job", "logs", sid, check=False)
+    logs = lp.stdout + lp.stderr
+    assert st == "FAILED", logs[-3000:]
+    assert f"MLflow tracking server {c.tracking} stopped answering during the search" in logs, logs[-3000:]
+    assert f"blemore resume {name} --storage {c.storage}" in logs, logs[-3000:]
+    assert stopped_after < 240, stopped_after
+    _sh(c, str(CLUSTER / "start_mlflow.sh"), "--port", str(c.ports["mlflow"]), "--dir", str(c.tmp / "mlflow"),
+        timeout=240)
+    p = _sh(c, str(CLUSTER / "submit_search.sh"), "resume", name, "--storage", c.storage, timeout=900)
+    assert "succeeded" in p.stdout + p.stderr, (p.stdout + p.stderr)[-3000:]
+    _, _, parents, folds = _runs(c, name)
+    tids = [p.data.tags["tune_trial_id"] for p in parents]
+    assert len(parents) == n and len(set(tids)) == n, tids
+    assert all(p.info.status == "FINISHED" and "score" in p.data.metrics for p in parents), \
+        [(p.info.status, sorted(p.data.metrics)) for p in parents]
+    assert len(folds) == 5 * n and all(f.info.status == "FINISHED" for f in folds)
