@@ -327,20 +327,18 @@ def stored_space(doc: dict, data_dir: str | None = None) -> SearchSpace:
     return replace(space, base=Config.from_dict(doc["base"], source=f"{path} (stored in the search manifest)"))
 
 
-def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = SearchOptions(),
-               resume: bool = False) -> SearchOutcome:
-    """Run (or with ``resume=True``, continue) a search; see the module docstring for the order of events.
-
-    Args:
-        space_path: a space file, or an already loaded :class:`SearchSpace` (resume: the stored one).
+def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
+                    resume: bool) -> tuple[SearchSpace, str, Any, Storage]:
+    """Everything checked before the search touches MLflow or Ray: options, space, device flags, the preflight
+    (paths, tracking store, Ray address), a writable storage and a free name; returns (space, name, preflight
+    context, storage).
 
     Raises:
-        SpaceError: the space file is invalid (raised before Ray starts).
-        ValueError: bad options, or a search of that name exists already (use ``resume``).
+        InputError: any of the above, one line naming the option, file or address.
     """
     from search.errors import InputError
-    from search.mlflow_store import NameLock
     from search.preflight import PreflightContext, run_preflight
+    from search.storage import check_writable
 
     check_options(opts)
     space = space_path if isinstance(space_path, SearchSpace) else load_space(space_path, data_dir=opts.data)
@@ -352,19 +350,50 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
     ctx = run_preflight(PreflightContext(
         name=name, storage=_storage(opts), tracking_uri=opts.tracking_uri or _default_uri(), address=opts.address,
         data_dir=str(space.data_dir) if space.data_dir is not None else None, space_path=str(space.path)))
-    storage, tracking_uri = ctx.storage, ctx.tracking_uri
-    st = resolve_storage(storage)
-    from search.storage import check_writable
-
+    st = resolve_storage(ctx.storage)
     try:
         check_writable(st)  # an unreachable or read-only store fails now, naming it
     except ValueError as e:
         raise InputError(str(e)) from None
-    exp_path = st.join(name)
     if not resume and read_manifest(st, name) is not None:
         raise InputError(f"--name: a search named {name!r} exists in {st}; run `blemore resume {name}"
                          f"{'' if opts.storage is None else f' --storage {opts.storage}'}` or choose another --name")
+    return space, name, ctx, st
 
+
+def _restored(tuner: Any, trainable: Any, path: str, resume: bool) -> Any:
+    """``resume``: the Tuner restored from ``path`` (unfinished trials continue, errored ones stay errored), or the
+    fresh ``tuner`` when the search was interrupted before Tune saved any state (no trial ran)."""
+    from ray import tune
+
+    if resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                  restart_errored=False)
+    if resume:
+        print(f"note: {path} holds no Tune state yet (interrupted before the first trial); starting the "
+              "search from the beginning", file=sys.stderr)
+    return tuner
+
+
+def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = SearchOptions(),
+               resume: bool = False) -> SearchOutcome:
+    """Run (or with ``resume=True``, continue) a search; see the module docstring for the order of events.
+
+    Args:
+        space_path: a space file, or an already loaded :class:`SearchSpace` (resume: the stored one).
+
+    Raises:
+        SpaceError: the space file is invalid (raised before Ray starts).
+        InputError: bad options, an unreachable service, or a search of that name exists already (use ``resume``).
+        TrackingServerDown: the MLflow server stopped answering mid-search (the message says how to resume).
+    """
+    from search.errors import InputError
+    from search.mlflow_store import NameLock
+    from search.preflight import run_preflight
+
+    space, name, ctx, st = _checked_inputs(space_path, opts, resume)
+    storage, tracking_uri = ctx.storage, ctx.tracking_uri
+    exp_path = st.join(name)
     tracker = _tracker(space, name, st, tracking_uri)
     exp_id = tracker.ensure_store()  # atomic creation: the store exists, complete, before anything else runs
     lock = NameLock(tracker.client, exp_id, name, tracking_uri).acquire()
@@ -378,8 +407,6 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         except (ValueError, OSError) as e:
             raise InputError(" ".join(str(e).split())) from None
         started = _init_ray(opts)
-        from ray import tune
-
         from search.preflight import RAY_CHECKS
         from search.resources import check_nodes
         from search.tracking import runs_link
@@ -392,14 +419,8 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         except ValueError as e:
             raise InputError(str(e)) from None
         cpus, max_conc = plan.cpus_per_fold, plan.trials_at_once
-        tuner, trainable = _build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri)
-        path = exp_path
-        if resume and tune.Tuner.can_restore(path):
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=False,
-                                       restart_errored=False)
-        elif resume:  # interrupted before Tune saved any state: no trial ran, so start the search afresh
-            print(f"note: {path} holds no Tune state yet (interrupted before the first trial); starting the "
-                  "search from the beginning", file=sys.stderr)
+        tuner = _restored(*_build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri),
+                          exp_path, resume)
         tracker.describe_experiment(_description(space, opts, name, st, data_dir, plan))
         link = runs_link(tracking_uri, exp_id, space.metrics[0])
         if opts.verbose:
