@@ -251,3 +251,4 @@ def check_nodes(data_dir: str, storage: Any, timeout_s: float = 120.0) -> list[d
 
 __all__ = ["TRIAL_ACTOR_CPUS", "ResourceError", "Plan", "check_device_options", "fold_device", "folds_per_gpu",
            "plan_resources", "probe_node", "check_nodes"]
+

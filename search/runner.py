@@ -243,6 +243,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from search.placement import ReleaseEndedTrials
     from search.trainable import TrialSetup, run_trial
 
     metrics = list(space.metrics)
@@ -280,7 +281,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
             max_concurrent_trials=max_concurrent, time_budget_s=space.time_budget_s,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage.uri, callbacks=[tracker],
+            name=name, storage_path=storage.uri, callbacks=[tracker, ReleaseEndedTrials()],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             progress_reporter=reporter, verbose=opts.verbose,
         ),

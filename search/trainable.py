@@ -196,6 +196,7 @@ def fold_worker(loop_config: dict) -> None:
     torch.set_num_threads(torch_threads(setup.cpus_per_fold))
     from blemore_core.config import Config
     from blemore_core.train import FoldTrainer, new_curves
+    from search.placement import PG_RESULT_KEY, current_placement_group_hex
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -214,6 +215,7 @@ def fold_worker(loop_config: dict) -> None:
     trainer = FoldTrainer(cfg, data, fold)
     curves = new_curves(cfg, data, folds)
     ckpt_dir = Path(tempfile.mkdtemp(prefix=f"blemore-{loop_config['trial_id']}-epochs-")) if rank == 0 else None
+    pg = {PG_RESULT_KEY: current_placement_group_hex()} if rank == 0 else {}  # see search.placement
     stopped = False
     for epoch in range(1, cfg.train.max_epochs + 1):
         rec = trainer.train_epoch()
@@ -228,7 +230,7 @@ def fold_worker(loop_config: dict) -> None:
         trainer.keep(curves.kept_epochs(fold))
         if rank == 0:
             write_oof_epochs(curves, data, ckpt_dir / OOF_EPOCHS)
-            ray.train.report(epoch_report(curves, {k: (tl, lr) for k, _, tl, lr in rows}),
+            ray.train.report({**epoch_report(curves, {k: (tl, lr) for k, _, tl, lr in rows}), **pg},
                              checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
         else:
             ray.train.report({})
@@ -244,6 +246,7 @@ def fold_worker(loop_config: dict) -> None:
         return
     try:
         final, out = _finalize(gathered, curves, cfg, data, loop_config["trial_id"])
+        final.update(pg)
         for k, p in zip(folds, placed, strict=True):
             final[f"fold{k}/node_id"] = p["node_id"]
             final[f"fold{k}/device"] = p["device"]

@@ -277,6 +277,5 @@ def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny, monkeypatc
         assert abs(mlflow_score[tid] - v) <= 1e-9
     ranked = sorted(mlflow_score, key=lambda t: -mlflow_score[t])
     assert [row["trial"] for row in out.summary] == ranked[: len(out.summary)]
-    if out.leaked_cpus > 0:  # everything above holds; only the release of stopped trials' workers is open
-        pytest.xfail(f"known regression (issue 12 open): {out.leaked_cpus:g} CPUs of ASHA-stopped trials still "
-                     "reserved 20 s after the search; Ray Train's PlacementGroupCleaner has not released them")
+    assert out.leaked_cpus == 0, f"{out.leaked_cpus:g} CPUs still reserved after the search"
+    assert all(r.metrics.get("placement_group") for r in out.results)  # rank 0 named its group every time

@@ -1,0 +1,73 @@
+"""ReleaseEndedTrials against a real local Ray (slow): the groups of ended trials are removed, others never."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class _Trial:
+    trial_id: str
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+def _held(ray) -> float:
+    return ray.cluster_resources()["CPU"] - ray.available_resources().get("CPU", 0.0)
+
+
+def test_groups_of_ended_trials_released_after_grace_others_kept(local_ray):
+    import time
+
+    from ray.util import placement_group, placement_group_table
+
+    from search.placement import PG_RESULT_KEY, ReleaseEndedTrials
+
+    ray = local_ray
+    groups = [placement_group([{"CPU": 0.5}]) for _ in range(3)]
+    ray.get([g.ready() for g in groups])
+    assert _held(ray) == pytest.approx(1.5)
+    cb = ReleaseEndedTrials(grace_s=0.5)
+    stopped, retried, running = _Trial("stopped"), _Trial("retried"), _Trial("running")
+    cb.on_trial_result(1, [], stopped, {PG_RESULT_KEY: groups[0].id.hex(), "score": 0.1})
+    cb.on_trial_result(1, [], retried, {PG_RESULT_KEY: groups[1].id.hex()})
+    cb.on_trial_result(1, [], running, {PG_RESULT_KEY: groups[2].id.hex()})
+    cb.on_trial_result(2, [], running, {"score": 0.2})  # a result without the key changes nothing
+    cb.on_trial_complete(2, [], stopped)
+    cb.on_trial_error(2, [], retried)
+    cb.on_step_begin(3, [])  # within the grace period: Ray Train's own clean-up goes first
+    assert cb.released == [] and _held(ray) == pytest.approx(1.5)
+    time.sleep(0.6)
+    cb.on_step_begin(4, [])
+    assert sorted(cb.released) == sorted([groups[0].id.hex(), groups[1].id.hex()])
+    assert placement_group_table(groups[2])["state"] == "CREATED"  # its trial is still running
+    deadline = time.time() + 10
+    while _held(ray) > 0.5 + 1e-6 and time.time() < deadline:
+        time.sleep(0.1)
+    assert _held(ray) == pytest.approx(0.5)
+    cb.on_experiment_end([stopped, retried, running])  # the end: every remaining group goes, at once
+    assert groups[2].id.hex() in cb.released and len(cb.released) == 3
+    cb.on_experiment_end([stopped, retried, running])  # already removed: nothing to do twice
+    assert len(cb.released) == 3
+
+
+def test_pickled_state_is_configuration_only():
+    import pickle
+
+    from search.placement import ReleaseEndedTrials
+
+    cb = ReleaseEndedTrials(grace_s=3.0)
+    cb.on_trial_result(1, [], _Trial("t"), {"placement_group": "ab" * 14})
+    again = pickle.loads(pickle.dumps(cb))
+    assert again.grace_s == 3.0 and again._groups == {} and again.released == []
