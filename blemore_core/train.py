@@ -28,6 +28,7 @@ import torch
 from blemore_core.config import PROTOCOLS as PROTOCOL_KEYS  # protocol names are defined once, in config
 from blemore_core.config import Config
 from blemore_core.data import ReleaseData, fold_indices, load_release, standardise_length
+from blemore_core.data.temporal import as_tensor
 from blemore_core.decoding import fit_and_evaluate
 from blemore_core.losses import compute_loss
 from blemore_core.models import build_model
@@ -108,7 +109,10 @@ class _FoldTensors:
 
     Sequence inputs keep all frames (total_T, D) plus offsets and are standardised to L frames per batch with
     :func:`blemore_core.data.standardise_length` (random frame per segment in training, segment centre in
-    evaluation); evaluation inputs are materialised once. Aggregated inputs are (N, 7*D) tensors.
+    evaluation), then z-scored per batch: on the CPU the frames stay the read-only memory map of the Arrow cache,
+    so the fold workers of a node share one copy through the page cache instead of each holding its own z-scored
+    float32 copy (DESIGN 6: features loaded once per node); on a GPU the raw frames are copied to the device once.
+    Aggregated inputs are (N, 7*D) tensors, z-scored once (small).
     """
 
     def __init__(self, data: TrainData, cfg: Config, train_idx: np.ndarray, device: torch.device):
@@ -118,6 +122,7 @@ class _FoldTensors:
         self.encoders = data.encoders
         self.frames: dict[str, torch.Tensor] = {}
         self.offsets: dict[str, torch.Tensor] = {}
+        self.moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per-encoder (mean, std), (D,) each
         self.agg: dict[str, torch.Tensor] = {}
         self.target_frames: dict[str, torch.Tensor] = {}
         self.target_offsets: dict[str, torch.Tensor] = {}
@@ -126,30 +131,23 @@ class _FoldTensors:
         for e in data.encoders:
             if data.features == "aggregated":
                 x = np.asarray(data.release.aggregated_features(e), dtype=np.float32)
-                mean, std = _moments(x[train_idx]) if standardise else (0.0, 1.0)
+                mean, std = _moments(x, train_idx) if standardise else (0.0, 1.0)
                 self.agg[e] = torch.from_numpy((x - mean) / std).to(device)
                 if data.target is not None:
                     xt = np.asarray(data.target.aggregated_features(e), dtype=np.float32)
                     self.target_agg[e] = torch.from_numpy((xt - mean) / std).to(device)
-            else:
-                seq = data.release.sequences[e]
-                offsets = np.asarray(seq.offsets, dtype=np.int64)
-                frames = np.asarray(seq.frames)
-                if standardise:
-                    sel = _frame_rows(offsets, train_idx)
-                    mean, std = _moments(frames[sel])
-                    frames = (frames - mean) / std
-                else:
-                    frames = np.array(frames, dtype=np.float32)  # a writable copy of the memory map
-                self.frames[e] = torch.as_tensor(np.ascontiguousarray(frames, dtype=np.float32)).to(device)
-                self.offsets[e] = torch.from_numpy(offsets.copy()).to(device)
-                if data.target is not None:
-                    tseq = data.target.sequences[e]
-                    tf = np.array(tseq.frames, dtype=np.float32)
-                    if standardise:
-                        tf = (tf - mean) / std
-                    self.target_frames[e] = torch.as_tensor(np.ascontiguousarray(tf, dtype=np.float32)).to(device)
-                    self.target_offsets[e] = torch.from_numpy(np.array(tseq.offsets, dtype=np.int64)).to(device)
+                continue
+            seq = data.release.sequences[e]
+            offsets = np.asarray(seq.offsets, dtype=np.int64)
+            self.frames[e] = _frames_on(seq.frames, device)
+            self.offsets[e] = torch.from_numpy(offsets.copy()).to(device)
+            if standardise:
+                mean, std = _moments(np.asarray(seq.frames), _frame_rows(offsets, train_idx))
+                self.moments[e] = (torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device))
+            if data.target is not None:
+                tseq = data.target.sequences[e]
+                self.target_frames[e] = _frames_on(tseq.frames, device)
+                self.target_offsets[e] = torch.from_numpy(np.array(tseq.offsets, dtype=np.int64)).to(device)
 
     def inputs(self, idx: torch.Tensor, train: bool, gen: torch.Generator | None, target: bool = False):
         """Model inputs for clips ``idx`` (B,): ({e: (B, L, D) or (B, 7*D)}, {e: (B, L) bool} or None)."""
@@ -160,7 +158,11 @@ class _FoldTensors:
         offsets = self.target_offsets if target else self.offsets
         xs, ms = {}, {}
         for e in self.encoders:
-            xs[e], ms[e] = standardise_length(frames[e], offsets[e], idx, self.L, train=train, generator=gen)
+            x, ms[e] = standardise_length(frames[e], offsets[e], idx, self.L, train=train, generator=gen)
+            if e in self.moments:  # z-score the batch's real frames; padded positions stay 0
+                mean, std = self.moments[e]
+                x = torch.where(ms[e].unsqueeze(-1), (x - mean) / std, x)
+            xs[e] = x
         return xs, ms
 
     @property
@@ -173,19 +175,30 @@ class _FoldTensors:
         return int(v.shape[0]) if self.features == "aggregated" else int(v.shape[0] - 1)
 
 
-def _moments(x: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and population std (floored at 1e-6) of x (n, D), accumulated in float64 chunks."""
-    n = len(x)
+def _moments(x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and population std (floored at 1e-6) of ``x[rows]`` (all rows when None), x (n, D),
+    accumulated in float64 chunks (never a copy of all selected rows: x may be a multi-GB memory map)."""
+    idx = np.arange(len(x)) if rows is None else np.asarray(rows)
+    n = len(idx)
     s = np.zeros(x.shape[1], np.float64)
     for i in range(0, n, chunk):
-        s += x[i : i + chunk].sum(axis=0, dtype=np.float64)
+        s += x[idx[i : i + chunk]].sum(axis=0, dtype=np.float64)
     mean = s / max(n, 1)
     ss = np.zeros_like(s)
     for i in range(0, n, chunk):
-        d = x[i : i + chunk].astype(np.float64) - mean
+        d = x[idx[i : i + chunk]].astype(np.float64) - mean
         ss += np.einsum("ij,ij->j", d, d)
     std = np.maximum(np.sqrt(ss / max(n, 1)), 1e-6)
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _frames_on(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(total_T, D) float32 frames on ``device``: on the CPU a zero-copy view of the (read-only, memory-mapped)
+    array, shared with every process mapping the same cache file; elsewhere one device copy."""
+    t = as_tensor(np.asarray(frames))
+    if t.dtype != torch.float32:
+        t = t.to(torch.float32)
+    return t if device.type == "cpu" else t.to(device)
 
 
 def _frame_rows(offsets: np.ndarray, clips: np.ndarray) -> np.ndarray:

@@ -265,3 +265,38 @@ def test_train_cli_writes_outputs(tiny, tmp_path):
     assert len(oof) == int(np.isin(prepare_data(cfg, tiny, progress=False).folds, [0, 1]).sum())
     assert Config.from_yaml(out / "config.yaml") == cfg
     assert (out / "fold0.pt").exists()
+
+
+def test_fold_inputs_share_the_memory_map_and_match_zscored_frames(tiny):
+    """On the CPU a fold's sequence frames are the release's memory map itself (no per-fold copy: the fold workers
+    of a node share it), and the per-batch z-score gives exactly what z-scoring every frame with the training
+    clips' moments and then cutting to L frames gives (the reference, a plain numpy computation)."""
+    from blemore_core.data import fold_indices, standardise_length
+    from blemore_core.train import _FoldTensors
+
+    cfg = small_cfg(**{"data.features": "sequence", "data.standardise": True, "model.arch": "fusion",
+                       "model.pooling": "stat", "model.fusion": "concat", "loss.domain": 0.1,
+                       "data.domain_target": "test", "model.seq_len": 40})
+    data = prepare_data(cfg, tiny, progress=False)
+    train_idx, _ = fold_indices(data.release.folds, 2)
+    t = _FoldTensors(data, cfg, train_idx, torch.device("cpu"))
+    idx = torch.arange(0, len(data.labels), 3)
+    x, m = t.inputs(idx, train=False, gen=None)
+    xt, mt = t.inputs(torch.arange(t.n_target), train=False, gen=None, target=True)
+    assert any(bool((~m[e]).any()) for e in data.encoders)  # some clips are shorter than L: padding is checked
+    for e in data.encoders:
+        seq = data.release.sequences[e]
+        frames = np.asarray(seq.frames)
+        assert t.frames[e].data_ptr() == frames.__array_interface__["data"][0]  # the map itself, not a copy
+        offsets = np.asarray(seq.offsets)
+        rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in train_idx])
+        mean = frames[rows].astype(np.float64).mean(0).astype(np.float32)
+        std = np.maximum(frames[rows].astype(np.float64).std(0), 1e-6).astype(np.float32)
+        want, want_m = standardise_length((frames - mean) / std, offsets, idx, cfg.model.seq_len, train=False)
+        assert torch.equal(m[e], want_m)
+        assert torch.allclose(x[e], want, rtol=0, atol=1e-5), float((x[e] - want).abs().max())
+        assert not x[e][~m[e]].any()  # padded positions stay 0
+        tseq = data.target.sequences[e]
+        tw, _ = standardise_length((np.asarray(tseq.frames) - mean) / std, np.asarray(tseq.offsets),
+                                   np.arange(t.n_target), cfg.model.seq_len, train=False)
+        assert torch.allclose(xt[e], tw, rtol=0, atol=1e-5)
