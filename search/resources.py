@@ -198,7 +198,27 @@ def probe_node(data_dir: str, marker: str | None, token: str | None) -> dict:
     return out
 
 
-def check_nodes(data_dir: str, storage: Any, timeout_s: float = 120.0) -> list[dict]:
+def build_feature_cache(data_dir: str, encoder_sets: list[tuple[str, ...]]) -> dict:
+    """Run ON a node: build (or validate) this node's feature cache of ``data_dir`` for every encoder set, train
+    split and, where the release has it, test split (the domain term's target). The cache builds under its own
+    file lock (:mod:`blemore_core.data.cache`), so concurrent builders on one node wait for one another, and later
+    fold workers only memory-map it. Returns ``{"host", "seconds"}``."""
+    import time
+
+    from blemore_core.data import load_release
+
+    t = time.perf_counter()
+    for encs in encoder_sets:
+        load_release(data_dir, encs, split="train", progress=False)
+        try:
+            load_release(data_dir, encs, split="test", progress=False)
+        except (OSError, ValueError):
+            pass  # no test split features: the domain term then targets the validation fold
+    return {"host": socket.gethostname(), "seconds": time.perf_counter() - t}
+
+
+def check_nodes(data_dir: str, storage: Any, timeout_s: float = 120.0,
+                encoder_sets: list[tuple[str, ...]] | None = None, cache_timeout_s: float = 3600.0) -> list[dict]:
     """One task per alive Ray node (pinned with a hard node affinity) runs :func:`probe_node`.
 
     Args:
@@ -206,6 +226,9 @@ def check_nodes(data_dir: str, storage: Any, timeout_s: float = 120.0) -> list[d
         storage: the search's :class:`search.storage.Storage`; a filesystem path must be the same shared
             directory on every node (an object-store URI needs no check here).
         timeout_s: how long to wait for the probes.
+        encoder_sets: when given, after the probes pass, one more task per node other than the driver's (whose
+            cache the driver built) runs :func:`build_feature_cache`, so no trial's fold workers build it.
+        cache_timeout_s: how long to wait for those builds.
 
     Returns:
         One dict per node: ``node_id``, ``address``, ``host`` and the errors (all None when fine).
@@ -246,9 +269,24 @@ def check_nodes(data_dir: str, storage: Any, timeout_s: float = 120.0) -> list[d
         hint = ("; use a shared filesystem path or an object store URI (s3://...) for --storage"
                 if any("storage" in e for e in errs) else "")
         raise ResourceError("node check failed:\n  " + "\n  ".join(errs) + hint)
+    here = ray.get_runtime_context().get_node_id()
+    others = [n for n in nodes if n["NodeID"] != here]
+    if encoder_sets and others:
+        build = ray.remote(num_cpus=0)(build_feature_cache)
+        refs = [build.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+                              max_retries=0).remote(data_dir, list(encoder_sets)) for n in others]
+        print(f"building the feature cache of {data_dir} on {len(others)} other node(s)", flush=True)
+        try:
+            built = dict(zip([n["NodeID"] for n in others], ray.get(refs, timeout=cache_timeout_s), strict=True))
+        except ray.exceptions.GetTimeoutError:
+            raise ResourceError(f"node check: the feature caches were not built within {cache_timeout_s:g} s") from None
+        except ray.exceptions.RayTaskError as e:
+            raise ResourceError(f"node check: building the feature cache failed on a node: {e.cause!r}") from None
+        for r in rows:
+            r["cache_s"] = built.get(r["node_id"], {}).get("seconds")
     return rows
 
 
 __all__ = ["TRIAL_ACTOR_CPUS", "ResourceError", "Plan", "check_device_options", "fold_device", "folds_per_gpu",
-           "plan_resources", "probe_node", "check_nodes"]
+           "plan_resources", "probe_node", "check_nodes", "build_feature_cache"]
 

@@ -185,20 +185,19 @@ def _prepare(space: SearchSpace, opts: SearchOptions) -> tuple[str, int]:
 
         root = str(ensure_demo_release())
     data = prepare_data(space.base, root, progress=opts.verbose > 0)
-    # also cache encoder sets a trial may choose, and the test split used by the domain term
-    enc_sets = {tuple(space.base.data.encoders)}
+    from search.resources import build_feature_cache
+
+    build_feature_cache(root, encoder_sets(space))  # every encoder set a trial may choose, and the test split
+    return root, len(set(np.asarray(data.folds).tolist()))
+
+
+def encoder_sets(space: SearchSpace) -> list[tuple[str, ...]]:
+    """The encoder sets a trial of ``space`` may use: the base config's and every choice of ``data.encoders``."""
+    sets = {tuple(space.base.data.encoders)}
     for p in space.params:
         if p.key == "data.encoders":
-            enc_sets.update(tuple(encoder_set(v)) for v in p.values)
-    from blemore_core.data import load_release
-
-    for encs in enc_sets:
-        load_release(root, encs, split="train", progress=False)
-        try:
-            load_release(root, encs, split="test", progress=False)
-        except (OSError, ValueError):
-            pass
-    return root, len(set(np.asarray(data.folds).tolist()))
+            sets.update(tuple(encoder_set(v)) for v in p.values)
+    return sorted(sets)
 
 
 def _plan_resources(opts: SearchOptions, n_folds: int, max_concurrent: int, local: bool) -> Plan:
@@ -414,7 +413,8 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
 
         run_preflight(ctx, RAY_CHECKS)
         try:
-            check_nodes(data_dir, st)  # every node reads the release and shares a filesystem storage path
+            # every node reads the release, shares a filesystem storage path and has its feature cache built
+            check_nodes(data_dir, st, encoder_sets=encoder_sets(space))
             plan = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
                                    local=opts.address is None)
         except ValueError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html.parser
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -174,6 +175,8 @@ def searched(cluster):
 
 def test_search_submitted_as_job_uses_both_nodes_and_s3(cluster, searched):
     c = cluster
+    # the worker node's feature cache was built by a task on that node before the first trial
+    assert re.search(r"building the feature cache of \S+ on 1 other node\(s\)", c.search_output), c.search_output[-3000:]
     client, exp, parents, folds = _runs(c, searched)
     assert len(parents) == 2 and len(folds) == 10
     assert all(r.info.status == "FINISHED" for r in parents + folds)

@@ -192,3 +192,24 @@ def test_search_rejects_cpu_device_with_gpus_before_ray(tmp_path):
     with pytest.raises(ValueError, match="train.device: 'cpu' contradicts --gpus-per-fold 0.2"):
         run_search(space, SearchOptions(gpus_per_fold=0.2, storage=str(tmp_path / "st")))
     assert not Path(tmp_path / "st").exists()
+
+
+def test_build_feature_cache_builds_each_encoder_set_once(tmp_path, tiny_release):
+    """Run on a node before the first trial: the node's cache holds every encoder set's train (and test) features
+    afterwards; a second call only validates it (nothing rebuilt)."""
+    import shutil
+
+    from search.resources import build_feature_cache
+
+    rel = tmp_path / "rel"
+    shutil.copytree(tiny_release, rel, ignore=shutil.ignore_patterns(".blemore_cache"))
+    cache = rel / ".blemore_cache"
+    assert not cache.exists()
+    out = build_feature_cache(str(rel), [("imagebind",), ("imagebind", "wavlm")])
+    assert out["host"] and out["seconds"] >= 0
+    files = sorted(p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+    assert any("imagebind" in f for f in files) and any("wavlm" in f for f in files), files
+    assert any("test" in f for f in files), files  # the domain term's target split too
+    stamp = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    build_feature_cache(str(rel), [("imagebind", "wavlm")])
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == stamp
