@@ -193,7 +193,6 @@ def test_search_submitted_as_job_uses_both_nodes_and_s3(cluster, searched):
             assert any(a.path.endswith(".pt") for a in client.list_artifacts(k.info.run_id)), k.info.run_name
             assert k.data.tags["device"] == "cpu"
     # names say what a trial is: tNN + the searched values
-    import re
 
     names = sorted(p.info.run_name for p in parents)
     assert [n[:4] for n in names] == ["t01 ", "t02 "], names
