@@ -663,6 +663,7 @@ class MLflowTracker(Callback):
                                           max_results=50000)
         done = {r.data.tags.get(TRIAL_TAG) for r in parents
                 if r.info.status != "RUNNING" and "trial_status" in r.data.tags}
+        self._drop_forgotten(parents, {str(m["trial_id"]) for res in results if (m := res.metrics or {}).get("trial_id")})
         n = 0
         for res in results:
             m = dict(res.metrics or {})
@@ -684,6 +685,26 @@ class MLflowTracker(Callback):
             print(f"MLflow: recorded {n} trial(s) that ended while the tracking server was not reachable",
                   file=sys.stderr)
         return n
+
+    def _drop_forgotten(self, parents: list, known: set[str]) -> int:
+        """Delete the runs of attempts the search will never finish: a parent never ended (no ``trial_status``) whose
+        trial Tune does not know (it started after Tune's last saved state when the driver died, so the resumed
+        search ran another trial in its place), with its fold runs; deleted runs stay restorable in MLflow.
+        Returns how many trials were dropped."""
+        gone = {r.data.tags.get(TRIAL_TAG) for r in parents if "trial_status" not in r.data.tags
+                and r.data.tags.get(TRIAL_TAG) not in known}
+        gone.discard(None)
+        for tid in sorted(gone):
+            for r in self.client.search_runs([self._exp_id], filter_string=f"tags.{TRIAL_TAG} = '{tid}'",
+                                             max_results=1000):
+                if r.info.status == "RUNNING":
+                    self.client.set_terminated(r.info.run_id, status="KILLED")
+                self.client.delete_run(r.info.run_id)
+                _OWNED.discard(r.info.run_id)
+        if gone:
+            print(f"MLflow: deleted the runs of {len(gone)} interrupted attempt(s) the resumed search does not "
+                  f"continue ({', '.join(sorted(gone))})", file=sys.stderr)
+        return len(gone)
 
     def stop_writer(self) -> None:
         """Finish the queued writes and end the writer thread."""

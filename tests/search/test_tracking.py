@@ -175,7 +175,8 @@ def _stored_trial(tmp_path, tid: str, reports: list[dict], config: dict):
 def test_reconcile_records_trials_that_ended_while_the_server_was_down(tracker, tmp_path, epoch_report):
     """After a resume, every ended trial is recorded exactly once: a fully recorded trial is left alone, a trial
     whose final report and end were lost is completed (its partial curves replaced, not doubled), a trial never
-    recorded (stopped by ASHA) is created with its last epoch as the record; a second reconcile does nothing."""
+    recorded (stopped by ASHA) is created with its last epoch as the record, the runs of an attempt the resumed
+    search does not know are deleted; a second reconcile does nothing."""
     rng = np.random.default_rng(5)
     final = lambda e: dict(epoch_report(e, rng), final=True)  # noqa: E731
     a = [epoch_report(1, rng), final(2)]
@@ -188,6 +189,9 @@ def test_reconcile_records_trials_that_ended_while_the_server_was_down(tracker, 
     tracker.on_trial_complete(0, [], ta)
     tracker.on_trial_start(0, [], tb)
     tracker.on_trial_result(0, [], tb, dict(b[0], trial_id="tb"))  # then the server went down
+    tz = FakeTrial("tz", {"train.lr": 0.004})  # started after Tune's last saved state: the resume never knows it
+    tracker.on_trial_start(0, [], tz)
+    tracker.on_trial_result(0, [], tz, dict(epoch_report(1, rng), trial_id="tz"))
     tracker.flush()
     results = [_stored_trial(tmp_path, "ta", a, ta.config), _stored_trial(tmp_path, "tb", b, tb.config),
                _stored_trial(tmp_path, "tc", c, {"train.lr": 0.003})]
@@ -201,5 +205,6 @@ def test_reconcile_records_trials_that_ended_while_the_server_was_down(tracker, 
         assert p.data.metrics["score"] == pytest.approx(reports[-1]["score"], abs=1e-12), tid
         steps = [h.step for h in again.client.get_metric_history(p.info.run_id, "epoch/score")]
         assert steps == [r["epoch"] for r in reports if not r.get("final")], (tid, steps)
+    assert _runs(again, "tz") == ([], [])  # the forgotten attempt's runs are deleted (restorable in MLflow)
     assert again.reconcile(results) == 0
     assert len(_runs(again)[0]) == 3
