@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from typing import Any
 
 from ray.tune import Callback
@@ -24,6 +25,20 @@ def current_placement_group_hex() -> str:
 
     pg = ray.util.get_current_placement_group()
     return "" if pg is None else pg.id.hex()
+
+
+#: the callbacks of this process (the one Tune holds may be the one it unpickled on resume)
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def release_all_live() -> None:
+    """Release every group reported to any live :class:`ReleaseEndedTrials` of this process (the runner calls it
+    when a search ends, also by an exception such as a dead tracking server or Ctrl-C: Tune's graceful stop of a
+    trial aborts its Train controller, which tells Ray Train's cleaner to stand down before it removes the group
+    itself; when the trial actor is killed in between, the group stayed reserved after the search's job ended,
+    seen to block the resumed search's first trial on a two-node cluster)."""
+    for cb in list(_LIVE):
+        cb.release_all()
 
 
 class ReleaseEndedTrials(Callback):
@@ -49,6 +64,7 @@ class ReleaseEndedTrials(Callback):
         self.released: list[str] = []
         self._groups: dict[str, set[str]] = {}
         self._due: list[tuple[float, str]] = []
+        _LIVE.add(self)
 
     def __getstate__(self) -> dict:  # pickled into Tune's experiment state: configuration only
         return {"grace_s": self.grace_s}
@@ -78,8 +94,14 @@ class ReleaseEndedTrials(Callback):
             self._release(pg)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        for t in trials:  # every trial has ended now; so has every group any of them reported
-            self._ended(t)
+        self.release_all()
+
+    def release_all(self) -> None:
+        """The search is over (at its end, or ended by an exception: Tune then calls no end hook, see
+        :func:`release_all_live`): every group any of its trials reported goes now, running trials' included."""
+        for groups in self._groups.values():
+            self._due.extend((0.0, pg) for pg in sorted(groups))
+        self._groups.clear()
         for _, pg in self._due:
             self._release(pg)
         self._due.clear()

@@ -450,10 +450,25 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         except Exception as e:  # pragma: no cover - never mask the real error
             print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
         lock.release()
+        _release_trial_groups()
         if started:
             import ray
 
             ray.shutdown()
+
+
+def _release_trial_groups() -> None:
+    """Remove the placement groups this search's trials still hold (see :func:`search.placement.release_all_live`);
+    best effort, never masks the search's own error."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            from search.placement import release_all_live
+
+            release_all_live()
+    except Exception as e:  # pragma: no cover - best effort
+        print(f"warning: could not release the trials' placement groups: {e!r}", file=sys.stderr)
 
 
 def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:

@@ -71,3 +71,20 @@ def test_pickled_state_is_configuration_only():
     cb.on_trial_result(1, [], _Trial("t"), {"placement_group": "ab" * 14})
     again = pickle.loads(pickle.dumps(cb))
     assert again.grace_s == 3.0 and again._groups == {} and again.released == []
+
+
+def test_release_all_live_frees_running_trials_groups_when_the_search_dies(local_ray):
+    """A search ended by an exception (Tune calls no end hook): the runner's release_all_live() removes the groups
+    every live callback recorded, running trials' included."""
+    from ray.util import placement_group, placement_group_table
+
+    from search.placement import PG_RESULT_KEY, ReleaseEndedTrials, release_all_live
+
+    ray = local_ray
+    g = placement_group([{"CPU": 0.5}])
+    ray.get(g.ready())
+    cb = ReleaseEndedTrials(grace_s=60.0)
+    cb.on_trial_result(1, [], _Trial("alive"), {PG_RESULT_KEY: g.id.hex()})
+    release_all_live()
+    assert cb.released == [g.id.hex()]
+    assert placement_group_table(g)["state"] == "REMOVED"
