@@ -43,7 +43,7 @@ def release_all_live() -> None:
 
 class ReleaseEndedTrials(Callback):
     """Driver-side Tune callback, a backstop to Ray Train's own clean-up: when a trial has ended (completed, stopped
-    by the scheduler, errored), the placement groups its fold workers ran in are removed if still held
+    by the scheduler, errored, or failed and about to be retried), the placement groups its fold workers ran in are removed if still held
     ``grace_s`` seconds later; at the end of the experiment, at once.
 
     Why: Ray Train removes a run's placement group when its controller shuts down, and a detached
@@ -86,6 +86,9 @@ class ReleaseEndedTrials(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)  # the failed attempt's group; the retry reports its own
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         now = time.monotonic()

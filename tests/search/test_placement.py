@@ -45,7 +45,7 @@ def test_groups_of_ended_trials_released_after_grace_others_kept(local_ray):
     cb.on_trial_result(1, [], running, {PG_RESULT_KEY: groups[2].id.hex()})
     cb.on_trial_result(2, [], running, {"score": 0.2})  # a result without the key changes nothing
     cb.on_trial_complete(2, [], stopped)
-    cb.on_trial_error(2, [], retried)
+    cb.on_trial_recover(2, [], retried)  # failed; Tune retries it: the failed attempt's group goes
     cb.on_step_begin(3, [])  # within the grace period: Ray Train's own clean-up goes first
     assert cb.released == [] and _held(ray) == pytest.approx(1.5)
     time.sleep(0.6)
@@ -88,3 +88,17 @@ def test_release_all_live_frees_running_trials_groups_when_the_search_dies(local
     release_all_live()
     assert cb.released == [g.id.hex()]
     assert placement_group_table(g)["state"] == "REMOVED"
+
+
+@pytest.mark.parametrize("hook", ["on_trial_complete", "on_trial_error", "on_trial_recover"])
+def test_every_end_of_an_attempt_schedules_its_groups(hook, monkeypatch):
+    from search.placement import PG_RESULT_KEY, ReleaseEndedTrials
+
+    cb = ReleaseEndedTrials(grace_s=0.0)
+    gone = []
+    monkeypatch.setattr(cb, "_release", gone.append)
+    cb.on_trial_result(1, [], _Trial("a"), {PG_RESULT_KEY: "aa"})
+    cb.on_trial_result(1, [], _Trial("b"), {PG_RESULT_KEY: "bb"})
+    getattr(cb, hook)(2, [], _Trial("a"))
+    cb.on_step_begin(3, [])
+    assert gone == ["aa"]  # b has not ended
