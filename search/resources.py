@@ -24,6 +24,9 @@ from typing import Any
 
 #: logical CPUs reserved for the (idle) Tune trial actor that drives one TorchTrainer
 TRIAL_ACTOR_CPUS = 0.01
+#: a local search without --cpus-per-fold gives each fold worker at least this share: spaces/full.yaml asks for 16
+#: trials at once (written for a cluster), which on 2 CPUs would otherwise start 80 fold processes of 0.02 CPU each
+MIN_LOCAL_FOLD_CPUS = 0.19
 _EPS = 1e-9
 
 
@@ -136,7 +139,8 @@ def plan_resources(resources: dict, n_folds: int, max_concurrent: int, cpus_per_
         n_folds: fold workers per trial.
         max_concurrent: the requested concurrent trials.
         cpus_per_fold: ``--cpus-per-fold``; None = local Ray: the CPUs shared evenly by the requested trials (at
-            most 1, in steps of 0.01), cluster: 1.
+            most 1, in steps of 0.01; fewer trials at once when a fold worker would get less than
+            :data:`MIN_LOCAL_FOLD_CPUS`), cluster: 1.
         gpus_per_fold: ``--gpus-per-fold``.
         local: True when the search started its own Ray (then the plan shrinks to what fits); on a cluster (which
             may grow by autoscaling) the requested number is kept and a note is printed by the caller.
@@ -147,9 +151,12 @@ def plan_resources(resources: dict, n_folds: int, max_concurrent: int, cpus_per_
     total_cpu = float(resources.get("CPU", 0.0))
     total_gpu = float(resources.get("GPU", 0.0))
     cpus = cpus_per_fold
-    if cpus is None:
-        share = (total_cpu - max_concurrent * TRIAL_ACTOR_CPUS) / (n_folds * max_concurrent)
-        cpus = max(0.01, min(1.0, math.floor(100 * share) / 100)) if local else 1.0
+    if cpus is None and not local:
+        cpus = 1.0
+    elif cpus is None:  # rather fewer trials at once than dozens of starved fold processes (memory: ~0.5 GiB each)
+        conc = max(1, min(max_concurrent, int((total_cpu + _EPS) // (n_folds * MIN_LOCAL_FOLD_CPUS + TRIAL_ACTOR_CPUS))))
+        share = (total_cpu - conc * TRIAL_ACTOR_CPUS) / (n_folds * conc)
+        cpus = max(0.01, min(1.0, math.floor(100 * share) / 100))
     per_trial_cpu = n_folds * cpus + TRIAL_ACTOR_CPUS
     fit_cpu = int((total_cpu + _EPS) // per_trial_cpu)
     fit, bound = fit_cpu, "cpu"

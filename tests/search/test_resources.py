@@ -213,3 +213,17 @@ def test_build_feature_cache_builds_each_encoder_set_once(tmp_path, tiny_release
     stamp = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
     build_feature_cache(str(rel), [("imagebind", "wavlm")])
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()} == stamp
+
+
+def test_local_plan_never_starves_fold_workers():
+    """spaces/full.yaml asks for 16 trials at once; on a 2-CPU local Ray that would be 80 fold processes of
+    0.02 CPU. The plan runs fewer trials so that each fold gets at least MIN_LOCAL_FOLD_CPUS, and says why."""
+    from search.resources import MIN_LOCAL_FOLD_CPUS
+
+    p = plan_resources({"CPU": 2}, 5, 16, None, 0.0, local=True)
+    assert (p.trials_at_once, p.cpus_per_fold, p.bound) == (2, 0.19, "cpu")
+    assert p.cpus_per_fold >= MIN_LOCAL_FOLD_CPUS
+    assert plan_resources({"CPU": 2}, 5, 2, None, 0.0, local=True).cpus_per_fold == 0.19  # as before
+    assert plan_resources({"CPU": 16}, 5, 16, None, 0.0, local=True).trials_at_once == 16 // 1  # 16 x 5 x 0.19 fits
+    assert plan_resources({"CPU": 2}, 5, 16, 0.02, 0.0, local=True).trials_at_once == 16  # explicit: as asked
+    assert plan_resources({"CPU": 2}, 5, 16, None, 0.0, local=False).cpus_per_fold == 1.0  # cluster default
