@@ -78,6 +78,20 @@ def encoder_set_name(encoders: Any) -> str:
     return encoders if isinstance(encoders, str) else ENCODER_SET_SEP.join(encoders)
 
 
+def trial_config(base: Config | Mapping[str, Any], params: Mapping[str, Any], source: str = "<trial>") -> Config:
+    """A trial's Config: ``base`` (a Config or its dict) with the sampled ``params`` applied, the one conversion
+    every consumer of Tune's trial config shares (the trial itself, the MLflow record, :meth:`SearchSpace.resolve`):
+    an encoder-set choice (``"imagebind+wavlm"``) becomes the list, ``debug.*`` knobs are dropped.
+
+    Raises:
+        ConfigError: the combination is invalid, naming ``source`` and the key.
+    """
+    cfg = base if isinstance(base, Config) else Config.from_dict(dict(base), source=source)
+    updates = {k: encoder_set(v) if k == "data.encoders" else v for k, v in params.items()
+               if not k.startswith("debug.")}
+    return cfg.override(updates, source=source)
+
+
 def encoder_set(value: Any) -> list[str]:
     """``"imagebind+wavlm"`` -> ``["imagebind", "wavlm"]`` (a list is returned as a list)."""
     return value.split(ENCODER_SET_SEP) if isinstance(value, str) else list(value)
@@ -185,9 +199,7 @@ class SearchSpace:
         Raises:
             ConfigError: when the combination is invalid (e.g. a Config rule across two params).
         """
-        updates = {k: encoder_set(v) if k == "data.encoders" else v for k, v in params.items()
-                   if not k.startswith("debug.")}
-        return self.base.override(updates, source=f"{self.path} (trial params {dict(params)})")
+        return trial_config(self.base, params, source=f"{self.path} (trial params {dict(params)})")
 
 
 def _as_tuple(v: Any) -> tuple:

@@ -500,11 +500,11 @@ class MLflowTracker(Callback):
         run_id = self._parent(trial)
         self._final_seen.discard(trial.trial_id)
         try:
-            from blemore_core.config import Config
-
-            params = {k: v for k, v in trial.config.items() if not k.startswith("debug.")}
-            cfg = Config.from_dict(self.base).override(params)
             from mlflow.entities import Param
+
+            from search.space import trial_config
+
+            cfg = trial_config(self.base, trial.config, source=f"trial {trial.trial_id}")
 
             existing = self.client.get_run(run_id).data.params
             params = [Param(k, str(v)) for k, v in cfg.flat().items() if k not in existing]

@@ -359,13 +359,10 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from blemore_core.config import Config
+    from search.space import trial_config
 
     trial_id = ray.tune.get_context().get_trial_id()
-    params = {k: v for k, v in config.items() if not k.startswith("debug.")}
-    cfg = Config.from_dict(setup.base, source=setup.space_path).override(
-        params, source=f"{setup.space_path} (trial {trial_id})"
-    )
+    cfg = trial_config(setup.base, config, source=f"{setup.space_path} (trial {trial_id})")
     n_folds = setup.n_folds
     resources = {"CPU": setup.cpus_per_fold}
     if setup.gpus_per_fold > 0:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from search.runner import SearchOptions, _build_tuner
-from search.space import load_space
+from search.space import load_space, trial_config
 
 SPACES = sorted((Path(__file__).resolve().parents[2] / "spaces").glob("*.yaml"))
 
@@ -27,7 +27,8 @@ def test_suggestions_resolve_and_are_seeded(path, tmp_path):
     for i in range(6):
         ca, cb = a.suggest(f"t{i}"), b.suggest(f"t{i}")
         assert ca == cb  # same seed, same proposals
-        cfg = space.resolve(ca)
+        cfg = trial_config(space.base.to_dict(), ca)  # what the trial and its MLflow record build
+        assert cfg == space.resolve(ca)
         flat = cfg.flat()
         for key, value in ca.items():  # every suggestion lands in the trial's config (encoder sets parsed back)
             if key.startswith("debug."):
@@ -78,3 +79,37 @@ def test_full_space_searches_every_mission_dimension():
             sizes.add((n, chosen["model.top_n"]))
         study.tell(t, 0.0)
     assert (2, 2) in sizes and any(top > 2 for _, top in sizes)
+
+
+def test_run_trial_builds_its_config_from_plain_choices(monkeypatch, tmp_path):
+    """The trial function itself (Ray Train stubbed out): an encoder-set choice arrives as the plain string Optuna
+    holds ("imagebind+wavlm") and reaches the fold workers as the list (seen broken: every trial of
+    spaces/full.yaml failed with "data.encoders: 'imagebind+videomae+wavlm' is not one of [...]")."""
+    import types
+
+    import ray.train.torch
+    import ray.tune
+    import ray.tune.integration.ray_train
+
+    from search import trainable
+
+    seen: dict = {}
+
+    class _Trainer:
+        def __init__(self, fn, train_loop_config, **kw):
+            seen.update(train_loop_config)
+
+        def fit(self):
+            return None
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", _Trainer)
+    monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", ray.train.UserCallback)
+    monkeypatch.setattr(ray.tune, "get_context", lambda: types.SimpleNamespace(get_trial_id=lambda: "abc123"))
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "full.yaml")
+    setup = trainable.TrialSetup(base=space.base.to_dict(), space_path=str(space.path), data_dir=str(tmp_path),
+                                 cpus_per_fold=0.19, gpus_per_fold=0.0, storage=str(tmp_path / "train"), debug={},
+                                 max_epochs=space.max_epochs)
+    trainable.run_trial({"data.encoders": "imagebind+videomae+wavlm", "model.fusion": "rank_aware",
+                         "model.top_n": 3, "debug.trial_index": 0}, setup)
+    assert seen["config"]["data"]["encoders"] == ["imagebind", "videomae", "wavlm"]
+    assert seen["config"]["model"]["top_n"] == 3 and seen["trial_id"] == "abc123"

@@ -208,3 +208,14 @@ def test_reconcile_records_trials_that_ended_while_the_server_was_down(tracker, 
     assert _runs(again, "tz") == ([], [])  # the forgotten attempt's runs are deleted (restorable in MLflow)
     assert again.reconcile(results) == 0
     assert len(_runs(again)[0]) == 3
+
+
+def test_trial_params_with_an_encoder_set_choice_are_logged(tracker):
+    """Tune's trial config holds an encoder set as the plain string Optuna sampled; the parent run's params are
+    the resolved config's (the list), and no params_error tag is left."""
+    t = FakeTrial("enc", {"data.encoders": "imagebind+wavlm", "train.lr": 0.002})
+    tracker.on_trial_start(0, [], t)
+    parents, _ = _runs(tracker, "enc")
+    p = parents[0]
+    assert "params_error" not in p.data.tags, p.data.tags.get("params_error")
+    assert p.data.params["data.encoders"] == "imagebind,wavlm"  # Config.flat()'s rendering of the list
