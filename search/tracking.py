@@ -180,30 +180,31 @@ class TrackingServerDown(RuntimeError):
     retries, :data:`search.preflight.MLFLOW_HTTP_ENV`); the search stops so that no more records are lost."""
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, outermost first (cycles cut)."""
+    out: list[BaseException] = []
+    x: BaseException | None = exc
+    while x is not None and all(x is not y for y in out):
+        out.append(x)
+        x = x.__cause__ or x.__context__
+    return out
+
+
 def is_unreachable(exc: BaseException) -> bool:
     """True when ``exc`` (or an exception it was raised from or during) says the tracking server cannot be reached:
     ``requests``' ConnectionError, Timeout or RetryError (retries used up on 5xx answers), or an OSError of the
     connection. A server that answers with an error (bad request, missing run) is not unreachable."""
     import requests
 
-    seen: set[int] = set()
-    x: BaseException | None = exc
-    while x is not None and id(x) not in seen:
-        seen.add(id(x))
-        if isinstance(x, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                          requests.exceptions.RetryError, ConnectionError, TimeoutError)):
-            return True
-        x = x.__cause__ or x.__context__
-    return False
+    kinds = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError,
+             ConnectionError, TimeoutError)
+    return any(isinstance(x, kinds) for x in _chain(exc))
 
 
 def _root_cause(exc: BaseException) -> str:
     """``"<type>: <message>"`` of the innermost exception ``exc`` was raised from or during, cut to 160 chars."""
-    seen: set[int] = set()
-    while id(exc) not in seen and (exc.__cause__ or exc.__context__) is not None:
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:160]
+    root = _chain(exc)[-1]
+    return f"{type(root).__name__}: {' '.join(str(root).split())}"[:160]
 
 
 def _stored_results(result: Any) -> list[dict]:
