@@ -313,7 +313,8 @@ def _load_preset(doc: Mapping, path: Path, errs: _Errors) -> Config | None:
 
 def _load_data(doc: Mapping, path: Path, data_dir: str | Path | None,
                errs: _Errors) -> tuple[Path | None, list | None]:
-    """``data:`` (and the ``--data`` override): the resolved release directory and the encoder list (or None)."""
+    """``data:`` (and the ``--data`` override): the release directory (absolute; ``data.dir`` relative to the space
+    file when it exists there, ``--data`` relative to the working directory) and the encoder list (or None)."""
     data = doc.get("data") or {}
     if not isinstance(data, Mapping):
         errs.err("data", "must be a mapping with dir / encoders", data)
@@ -327,6 +328,8 @@ def _load_data(doc: Mapping, path: Path, data_dir: str | Path | None,
             resolved_dir = (path.parent / resolved_dir) if (path.parent / resolved_dir).exists() else resolved_dir
         if not resolved_dir.is_dir():
             errs.err("data.dir" if data_dir is None else "--data", "data directory does not exist", str(ddir))
+        else:  # absolute: Ray's trial and fold-worker processes do not run in the user's working directory
+            resolved_dir = resolved_dir.resolve()
     encoders = None
     if "encoders" in data:
         encoders = data["encoders"]

@@ -244,3 +244,16 @@ def test_malformed_keys_and_values_are_space_errors(tmp_path, body, want):
     p = _write(tmp_path, f"preset: baseline\n{body}\n")
     with pytest.raises(SpaceError, match=want):
         load_space(p)
+
+
+def test_relative_data_dir_becomes_absolute(tmp_path, monkeypatch, tiny_release):
+    """`--data data/demo` from the user's working directory: the space holds the absolute path, because the trial
+    and fold-worker processes Ray starts do not run in that directory (seen: every trial failed with
+    "data/demo: release root is not a directory")."""
+    import shutil
+
+    shutil.copytree(tiny_release, tmp_path / "data" / "rel")
+    p = _write(tmp_path, "preset: baseline\n")
+    monkeypatch.chdir(tmp_path)
+    space = load_space(p, data_dir="data/rel")
+    assert space.data_dir == (tmp_path / "data" / "rel").resolve() and space.data_dir.is_absolute()
