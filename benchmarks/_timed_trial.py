@@ -36,7 +36,6 @@ def timed_fold_worker(loop_config: dict) -> None:
     import numpy  # noqa: F401
     import ray.train
     import torch  # noqa: F401
-    import torch.distributed  # noqa: F401
 
     t_lib = time.time()
     from blemore_core.config import Config

@@ -1,12 +1,12 @@
 """Trial start-up and platform overhead, measured from outside the production trial (DESIGN 6, issue 14 item 4).
 
 A small search (the rank-aware preset, reduced sizes, on ``demo``; trials one at a time, no early stopping) runs
-through the production path (``search.runner.run_search``: Ray Tune + OptunaSearch + one TorchTrainer per trial,
+through the production path (``search.runner.run_search``: Ray Tune + OptunaSearch + one Ray Train DataParallelTrainer per trial,
 one Ray Train worker per fold, MLflow tracking) with the trial function and the fold worker wrapped by
 :mod:`benchmarks._timed_trial`, which only records timestamps. Per trial, from rank 0:
 
 * ``train_setup``: trial function entered -> fold worker function entered (Train controller actor, placement
-  group, worker processes, gloo group);
+  group, worker processes, the fold exchange actor);
 * ``imports``: worker entered -> torch/ray.train and blemore imported;
 * ``data``: -> the features loaded (``search.trainable.load_data``; memory-mapped Arrow cache);
 * ``first_epoch``: -> the first epoch reported (set-up of the fold tensors and model + one epoch);

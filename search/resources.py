@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: logical CPUs reserved for the (idle) Tune trial actor that drives one TorchTrainer
+#: logical CPUs reserved for the (idle) Tune trial actor that drives one Ray Train run
 TRIAL_ACTOR_CPUS = 0.01
 #: a local search without --cpus-per-fold gives each fold worker at least this share: spaces/full.yaml asks for 16
 #: trials at once (written for a cluster), which on 2 CPUs would otherwise start 80 fold processes of 0.02 CPU each

@@ -74,7 +74,7 @@ class SearchOutcome:
         results: Tune's ResultGrid.
         summary: rows of the best trials (dicts), best first.
         interrupted: Tune stopped before the budget was spent (Ctrl-C).
-        leaked_cpus: logical CPUs still held 20 s after Tune returned (0 when every TorchTrainer, including
+        leaked_cpus: logical CPUs still held 20 s after Tune returned (0 when every trial's Ray Train run, including
             those of trials stopped early by ASHA, released its fold workers).
     """
 

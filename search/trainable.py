@@ -1,15 +1,23 @@
-"""One search trial: a Ray Tune function trainable that runs a Ray Train ``TorchTrainer`` with one worker per fold.
+"""One search trial: a Ray Tune function trainable that runs a Ray Train ``DataParallelTrainer`` with one worker
+per fold.
 
 DESIGN.md section 6. Layout of a trial::
 
     Tune trial actor: run_trial(config)
-        -> TorchTrainer(num_workers = number of folds, resources_per_worker = {CPU: cpus_per_fold, GPU: ...})
+        -> FoldExchange actor (search.exchange: the folds' all-gather, 0 CPU)
+        -> DataParallelTrainer(num_workers = number of folds, resources_per_worker = {CPU: cpus_per_fold, GPU: ...})
              worker rank k: fold_worker(): FoldTrainer(cfg, data, fold k) stepped epoch by epoch (no DDP)
         -> ray.tune.integration.ray_train.TuneReportCallback forwards rank 0's reports to Tune
 
+Why not ``TorchTrainer`` (DESIGN.md names it): the folds never synchronise gradients, and the gloo process group
+TorchTrainer builds starts a torch.distributed TCPStore in the rank-0 worker that listens on every network
+interface, on a loopback-only local search too. The folds' small exchanges go through a Ray actor instead
+(:mod:`search.exchange`); the device still comes from Ray Train (``ray.train.torch.get_device()``).
+
 The folds run the same steps as :func:`blemore_core.train.cross_validate` (set-up, one epoch, evaluate, keep,
-finalise), in lock step: after every epoch each worker joins one gloo ``all_gather_object`` of its validation
-probabilities (N_k x 6, small), so every rank holds the same :class:`blemore_core.selection.EpochCurves` and
+finalise), in lock step: after every epoch each worker joins one all-gather (:func:`search.exchange.all_gather`)
+of its validation probabilities (N_k x 6, small), so every rank holds the same
+:class:`blemore_core.selection.EpochCurves` and
 takes the same decisions (which weights to keep, when to stop: patience on the objective). Rank 0 reports to Tune
 the objective, ``score`` = the fold-mean headline-protocol Score given the epochs seen so far, with
 ``acc_presence`` / ``acc_salience`` of that same selection (a Pareto search's objectives), and writes the
@@ -181,7 +189,8 @@ def fold_worker(loop_config: dict) -> None:
     """Ray Train worker body: train fold ``folds[world_rank]`` in lock step with the other folds.
 
     Args:
-        loop_config: ``{"setup": TrialSetup, "config": resolved Config dict, "trial_id": str, "trial_index": int}``.
+        loop_config: ``{"setup": TrialSetup, "config": resolved Config dict, "trial_id": str, "trial_index": int,
+            "exchange": FoldExchange actor handle}``.
 
     Raises:
         whatever the fold steps raise (e.g. ``NonFiniteLossError``); ``FloatingPointError`` for the
@@ -190,7 +199,8 @@ def fold_worker(loop_config: dict) -> None:
     import numpy as np
     import ray.train
     import torch
-    import torch.distributed as dist
+
+    from search.exchange import all_gather, gather
 
     setup: TrialSetup = loop_config["setup"]
     torch.set_num_threads(torch_threads(setup.cpus_per_fold))
@@ -207,8 +217,8 @@ def fold_worker(loop_config: dict) -> None:
     if len(folds) != world:
         raise ValueError(f"{setup.data_dir}: release has folds {folds}, but the trial runs {world} fold workers")
     fold = folds[rank]
-    placed: list[Any] = [None] * world  # every fold's node id and device, recorded as run tags
-    dist.all_gather_object(placed, dict(_NODE))
+    exchange = loop_config["exchange"]
+    placed = all_gather(exchange, "placed", rank, dict(_NODE))  # every fold's node id and device (run tags)
     fail = setup.debug.get("debug.fail_trial")
     should_fail = fail is not None and loop_config.get("trial_index") == fail and rank == 0
 
@@ -224,8 +234,7 @@ def fold_worker(loop_config: dict) -> None:
                 f"debug.fail_trial={fail}: forced non-finite loss in fold {fold}, epoch {epoch} (debugging knob)"
             )
         mine = (fold, trainer.evaluate(), rec["train_loss"], rec["lr"])
-        rows: list[Any] = [None] * world
-        dist.all_gather_object(rows, mine)
+        rows = all_gather(exchange, ("epoch", epoch), rank, mine)
         curves.add({k: p for k, p, _, _ in rows})
         trainer.keep(curves.kept_epochs(fold))
         if rank == 0:
@@ -239,8 +248,7 @@ def fold_worker(loop_config: dict) -> None:
             break
 
     res = trainer.finalize(curves, stopped=stopped)
-    gathered: list[Any] | None = [None] * world if rank == 0 else None
-    dist.gather_object(res, gathered, dst=0)
+    gathered = gather(exchange, "final", rank, res, dst=0)
     if rank != 0:
         ray.train.report({})
         return
@@ -345,7 +353,7 @@ def _finalize(results: list[Any], curves: Any, cfg: Any, data: Any, trial_id: st
 
 
 def run_trial(config: dict, setup: TrialSetup) -> None:
-    """Tune function trainable: resolve the trial's Config and run its folds as one TorchTrainer.
+    """Tune function trainable: resolve the trial's Config and run its folds as one Ray Train run.
 
     Args:
         config: the sampled parameters ``{dotted key: value}`` (from OptunaSearch).
@@ -356,9 +364,10 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     """
     import ray.train
     import ray.tune
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from search.exchange import close_exchange, make_exchange
     from search.space import trial_config
 
     trial_id = ray.tune.get_context().get_trial_id()
@@ -367,11 +376,11 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     resources = {"CPU": setup.cpus_per_fold}
     if setup.gpus_per_fold > 0:
         resources["GPU"] = setup.gpus_per_fold
-    trainer = TorchTrainer(
+    exchange = make_exchange(n_folds)
+    trainer = DataParallelTrainer(
         fold_worker,
         train_loop_config={"setup": setup, "config": cfg.to_dict(), "trial_id": trial_id,
-                           "trial_index": config.get("debug.trial_index")},
-        torch_config=TorchConfig(backend="gloo"),  # small CPU collectives only; folds never sync gradients
+                           "trial_index": config.get("debug.trial_index"), "exchange": exchange},
         scaling_config=ray.train.ScalingConfig(
             num_workers=n_folds, use_gpu=setup.gpus_per_fold > 0, resources_per_worker=resources
         ),
@@ -383,7 +392,10 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest two: per-epoch OOF or final
         ),
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    finally:
+        close_exchange(exchange)
 
 
 def read_checkpoint_dir(path: str, dest: str | None = None) -> Path:

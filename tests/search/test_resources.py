@@ -119,12 +119,12 @@ def ray_gpus():
 
 
 def _placed(gpus: float, tmp: Path) -> dict:
-    """Run search.trainable._place in a one-worker TorchTrainer reserving ``gpus`` (logical) GPUs; the worker writes
+    """Run search.trainable._place in a one-worker Ray Train run (the trial's DataParallelTrainer) reserving ``gpus`` (logical) GPUs; the worker writes
     what it decided to a JSON file (same machine)."""
     import json
 
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from blemore_core.config import Config
 
@@ -142,9 +142,8 @@ def _placed(gpus: float, tmp: Path) -> dict:
             res = {"device": "", "node": "", "error": str(e)}
         Path(cfg_in["out"]).write_text(_json.dumps(res))
 
-    TorchTrainer(
+    DataParallelTrainer(
         body, train_loop_config={"cfg": Config().to_dict(), "gpus": gpus, "out": str(out)},
-        torch_config=TorchConfig(backend="gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=gpus > 0,
                                                resources_per_worker={"CPU": 0.1, **({"GPU": gpus} if gpus else {})}),
         run_config=ray.train.RunConfig(storage_path=str(tmp / "st")),
@@ -162,23 +161,11 @@ def test_logical_gpus_device_decision_and_plan(ray_gpus, tmp_path):
     # no GPU reserved on a node that has GPUs -> the fold runs on the CPU
     m = _placed(0.0, tmp_path)
     assert m["device"] == "cpu" and m["node"] == "cpu" and not m["error"], m
-    # a GPU share reserved (Ray assigns a logical GPU), but this torch has no CUDA: a clear error, never a silent
-    # CPU run. (A TorchTrainer with use_gpu=True fails inside Ray Train on a CPU-only torch before any user code,
-    # so the decision is shown in a Ray task holding the same share.)
-
-    @ray.remote(num_gpus=0.5, num_cpus=0)
-    def decide() -> tuple[list, str]:
-        # what ray.train.torch.get_device() returns inside a Train worker (it refuses to run outside one)
-        from ray.air._internal.torch_utils import get_devices
-
-        try:
-            return ray.get_gpu_ids(), fold_device(0.5, lambda: get_devices()[0])
-        except RuntimeError as e:
-            return ray.get_gpu_ids(), f"error: {e}"
-
-    gpu_ids, msg = ray.get(decide.remote())
-    assert len(gpu_ids) == 1, gpu_ids  # Ray accounted for the share
-    assert msg.startswith("error: --gpus-per-fold 0.5") and "no CUDA device" in msg and "cuda:0" in msg, msg
+    # a GPU share reserved (Ray assigns a logical GPU, Ray Train's get_device() reads it), but this torch has no
+    # CUDA: a clear error in the fold worker itself, never a silent CPU run
+    m = _placed(0.5, tmp_path)
+    assert m["error"].startswith("--gpus-per-fold 0.5") and "no CUDA device" in m["error"], m
+    assert "cuda:0" in m["error"], m
 
 
 def test_search_rejects_cpu_device_with_gpus_before_ray(tmp_path):

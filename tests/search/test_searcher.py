@@ -87,10 +87,11 @@ def test_run_trial_builds_its_config_from_plain_choices(monkeypatch, tmp_path):
     spaces/full.yaml failed with "data.encoders: 'imagebind+videomae+wavlm' is not one of [...]")."""
     import types
 
-    import ray.train.torch
+    import ray.train.v2.api.data_parallel_trainer
     import ray.tune
     import ray.tune.integration.ray_train
 
+    import search.exchange
     from search import trainable
 
     seen: dict = {}
@@ -102,7 +103,9 @@ def test_run_trial_builds_its_config_from_plain_choices(monkeypatch, tmp_path):
         def fit(self):
             return None
 
-    monkeypatch.setattr(ray.train.torch, "TorchTrainer", _Trainer)
+    monkeypatch.setattr(ray.train.v2.api.data_parallel_trainer, "DataParallelTrainer", _Trainer)
+    monkeypatch.setattr(search.exchange, "make_exchange", lambda n: f"exchange of {n}")
+    monkeypatch.setattr(search.exchange, "close_exchange", lambda h: None)
     monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", ray.train.UserCallback)
     monkeypatch.setattr(ray.tune, "get_context", lambda: types.SimpleNamespace(get_trial_id=lambda: "abc123"))
     space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "full.yaml")
@@ -113,3 +116,4 @@ def test_run_trial_builds_its_config_from_plain_choices(monkeypatch, tmp_path):
                          "model.top_n": 3, "debug.trial_index": 0}, setup)
     assert seen["config"]["data"]["encoders"] == ["imagebind", "videomae", "wavlm"]
     assert seen["config"]["model"]["top_n"] == 3 and seen["trial_id"] == "abc123"
+    assert seen["exchange"] == "exchange of 5"  # one exchange per trial, sized to the folds
