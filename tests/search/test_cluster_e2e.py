@@ -335,31 +335,36 @@ def _job_status(c: SimpleNamespace, sid: str) -> str:
     return "?"
 
 
-@pytest.mark.skip(reason="not yet reliable (issue 12 open): the search finishes with every run ended, but the kill "
-                  "does not reliably land on a fold worker of a running trial, so no retry is exercised")
 def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched):
+    """The worker node's raylet is SIGKILLed (by its recorded pid) while a trial trains. Every trial spans both
+    nodes here (5 fold workers x 0.7 CPU > the worker's 3 CPUs; the head has 1), so the kill takes fold workers
+    of the running trial with it: the trial fails, Tune retries it per FailureConfig (--max-failures 2) once a
+    replacement node has joined (what an autoscaler does), and the search ends with the trial FINISHED, its
+    retry recorded, five fold runs and no run left RUNNING."""
     c = cluster
     name = "cl_fault_node"
     sid = f"{name}-{secrets.token_hex(3)}"
-    _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, 2, epochs=12)), *_search_args(c, name),
+    # long enough (200 epochs of the tiny release) that the kill lands while the trial trains
+    _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, 1, epochs=200)), *_search_args(c, name),
         extra_env={"SUBMIT_ARGS": f"--no-wait --submission-id {sid}"})
-    # kill the worker node's raylet by its recorded pid while the first trial trains (its first epoch is recorded)
     _wait(lambda: any("epoch/score" in p.data.metrics and p.info.status == "RUNNING" for p in _runs(c, name)[2]),
           400, "first trial's epochs", step=0.5)
     os.kill(int((c.run_dir / "worker1.raylet.pid").read_text()), signal.SIGKILL)
-    # a replacement node joins (what an autoscaler does); the failed trial is retried per FailureConfig
     _sh(c, str(CLUSTER / "stop_cluster.sh"), "worker1")
     _sh(c, str(CLUSTER / "start_worker.sh"), f"127.0.0.1:{c.ports['gcs']}", "3", "0", timeout=240,
         extra_env={"NODE_NAME": "worker2"})
-    st = _wait(lambda: (s := _job_status(c, sid)) in ("SUCCEEDED", "FAILED", "STOPPED") and s, 600, "job end", 3)
+    st = _wait(lambda: (s := _job_status(c, sid)) in ("SUCCEEDED", "FAILED", "STOPPED") and s, 900, "job end", 3)
     lp = _sh(c, "ray", "job", "logs", sid, check=False)
     logs = lp.stdout + lp.stderr
     _, _, parents, folds = _runs(c, name)
-    assert len(parents) == 2, [p.info.run_name for p in parents]
-    assert not [r for r in parents + folds if r.info.status == "RUNNING"]
-    assert st in ("SUCCEEDED", "FAILED"), logs[-3000:]
-    assert all(p.info.status == "FINISHED" for p in parents) or st == "FAILED", logs[-3000:]
-    assert any(p.data.tags.get("retries") for p in parents), [p.data.tags for p in parents]
+    assert st == "SUCCEEDED", logs[-3000:]
+    assert len(parents) == 1, [p.info.run_name for p in parents]
+    assert not [r for r in parents + folds if r.info.status != "FINISHED"], [r.info.status for r in parents + folds]
+    assert int(parents[0].data.tags.get("retries", "0")) >= 1, parents[0].data.tags  # the kill hit the trial
+    assert len(folds) == 5 and "score" in parents[0].data.metrics
+    # the retry's fold workers ran on the head and the replacement node, not on the killed one
+    nodes = {f.data.tags.get("node_id") for f in folds}
+    assert c.worker_node not in nodes and len(nodes - {c.head_node}) == 1, (nodes, c.head_node, c.worker_node)
 
 
 def test_driver_killed_then_resume_gives_exactly_num_samples_runs(cluster, searched):
