@@ -344,8 +344,8 @@ def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched)
     c = cluster
     name = "cl_fault_node"
     sid = f"{name}-{secrets.token_hex(3)}"
-    # long enough (200 epochs of the tiny release) that the kill lands while the trial trains
-    _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, 1, epochs=200)), *_search_args(c, name),
+    # long enough (120 epochs of the tiny release, about 2 min) that the kill lands while the trial trains
+    _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, 1, epochs=120)), *_search_args(c, name),
         extra_env={"SUBMIT_ARGS": f"--no-wait --submission-id {sid}"})
     _wait(lambda: any("epoch/score" in p.data.metrics and p.info.status == "RUNNING" for p in _runs(c, name)[2]),
           400, "first trial's epochs", step=0.5)
