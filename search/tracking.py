@@ -52,6 +52,13 @@ _LIVE: weakref.WeakSet = weakref.WeakSet()  # trackers of this process with a wr
 _OWNED: set[str] = set()  # run ids this process created or reopened (closed by MLflowTracker.close)
 
 
+def quiet_run_urls() -> None:
+    """Stop MLflow printing two "View run / View experiment" lines (and fetching the run again) each time a run
+    ends against a tracking server: a search ends six runs per trial, and the console is the trial table's. A user
+    who sets ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`` keeps their choice."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 def default_tracking_uri(workdir: str | Path = ".") -> str:
     """``sqlite:///<workdir>/mlflow.db`` (artifacts in ``<workdir>/mlruns``), which ``mlflow ui`` opens with
     ``--backend-store-uri`` set to the same URI."""
@@ -326,7 +333,7 @@ class MLflowTracker(Callback):
             from search.mlflow_store import ensure_sqlite_store
 
             ensure_sqlite_store(self.tracking_uri)  # atomic: Ctrl-C never leaves a half-made schema
-
+            quiet_run_urls()
             self._client = MlflowClient(self.tracking_uri)
             self._exp_id = get_or_create_experiment(self._client, self.experiment, self.tracking_uri)
         return self._client
