@@ -169,7 +169,7 @@ def run(quick: bool, out: Path) -> Result:
         res.notes.append("--quick: the 2-trial search's memory is not measured")
         return res
     with tempfile.TemporaryDirectory(prefix="bench_rss_") as d:
-        text = SEARCH_SPACE.format(preset=preset, root=root, encoders=encs, epochs=2)
+        text = SEARCH_SPACE.format(preset=preset, root=root, encoders=encs, epochs=1)
         peak, wall = search_rss(Path(d), text)
     res.figure("search_2_trials/peak_rss_gib", peak, "GiB",
                note="sum of RSS over the search process tree (driver, Ray, 5 fold workers per trial), sampled 5/s; "

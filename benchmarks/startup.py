@@ -80,6 +80,28 @@ ENCODERS = "imagebind, videomae, wavlm, hubert"
 QUICK_ENCODERS = "imagebind, wavlm"  # top_n is 2
 
 
+#: what a fold worker process imports before it trains (Ray core, Ray Train V2's worker side, torch, the library)
+IMPORTS = ("import time; t = time.perf_counter(); import ray, ray.train, torch; import blemore_core.train, "
+           "search.trainable; print(time.perf_counter() - t)")
+
+
+def import_floor(n: int) -> float:
+    """Wall seconds for ``n`` fresh Python processes started at once to import what a fold worker imports (the
+    part of a trial's start-up that no scheduling can remove while each trial gets fresh worker processes)."""
+    import subprocess
+    import sys
+    import time
+
+    from ._common import subprocess_env
+
+    t = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", IMPORTS], stdout=subprocess.DEVNULL, env=subprocess_env())
+             for _ in range(n)]
+    if any(p.wait(timeout=300) != 0 for p in procs):
+        raise RuntimeError("a fresh Python could not import ray, ray.train, torch and blemore_core")
+    return time.perf_counter() - t
+
+
 def measure(tmp: Path, root: Path, epochs: int, trials: int, cpus: int, encoders: str = ENCODERS) -> dict:
     """Run the timed search and the in-process reference; returns per-trial breakdowns and walls."""
     space = tmp / "startup.yaml"
@@ -123,7 +145,7 @@ def run(quick: bool, out: Path) -> Result:
     res = Result("startup", quick)
     root = release("demo")
     cpus = min(2, os.cpu_count() or 1)
-    epochs, trials = (1, 1) if quick else (4, 3)
+    epochs, trials = (1, 1) if quick else (3, 3)
     encoders = QUICK_ENCODERS if quick else ENCODERS
     res.inputs = {"profile": "demo", "preset": "rank_aware (latent 32, seq_len 8)", "encoders": encoders,
                   "epochs": epochs,
@@ -147,5 +169,12 @@ def run(quick: bool, out: Path) -> Result:
                f"trial function start -> data loaded on rank 0, {cpus} cores (was about 21 s)")
     res.target("overhead_fraction", over / m["inproc"]["wall_s"], "<=", 0.15,
                "cross_validate of the same config in one process, same run")
+    one = [import_floor(1) for _ in range(1 if quick else 2)]
+    five = [import_floor(5) for _ in range(1 if quick else 2)]
+    res.figure("floor/imports_one_process_s", one, "s",
+               note="one fresh Python importing ray, ray.train, torch, blemore_core.train alone")
+    res.figure("floor/imports_five_processes_s", five, "s",
+               note=f"five at once (a trial's five fold workers) on {cpus} cores: the part of start-up that fresh "
+                    "worker processes cannot avoid")
     res.extra["per_trial"] = rows
     return res

@@ -243,8 +243,8 @@ def run(quick: bool, out: Path) -> Result:
         res.inputs["profile"] = "demo"
     else:
         root = release("full", FIVE_ENCODERS)
-        compare_with_reference(res, root, epochs=30, precisions=["fp32", "bf16"], device="cpu", threads=2)
-        preset_speeds(res, root, epochs=4, threads=2)
+        compare_with_reference(res, root, epochs=15, precisions=["fp32", "bf16"], device="cpu", threads=2)
+        preset_speeds(res, root, epochs=3, threads=2)
         res.inputs["profile"] = "full"
     res.target("speedup_end_to_end_gpu", None, ">=", 20.0, "reference-style loop on the same GPU",
                not_measured="no GPU in this run (python -m benchmarks --only gpu on a CUDA machine)")
