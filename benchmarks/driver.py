@@ -116,9 +116,9 @@ def mlflow_throughput(tmp: Path, n_runs: int, n_batches: int) -> dict:
         from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
 
-        from search.tracking import quiet_run_urls
+        from search.tracking import quiet_mlflow_console
 
-        quiet_run_urls()  # as the search's writer: no URL print (and no extra get_run) per ended run
+        quiet_mlflow_console()  # as the search's writer: no URL print (and no extra get_run) per ended run
         c = MlflowClient(uri)
         exp = c.create_experiment("bench")
         t = time.perf_counter()

@@ -52,11 +52,13 @@ _LIVE: weakref.WeakSet = weakref.WeakSet()  # trackers of this process with a wr
 _OWNED: set[str] = set()  # run ids this process created or reopened (closed by MLflowTracker.close)
 
 
-def quiet_run_urls() -> None:
+def quiet_mlflow_console() -> None:
     """Stop MLflow printing two "View run / View experiment" lines (and fetching the run again) each time a run
-    ends against a tracking server: a search ends six runs per trial, and the console is the trial table's. A user
-    who sets ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`` keeps their choice."""
+    ends against a tracking server (a search ends six runs per trial, and the console is the trial table's), and
+    a progress bar for every small artifact read over HTTP (the report reads one per trial). A user who sets
+    ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT`` or ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` keeps their choice."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def default_tracking_uri(workdir: str | Path = ".") -> str:
@@ -333,7 +335,7 @@ class MLflowTracker(Callback):
             from search.mlflow_store import ensure_sqlite_store
 
             ensure_sqlite_store(self.tracking_uri)  # atomic: Ctrl-C never leaves a half-made schema
-            quiet_run_urls()
+            quiet_mlflow_console()
             self._client = MlflowClient(self.tracking_uri)
             self._exp_id = get_or_create_experiment(self._client, self.experiment, self.tracking_uri)
         return self._client

@@ -60,9 +60,9 @@ def client_for(tracking_uri: str | None) -> tuple[Any, str]:
         except (urllib.error.URLError, OSError) as e:
             raise TrialsError(f"--tracking-uri {uri}: the MLflow tracking server does not answer ({e}); start it "
                               "(e.g. cluster/ scripts, or `mlflow server --host 127.0.0.1`)") from None
-    from search.tracking import quiet_run_urls
+    from search.tracking import quiet_mlflow_console
 
-    quiet_run_urls()
+    quiet_mlflow_console()
     return MlflowClient(uri), uri
 
 
