@@ -36,6 +36,18 @@ CPU_SUITE: tuple[str, ...] = ("thresholds", "driver", "efficiency", "startup", "
                               "calibration", "gpu")
 
 
+#: modules the suite needs beyond the package's own dependencies (the ``dev`` extra): the reference ports of the
+#: organisers' code live in tests/ (they import pytest), and the memory figures read PSS through psutil
+REQUIRES: tuple[str, ...] = ("pytest", "psutil")
+
+
+def missing_requirements() -> list[str]:
+    """The modules of :data:`REQUIRES` that are not installed."""
+    import importlib.util
+
+    return [m for m in REQUIRES if importlib.util.find_spec(m) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="seconds-sized inputs: checks the suite, not the speed")
@@ -46,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         ap.error(f"--only: unknown benchmark(s) {', '.join(unknown)} (valid: {', '.join(BENCHMARKS)})")
+    missing = missing_requirements()
+    if missing:
+        print(f"python -m benchmarks: missing {', '.join(missing)}: the suite needs the dev extra "
+              "(pip install -e '.[dev]')", file=sys.stderr)
+        return 2
     out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else DEFAULT_OUT)
     failed = []
     for name in names:

@@ -35,6 +35,28 @@ def _work(fold: int, barrier: Any, q: Any, preset: str, root: str, epochs: int, 
     barrier.wait()
 
 
+def _collect(q: Any, ps: list, timeout: float) -> list[dict]:
+    """One row per process from ``q``; raises RuntimeError as soon as a process has died without its row (its
+    traceback is on stderr) instead of waiting out ``timeout`` seconds, and on the timeout itself."""
+    import queue
+
+    rows: list[dict] = []
+    t_end = time.monotonic() + timeout
+    while len(rows) < len(ps):
+        try:
+            rows.append(q.get(timeout=1.0))
+            continue
+        except queue.Empty:
+            pass
+        dead = [(i, p.exitcode) for i, p in enumerate(ps) if p.exitcode not in (None, 0)]
+        if dead:
+            raise RuntimeError(f"fold worker(s) {', '.join(f'{i} (exit code {c})' for i, c in dead)} died before "
+                               "reporting their memory (traceback above)")
+        if time.monotonic() > t_end:
+            raise RuntimeError(f"fold workers did not report their memory within {timeout:.0f} s")
+    return rows
+
+
 def measure(preset: str, root: str, n: int = 5, epochs: int = 1, threads: int = 1) -> dict:
     """Folds 0..n-1 of ``preset`` on the release ``root``, each in its own fresh process, all at once (Linux: PSS
     from /proc/<pid>/smaps_rollup through psutil). Returns per-fold rows and the maxima / sum in GiB."""
@@ -44,7 +66,7 @@ def measure(preset: str, root: str, n: int = 5, epochs: int = 1, threads: int = 
     for p in ps:
         p.start()
     try:
-        rows = [q.get(timeout=1500) for _ in ps]
+        rows = _collect(q, ps, timeout=1500)
     finally:
         for p in ps:
             p.join(timeout=60)

@@ -138,3 +138,26 @@ def test_cli_rejects_unknown_benchmark():
                        text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
     assert r.returncode == 2 and "unknown benchmark(s) nope" in r.stderr
     assert set(CPU_SUITE) <= set(BENCHMARKS)
+
+
+def test_missing_dev_extra_is_named_before_anything_runs(monkeypatch, capsys, tmp_path):
+    import benchmarks.__main__ as suite
+
+    monkeypatch.setattr(suite, "REQUIRES", ("pytest", "no_such_module_blemore"))
+    assert suite.main(["--only", "thresholds", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing no_such_module_blemore" in err and "pip install -e '.[dev]'" in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_fold_memory_fails_fast_when_a_fold_worker_dies(tmp_path):
+    """A fold worker that dies (here: a preset file that does not exist) fails the measurement at once instead of
+    leaving the parent waiting out its 25-minute timeout."""
+    import time
+
+    from benchmarks._fold_memory import measure
+
+    t = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"fold worker\(s\) [01] \(exit code 1\).* died before reporting"):
+        measure(str(tmp_path / "missing.yaml"), str(tmp_path), n=2)
+    assert time.monotonic() - t < 120
