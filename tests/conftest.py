@@ -41,3 +41,41 @@ def make_epoch_report(epoch: int, rng) -> dict:
 def epoch_report():
     """:func:`make_epoch_report` (tests call ``epoch_report(epoch, rng_or_seed)``)."""
     return make_epoch_report
+
+
+@pytest.fixture
+def mlflow_server():
+    """``start(backend_store_uri, artifacts_dir=None) -> "http://127.0.0.1:PORT"``: an `mlflow server` on a free
+    loopback port, answering /health before it returns; every server started is stopped after the test."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    procs = []
+
+    def start(backend_uri: str, artifacts_dir=None) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]
+        if artifacts_dir is not None:
+            cmd += ["--artifacts-destination", str(artifacts_dir)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).close()
+                return url
+            except OSError:
+                if procs[-1].poll() is not None:
+                    break
+                time.sleep(0.5)
+        raise RuntimeError(f"mlflow server for {backend_uri} did not answer on {url}")
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=30)

@@ -238,40 +238,19 @@ def test_ensemble_command_beats_or_equals_the_best_single(store, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_commands_work_against_an_http_tracking_server(store, tmp_path, capsys, monkeypatch):
+def test_commands_work_against_an_http_tracking_server(store, tmp_path, capsys, monkeypatch, mlflow_server):
     """The same store served by `mlflow server` on 127.0.0.1: export, report and ensemble over HTTP."""
-    import socket
-    import subprocess
-    import sys
-    import urllib.request
-
     tmp, uri, runs = store
     monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
-                             "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    http = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(http + "/health", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        out = tmp_path / "best.yaml"
-        assert _cli("export", "--experiment", "syn", "--tracking-uri", http, "--out", out) == 0
-        assert yaml.safe_load(out.read_text())["export"]["run_id"] == max(runs, key=lambda r: r[1])[0]
-        capsys.readouterr()
-        assert _cli("report", "--experiment", "syn", "--tracking-uri", http) == 0
-        printed = capsys.readouterr()
-        assert "Downloading artifacts" not in printed.err + printed.out  # no progress bar per small artifact
-        assert "View run" not in printed.out
-        assert _cli("ensemble", "--experiment", "syn", "--top-k", "3", "--rounds", "2", "--tracking-uri", http,
-                    "--out", tmp_path / "e.yaml") == 0
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    http = mlflow_server(uri)
+    out = tmp_path / "best.yaml"
+    assert _cli("export", "--experiment", "syn", "--tracking-uri", http, "--out", out) == 0
+    assert yaml.safe_load(out.read_text())["export"]["run_id"] == max(runs, key=lambda r: r[1])[0]
+    capsys.readouterr()
+    assert _cli("report", "--experiment", "syn", "--tracking-uri", http) == 0
+    printed = capsys.readouterr()
+    assert "Downloading artifacts" not in printed.err + printed.out  # no progress bar per small artifact
+    assert "View run" not in printed.out
+    assert _cli("ensemble", "--experiment", "syn", "--top-k", "3", "--rounds", "2", "--tracking-uri", http,
+                "--out", tmp_path / "e.yaml") == 0

@@ -222,41 +222,18 @@ def test_trial_params_with_an_encoder_set_choice_are_logged(tracker):
 
 
 @pytest.mark.slow
-def test_no_run_url_lines_against_a_tracking_server(tmp_path, epoch_report, capfd, monkeypatch):
+def test_no_run_url_lines_against_a_tracking_server(tmp_path, epoch_report, capfd, monkeypatch, mlflow_server):
     """Against `mlflow server` (127.0.0.1) MLflow prints "View run ... / View experiment ..." each time a run ends
     (six per trial here); the search's console is the trial table's, so the tracker turns that off."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{tmp_path}/srv.db", "--artifacts-destination", str(tmp_path / "art"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(uri + "/health", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        tr = MLflowTracker(uri, "http", base=Config().to_dict(), search_tags={"search": "http"})
-        t = FakeTrial("hhh", {"train.lr": 0.002})
-        tr.on_trial_start(0, [], t)
-        tr.on_trial_result(0, [], t, epoch_report(1, 0))
-        tr.on_trial_complete(0, [], t)
-        parents, folds = _runs(tr, "hhh")
-        assert [p.info.status for p in parents] == ["FINISHED"] and len(folds) == 5
-        tr.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    uri = mlflow_server(f"sqlite:///{tmp_path}/srv.db", tmp_path / "art")
+    tr = MLflowTracker(uri, "http", base=Config().to_dict(), search_tags={"search": "http"})
+    t = FakeTrial("hhh", {"train.lr": 0.002})
+    tr.on_trial_start(0, [], t)
+    tr.on_trial_result(0, [], t, epoch_report(1, 0))
+    tr.on_trial_complete(0, [], t)
+    parents, folds = _runs(tr, "hhh")
+    assert [p.info.status for p in parents] == ["FINISHED"] and len(folds) == 5
+    tr.close()
     out = capfd.readouterr().out
     assert "View run" not in out and "View experiment" not in out, out[-2000:]
