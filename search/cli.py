@@ -149,5 +149,41 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME
 
 
+def entry() -> None:
+    """The console script: exit with :func:`main`'s code.
+
+    After Ctrl-C in a process that imported Ray, the command's own clean-up has run by the time ``main`` returns
+    (MLflow runs closed, the name lock released, the Ray it started shut down), and the process then leaves
+    through ``os._exit``: Python's own finalisation after an interrupt can crash inside Ray's native threads (seen
+    once in CI: ``blemore resume: interrupted``, then SIGSEGV, exit -11, instead of 130)."""
+    code = main()
+    if code == EXIT_INTERRUPTED and "ray" in sys.modules:
+        _hard_exit(code)
+    sys.exit(code)
+
+
+def _hard_exit(code: int) -> None:
+    """Flush what was printed and logged, make sure no Ray connection is left (a Ray this process started would
+    otherwise outlive it), then exit at once with ``code``."""
+    import logging
+
+    try:
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    except BaseException:  # noqa: BLE001 - a second Ctrl-C or a dead Ray: exit all the same
+        pass
+    try:
+        logging.shutdown()
+    except BaseException:  # noqa: BLE001
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - a closed pipe
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

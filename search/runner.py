@@ -398,6 +398,7 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
     exp_id = tracker.ensure_store()  # atomic creation: the store exists, complete, before anything else runs
     lock = NameLock(tracker.client, exp_id, name, tracking_uri).acquire()
     started = False
+    ray_was_up = _ray_is_up()  # a Ray this search did not start (tests, a notebook) is left running
     try:
         if not resume:  # from here on, `blemore resume NAME --storage URI` can continue whatever happens
             _write_manifest(st, name, space, replace(opts, storage=storage, tracking_uri=tracking_uri,
@@ -451,10 +452,18 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
             print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
         lock.release()
         _release_trial_groups()
-        if started:
+        # not `if started`: a Ctrl-C inside ray.init (or right after it, before `started` is set) leaves a Ray up
+        # that only interpreter exit would stop, with the local Ray's processes already hit by the same SIGINT
+        if not ray_was_up and _ray_is_up():
             import ray
 
             ray.shutdown()
+
+
+def _ray_is_up() -> bool:
+    """Whether this process is connected to a Ray (without importing Ray when nothing did)."""
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
 
 
 def _release_trial_groups() -> None:

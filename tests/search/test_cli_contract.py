@@ -3,6 +3,8 @@ log, a traceback only with ``-v``; usage errors are one line with exit 2."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from search import cli
@@ -34,3 +36,62 @@ def test_usage_errors_are_one_line_exit_2(argv, named, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0] and "error:" in err[0], err
+
+
+def _interrupt(args):
+    raise KeyboardInterrupt
+
+
+class _FakeRay:
+    """Stands in for an imported ``ray`` module: records shutdown."""
+
+    def __init__(self, up: bool):
+        self.up, self.shut = up, 0
+
+    def is_initialized(self) -> bool:
+        return self.up
+
+    def shutdown(self) -> None:
+        self.shut += 1
+        self.up = False
+
+
+class _Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize("ray_up", [True, False])
+def test_ctrl_c_after_ray_leaves_through_os_exit_130(ray_up, monkeypatch, capsys):
+    """Ctrl-C with Ray imported: 130 through os._exit after Ray is shut down (interpreter finalisation after an
+    interrupt crashed inside Ray's native threads once in CI, exit -11)."""
+    fake = _FakeRay(ray_up)
+    exits: list[int] = []
+
+    def _os_exit(code):
+        exits.append(code)
+        raise _Exited
+
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(cli.os, "_exit", _os_exit)
+    monkeypatch.setattr(evaluate, "run", _interrupt)
+    monkeypatch.setattr(cli.sys, "argv", ["blemore", "evaluate", "--predictions", "p.json", "--metadata", "m.csv"])
+    with pytest.raises(_Exited):
+        cli.entry()
+    assert exits == [130] and fake.shut == int(ray_up) and not fake.is_initialized()
+    assert capsys.readouterr().err.strip() == "blemore evaluate: interrupted"
+
+
+def test_other_exits_and_ctrl_c_without_ray_use_sys_exit(monkeypatch):
+    """Only the interrupted path with Ray imported skips finalisation; everything else exits normally."""
+    monkeypatch.setattr(cli.os, "_exit", lambda code: pytest.fail(f"os._exit({code})"))
+    monkeypatch.setattr(cli.sys, "argv", ["blemore", "evaluate", "--predictions", "p.json", "--metadata", "m.csv"])
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay(True))
+    monkeypatch.setattr(evaluate, "run", _boom)
+    with pytest.raises(SystemExit) as e:
+        cli.entry()
+    assert e.value.code == 1
+    monkeypatch.delitem(sys.modules, "ray")
+    monkeypatch.setattr(evaluate, "run", _interrupt)
+    with pytest.raises(SystemExit) as e:
+        cli.entry()
+    assert e.value.code == 130

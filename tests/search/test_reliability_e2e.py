@@ -37,7 +37,8 @@ metric: score
 scheduler: none
 budget: {{num_samples: {n}, max_concurrent: 1, max_epochs: 2}}
 """
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+# PYTHONFAULTHANDLER: a crash of a CLI process prints its Python stacks into the output the assertions show
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PYTHONFAULTHANDLER": "1"}
 
 
 def _space(tmp: Path, data: Path, name: str, n: int = 2) -> Path:
@@ -234,3 +235,28 @@ def test_sigint_at_20_moments_then_resume_completes_exactly(tmp_path, tiny_relea
         for key in [k for k in r.data.metrics if k.startswith("epoch/")]:
             steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
             assert len(steps) == len(set(steps)), (r.data.tags.get("mlflow.runName"), key, steps, log)
+
+
+def test_ctrl_c_right_after_ray_init_shuts_that_ray_down(tmp_path, tiny_release, monkeypatch):
+    """A Ctrl-C that lands inside ``ray.init`` (or just after it, before the search knows it started Ray) still
+    shuts that Ray down in the search's own clean-up, not at interpreter exit."""
+    import ray
+
+    from search import runner
+
+    assert not ray.is_initialized()
+
+    def _init_then_ctrl_c(opts):
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_init_ray", _init_then_ctrl_c)
+    space = _space(tmp_path, tiny_release, "initint", n=1)
+    opts = runner.SearchOptions(storage=str(tmp_path / "ray_results"), tracking_uri=f"sqlite:///{tmp_path}/m.db",
+                                num_cpus=1, verbose=0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run_search(space, opts)
+        assert not ray.is_initialized()
+    finally:
+        ray.shutdown()
