@@ -165,23 +165,18 @@ def entry() -> None:
 def _hard_exit(code: int) -> None:
     """Flush what was printed and logged, make sure no Ray connection is left (a Ray this process started would
     otherwise outlive it), then exit at once with ``code``."""
+    import contextlib
     import logging
 
-    try:
+    with contextlib.suppress(BaseException):  # a second Ctrl-C or a dead Ray: exit all the same
         ray = sys.modules.get("ray")
         if ray is not None and ray.is_initialized():
             ray.shutdown()
-    except BaseException:  # noqa: BLE001 - a second Ctrl-C or a dead Ray: exit all the same
-        pass
-    try:
+    with contextlib.suppress(BaseException):
         logging.shutdown()
-    except BaseException:  # noqa: BLE001
-        pass
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(BaseException):  # a closed pipe
             stream.flush()
-        except BaseException:  # noqa: BLE001 - a closed pipe
-            pass
     os._exit(code)
 
 
