@@ -13,8 +13,11 @@ release the name lock -> summary of the best trials.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -489,13 +492,52 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
     from search.tracking import TrackingServerDown
 
     try:
-        return tuner.fit()
+        with _one_line_superseded_uploads():
+            return tuner.fit()
     except TrackingServerDown as e:
         where = "" if opts.storage is None else f" --storage {opts.storage}"
         head, _, cause = str(e).partition(" (cause: ")
         raise TrackingServerDown(
             f"{head}; start it again, then run `blemore resume {name}{where}` (unfinished trials run again, trials "
             f"that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
+
+
+# Ray Tune's atomic save (ray/tune/search/searcher.py, ray/tune/utils/util.py): ".<uuid4>-tmp-<name>", then rename
+_TUNE_TMP_FILE = re.compile(r"/\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-tmp-[^/'\"]+")
+TUNE_STATE_LOGGER = "ray.tune.execution.experiment_state"
+
+
+class SupersededUploadFilter(logging.Filter):
+    """Turns Ray Tune's traceback for a superseded experiment-state upload into one warning line.
+
+    Ray Tune 2.60 (``ray/tune/execution/experiment_state.py``, ``sync_up_experiment_state``) writes the searcher state
+    (a ``.<uuid>-tmp-...`` file, then a rename) *before* it waits for the previous background upload of the same
+    folder. That upload can list the temporary file and then not find it; Tune logs the ``FileNotFoundError`` with a
+    full traceback (seen on Ctrl-C), although the upload it launches right after carries the state, and the search
+    resumes from it. Only that case is rewritten: any other failed upload keeps its traceback and level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if (isinstance(exc, FileNotFoundError) and str(record.msg).startswith("Saving experiment state")
+                and (m := _TUNE_TMP_FILE.search(str(exc)))):
+            record.msg = ("Ray Tune: an experiment-state upload overlapped the next state write (its temporary file "
+                          "%s was renamed meanwhile); the upload launched next carries the state")
+            record.args = (m.group(0).rsplit("/", 1)[-1],)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+@contextlib.contextmanager
+def _one_line_superseded_uploads():
+    """:class:`SupersededUploadFilter` on Tune's experiment-state logger while the block runs."""
+    log, flt = logging.getLogger(TUNE_STATE_LOGGER), SupersededUploadFilter()
+    log.addFilter(flt)
+    try:
+        yield
+    finally:
+        log.removeFilter(flt)
 
 
 def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,

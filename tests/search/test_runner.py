@@ -23,3 +23,85 @@ def test_tracking_server_down_message_says_how_to_resume(storage, where):
                           f"again, then run `blemore resume mysearch{where}`")
     assert msg.endswith("(cause: ConnectionRefusedError: [Errno 111] Connection refused)")
     assert len(msg) < 500  # the CLI prints the first 500 characters of a runtime error
+
+
+# --- Ray Tune's superseded experiment-state upload (CI, 2026-12-02: a traceback on Ctrl-C although the state was kept)
+
+import io
+import logging
+
+from search.runner import TUNE_STATE_LOGGER
+
+_CI_ERROR = ("[Errno 2] Failed to open local file '/tmp/ray/session_2026-12-02_07-43-17_083494_18520/artifacts/"
+             "2026-12-02_07-41-58/sigint/driver_artifacts/.381fe043-cf22-41cd-81d3-ef532ecf215d-tmp-searcher-state-"
+             "2026-12-02_07-43-26.pkl'. Detail: [errno 2] No such file or directory")
+
+
+def _log_failed_upload(exc: BaseException) -> None:
+    """What Ray Tune's ``wait_for_sync`` does when the background upload raised."""
+    try:
+        raise exc
+    except Exception:
+        logging.getLogger(TUNE_STATE_LOGGER).error(
+            "Saving experiment state to storage at '/x/ray_results/sigint' failed with exception: ", exc_info=True)
+
+
+class _LoggingTuner:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def fit(self):
+        _log_failed_upload(self.exc)
+        return "results"
+
+
+@pytest.fixture
+def tune_log():
+    log, buf = logging.getLogger(TUNE_STATE_LOGGER), io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    yield buf
+    log.removeHandler(handler)
+    log.setLevel(old_level)
+
+
+def test_superseded_upload_is_one_warning_line_during_fit(tune_log):
+    assert _fit(_LoggingTuner(FileNotFoundError(_CI_ERROR)), "sigint", SearchOptions(), "/x") == "results"
+    out = tune_log.getvalue()
+    assert "Traceback" not in out and out.count("\n") == 1, out
+    assert out.startswith("WARNING Ray Tune: an experiment-state upload overlapped the next state write")
+    assert ".381fe043-cf22-41cd-81d3-ef532ecf215d-tmp-searcher-state-2026-12-02_07-43-26.pkl" in out
+    assert not logging.getLogger(TUNE_STATE_LOGGER).filters  # removed once fit returns
+
+
+@pytest.mark.parametrize("exc", [
+    FileNotFoundError("[Errno 2] Failed to open local file '/tmp/ray/x/driver_artifacts/searcher-state.pkl'"),
+    PermissionError(_CI_ERROR),
+    OSError("No space left on device"),
+], ids=["missing-real-file", "permission", "disk-full"])
+def test_other_failed_uploads_keep_their_traceback(tune_log, exc):
+    _fit(_LoggingTuner(exc), "sigint", SearchOptions(), "/x")
+    out = tune_log.getvalue()
+    assert out.startswith("ERROR Saving experiment state to storage") and "Traceback" in out, out
+
+
+def test_outside_a_search_ray_logs_are_untouched(tune_log):
+    _log_failed_upload(FileNotFoundError(_CI_ERROR))
+    assert "Traceback" in tune_log.getvalue()
+
+
+def test_ray_still_logs_and_names_the_tmp_file_the_way_the_filter_expects():
+    """Guards a Ray upgrade: the logger name, the message and the temporary-file naming the filter relies on."""
+    import inspect
+
+    from ray.tune.execution import experiment_state
+    from ray.tune.search import searcher
+
+    assert experiment_state.logger.name == TUNE_STATE_LOGGER
+    src = inspect.getsource(experiment_state._ExperimentCheckpointManager.sync_up_experiment_state)
+    assert '"Saving experiment state to storage at "' in src
+    assert src.index("save_fn()") < src.index("wait_for_sync()")  # the write before the wait: the race itself
+    assert 'f".{str(uuid.uuid4())}-tmp-{file_name}"' in inspect.getsource(searcher)
