@@ -1,10 +1,14 @@
-"""search.runner pieces that need no Ray: what a search says when its tracking server dies."""
+"""search.runner pieces that need no running Ray: what a search says when its tracking server dies, and how Ray
+Tune's log of a superseded state upload reads."""
 
 from __future__ import annotations
 
+import io
+import logging
+
 import pytest
 
-from search.runner import SearchOptions, _fit
+from search.runner import TUNE_STATE_LOGGER, SearchOptions, _fit
 from search.tracking import TrackingServerDown
 
 
@@ -26,11 +30,6 @@ def test_tracking_server_down_message_says_how_to_resume(storage, where):
 
 
 # --- Ray Tune's superseded experiment-state upload (CI, 2026-12-02: a traceback on Ctrl-C although the state was kept)
-
-import io
-import logging
-
-from search.runner import TUNE_STATE_LOGGER
 
 _CI_ERROR = ("[Errno 2] Failed to open local file '/tmp/ray/session_2026-12-02_07-43-17_083494_18520/artifacts/"
              "2026-12-02_07-41-58/sigint/driver_artifacts/.381fe043-cf22-41cd-81d3-ef532ecf215d-tmp-searcher-state-"
