@@ -58,9 +58,10 @@ class PermutationSampler(torch.utils.data.Sampler):
 def reference_fold(cfg, data, fold: int, ref, device: str = "cpu") -> dict:
     """The reference-style loop on one fold: returns best Score, wall seconds and its per-epoch overhead."""
     from blemore_core.data import fold_indices
+    from blemore_core.fold_inputs import _moments
     from blemore_core.losses import compute_loss
     from blemore_core.models import build_model
-    from blemore_core.train import _moments
+    from blemore_core.train import fold_seeds
 
     t_start = time.perf_counter()
     dev = torch.device(device)
@@ -73,9 +74,10 @@ def reference_fold(cfg, data, fold: int, ref, device: str = "cpu") -> dict:
         mean, std = _moments(x[train_idx])
         feats[e] = (x - mean) / std
     labels = np.asarray(data.labels, dtype=np.float32)
-    torch.manual_seed(cfg.seed * 1009 + fold)
+    torch_seed, batch_seed = fold_seeds(cfg.seed, fold)
+    torch.manual_seed(torch_seed)
     gen = torch.Generator()
-    gen.manual_seed(cfg.seed * 7919 + fold)
+    gen.manual_seed(batch_seed)
     model = build_model(cfg, data.input_dims).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.max_epochs, eta_min=cfg.train.lr_min)
@@ -126,13 +128,13 @@ def our_overhead(cfg, data, fold: int, repeats: int) -> list[float]:
     fit), one sample per repeat."""
     from blemore_core.data import fold_indices
     from blemore_core.decoding import fit_thresholds
+    from blemore_core.fold_inputs import FoldInputs, predict_probs, resolve_device
     from blemore_core.models import build_model
-    from blemore_core.train import _FoldTensors, _predict, resolve_device
 
     train_idx, val_idx = fold_indices(np.asarray(data.folds), fold)
     device = resolve_device(cfg.train.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t = _FoldTensors(data, cfg, np.asarray(train_idx), device)
+    t = FoldInputs(data, cfg, np.asarray(train_idx), device)
     model = build_model(cfg, data.input_dims).to(device)
     truth = np.asarray(data.labels, dtype=np.float32)[val_idx]
     gen = torch.Generator(device=device).manual_seed(0)
@@ -144,7 +146,7 @@ def our_overhead(cfg, data, fold: int, repeats: int) -> list[float]:
         perm = idx[torch.randperm(len(idx), generator=gen, device=device)]
         for s in range(0, len(perm), cfg.train.batch_size):
             t.inputs(perm[s : s + cfg.train.batch_size], train=True, gen=gen)
-        fit_thresholds(_predict(model, t, np.asarray(val_idx), precision=cfg.train.precision)[0], truth)
+        fit_thresholds(predict_probs(model, t, np.asarray(val_idx), precision=cfg.train.precision)[0], truth)
         sync()
         out.append(time.perf_counter() - t0)
     return out[1:]  # the first is warm-up

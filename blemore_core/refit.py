@@ -1,8 +1,9 @@
 """Retraining for a fixed number of epochs and prediction from a model directory (DESIGN.md section 7).
 
-* :func:`fit_epochs` trains one model on a given set of training clips for exactly ``epochs`` epochs, with the
-  optimiser, cosine schedule (``T_max = train.max_epochs``, as in cross-validation, so epoch e sees the learning
-  rate it saw there), batches, losses and seeds of :func:`blemore_core.train.fit_fold`; there is no validation
+* :func:`fit_epochs` trains one model on a given set of training clips for exactly ``epochs`` epochs: a loop over
+  :meth:`blemore_core.train.FoldTrainer.train_epoch` (the one training step: optimiser, cosine schedule with
+  ``T_max = train.max_epochs`` so epoch e sees the learning rate it saw in cross-validation, batches, losses and
+  seeds); there is no validation
   set, so the epoch count comes from the cross-validation (``blemore retrain``: the median selected epoch for
   ``full``, each fold's own for ``folds``).
 * :func:`predict_test` / :func:`predict_model` give the test-split probabilities of a model directory: each
@@ -23,18 +24,9 @@ import torch
 from blemore_core.artifacts import ArtifactError, ModelDir
 from blemore_core.config import Config
 from blemore_core.data import load_release
-from blemore_core.losses import compute_loss
+from blemore_core.fold_inputs import FoldInputs, TrainData, predict_probs, prepare_data, resolve_device
 from blemore_core.models import build_model
-from blemore_core.train import (
-    NonFiniteLossError,
-    TrainData,
-    _FoldTensors,
-    _predict,
-    forward,
-    make_optimizer,
-    prepare_data,
-    resolve_device,
-)
+from blemore_core.train import FoldTrainer
 
 
 def with_test_split(data: TrainData, root: str | Path, progress: bool = False) -> TrainData:
@@ -61,8 +53,8 @@ def fit_epochs(cfg: Config, data: TrainData, train_idx: np.ndarray, epochs: int,
             ``data.domain_target == "test"``).
         train_idx: int64 (M,) training rows.
         epochs: 1 <= epochs <= train.max_epochs.
-        seed_key: seeds as fit_fold's fold index does (``torch.manual_seed(seed * 1009 + seed_key)``), so that the
-            fold-k model of ``folds`` retraining repeats the cross-validation's fold-k run up to ``epochs``.
+        seed_key: seeds as a cross-validation's fold index does (:func:`blemore_core.train.fold_seeds`), so that
+            the fold-k model of ``folds`` retraining repeats the cross-validation's fold-k run up to ``epochs``.
         device: default ``train.device`` resolved.
         target_idx: unlabeled rows for the domain term when ``data.domain_target == "val"`` (fit_fold uses the
             validation fold; default: ``train_idx``, as a model trained on every fold has no held-out clips).
@@ -78,55 +70,15 @@ def fit_epochs(cfg: Config, data: TrainData, train_idx: np.ndarray, epochs: int,
     train_idx = np.asarray(train_idx, dtype=np.int64)
     if len(train_idx) == 0:
         raise ValueError("train_idx: no training clips")
-    device = device or resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.seed * 1009 + seed_key)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed * 7919 + seed_key)
-    t = _FoldTensors(data, cfg, train_idx, device)
-    labels = torch.as_tensor(np.asarray(data.labels, dtype=np.float32), device=device)
-    train_idx_t = torch.as_tensor(train_idx, device=device)
-    use_domain = cfg.loss.domain > 0
-    target_is_test = cfg.data.domain_target == "test"
-    if use_domain:
-        if target_is_test:
-            target_pool = torch.arange(t.n_target, device=device)
-        else:
-            target_pool = train_idx_t if target_idx is None else torch.as_tensor(np.asarray(target_idx), device=device)
-    model = build_model(cfg, data.input_dims).to(device)
-    is_mixed = cfg.model.arch == "fusion" and cfg.model.fusion == "mixed"
-    if is_mixed:
-        model.set_stage("pretrain")
-    opt = make_optimizer(model, cfg, device)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.max_epochs, eta_min=cfg.train.lr_min)
-    bs, prec = cfg.train.batch_size, cfg.train.precision
+    if device is not None:
+        cfg = cfg.override({"train.device": torch.device(device).type})
+    trainer = FoldTrainer(cfg, data, train_idx=train_idx, seed_key=seed_key, target_idx=target_idx,
+                          label=f"retrain (seed key {seed_key})")
     history = []
-    for epoch in range(1, int(epochs) + 1):
-        if is_mixed and epoch == cfg.model.mixed_pretrain_epochs + 1:
-            model.set_stage("combine")
-        model.train()
-        perm = train_idx_t[torch.randperm(len(train_idx_t), generator=gen, device=device)]
-        total, n_seen = 0.0, 0
-        for s in range(0, len(perm), bs):
-            idx = perm[s : s + bs]
-            x, m = t.inputs(idx, train=True, gen=gen)
-            out = forward(model, x, m, prec, device)
-            target_emb = None
-            if use_domain:
-                tidx = target_pool[torch.randint(len(target_pool), (min(bs, len(target_pool)),), generator=gen,
-                                                 device=device)]
-                xt, mt = t.inputs(tidx, train=True, gen=gen, target=target_is_test)
-                target_emb = forward(model, xt, mt, prec, device).embedding
-            loss, _ = compute_loss(out, labels[idx], cfg.loss, target_embedding=target_emb)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"retrain (seed key {seed_key}), epoch {epoch}: non-finite loss {loss.item()}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            n_seen += len(idx)
-        history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": float(opt.param_groups[0]["lr"])})
-        sched.step()
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, history
+    for _ in range(int(epochs)):
+        rec = trainer.train_epoch()
+        history.append({k: rec[k] for k in ("epoch", "train_loss", "lr")})
+    return {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}, history
 
 
 def train_rows(data: TrainData, train_folds: Sequence[int]) -> np.ndarray:
@@ -150,7 +102,7 @@ def predict_weights(cfg: Config, state_dict: dict[str, torch.Tensor], data: Trai
         ArtifactError: naming ``source`` when the weights do not fit the model the config builds.
     """
     device = resolve_device(cfg.train.device)
-    t = _FoldTensors(data, cfg, train_rows(data, train_folds), device)
+    t = FoldInputs(data, cfg, train_rows(data, train_folds), device)
     model = build_model(cfg, data.input_dims)
     if cfg.model.arch == "fusion" and cfg.model.fusion == "mixed":
         model.set_stage("combine")
@@ -160,7 +112,7 @@ def predict_weights(cfg: Config, state_dict: dict[str, torch.Tensor], data: Trai
         raise ArtifactError(f"{source}: weights do not fit the config's model: {str(e).splitlines()[0]}") from None
     model.to(device)
     rows = np.arange(len(data.target.filenames), dtype=np.int64) if idx is None else np.asarray(idx, dtype=np.int64)
-    return _predict(model, t, rows, target=True, precision=cfg.train.precision)
+    return predict_probs(model, t, rows, target=True, precision=cfg.train.precision)
 
 
 def predict_model(md: ModelDir, root: str | Path, progress: bool = False) -> tuple[list[str], np.ndarray]:

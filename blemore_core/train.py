@@ -17,209 +17,43 @@ whose state each fold keeps privately, and ``seed * 7919 + fold`` for batches).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from blemore_core.config import PROTOCOLS as PROTOCOL_KEYS  # protocol names are defined once, in config
 from blemore_core.config import Config
-from blemore_core.data import ReleaseData, fold_indices, load_release, standardise_length
-from blemore_core.data.temporal import as_tensor
+from blemore_core.data import fold_indices
 from blemore_core.decoding import fit_and_evaluate
+from blemore_core.fold_inputs import (  # noqa: F401  (TrainData, prepare_data, resolve_device, forward: re-exported)
+    FoldInputs,
+    NonFiniteLossError,
+    TrainData,
+    forward,
+    predict_probs,
+    prepare_data,
+    resolve_device,
+    rng_state,
+    set_rng_state,
+)
 from blemore_core.losses import compute_loss
 from blemore_core.models import build_model
 from blemore_core.selection import EpochCurves
 
 METRIC_KEYS: tuple[str, ...] = ("acc_presence", "acc_salience", "score", "alpha", "beta")
-_EVAL_CHUNK = 1024
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss (the fold, epoch and loss parts are in the message)."""
+def fold_seeds(seed: int, key: int) -> tuple[int, int]:
+    """The two seeds of one fold model: ``(torch global generator seed, batch generator seed)``.
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class TrainData:
-    """Everything a fold needs, loaded once and shared by all folds (and, in a search, by all trials on a node).
-
-    Attributes:
-        release: the training split (features memory-mapped from the Arrow cache; labels (N, 6) float32).
-        target: the test split's features when ``data.domain_target == "test"`` (unlabeled), else ``None``.
-        encoders: encoder keys in model input order.
-        features: ``"sequence"`` or ``"aggregated"``.
-        input_dims: encoder -> D (sequence) or 7*D (aggregated).
+    ``key`` is the fold index in a cross-validation and the seed key of a retraining
+    (:func:`blemore_core.refit.fit_epochs`), so that retraining fold k repeats the cross-validation's fold-k run.
+    This is the one place the seeding rule lives.
     """
-
-    release: ReleaseData
-    target: ReleaseData | None
-    encoders: tuple[str, ...]
-    features: str
-    input_dims: dict[str, int]
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Soft labels (N, 6) float32 of the training clips."""
-        return self.release.labels
-
-    @property
-    def folds(self) -> np.ndarray:
-        """Fold of each training clip, int64 (N,), values 0..4."""
-        return self.release.folds
-
-    @property
-    def filenames(self) -> list[str]:
-        """Training clip names (N,), without extension."""
-        return self.release.filenames
-
-
-def prepare_data(cfg: Config, root: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> TrainData:
-    """Load (and on first use, cache) the features ``cfg.data`` asks for from a BlEmoRe release at ``root``.
-
-    Raises:
-        FileNotFoundError / ValueError: from :func:`blemore_core.data.load_release`, naming the file and field.
-    """
-    enc = tuple(cfg.data.encoders)
-    release = load_release(root, enc, split="train", cache_dir=cache_dir, progress=progress)
-    target = None
-    if cfg.loss.domain > 0 and cfg.data.domain_target == "test":
-        target = load_release(root, enc, split="test", cache_dir=cache_dir, progress=progress)
-    if cfg.data.features == "aggregated":
-        dims = {e: int(release.aggregated_features(e).shape[1]) for e in enc}
-    else:
-        missing = [e for e in enc if e not in release.sequences]
-        if missing:
-            raise ValueError(
-                f"{root}: data.features is 'sequence' but encoders {missing} have no per-clip sequences "
-                "(only aggregated .npz files); use data.features: aggregated"
-            )
-        dims = {e: int(release.sequences[e].dim) for e in enc}
-    return TrainData(release, target, enc, cfg.data.features, dims)
-
-
-class _FoldTensors:
-    """The inputs of one fold as device tensors, z-scored with statistics of the training clips only.
-
-    Sequence inputs keep all frames (total_T, D) plus offsets and are standardised to L frames per batch with
-    :func:`blemore_core.data.standardise_length` (random frame per segment in training, segment centre in
-    evaluation), then z-scored per batch: on the CPU the frames stay the read-only memory map of the Arrow cache,
-    so the fold workers of a node share one copy through the page cache instead of each holding its own z-scored
-    float32 copy (DESIGN 6: features loaded once per node); on a GPU the raw frames are copied to the device once.
-    Aggregated inputs are (N, 7*D) tensors, z-scored once (small).
-    """
-
-    def __init__(self, data: TrainData, cfg: Config, train_idx: np.ndarray, device: torch.device):
-        self.device = device
-        self.features = data.features
-        self.L = cfg.model.seq_len
-        self.encoders = data.encoders
-        self.frames: dict[str, torch.Tensor] = {}
-        self.offsets: dict[str, torch.Tensor] = {}
-        self.moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per-encoder (mean, std), (D,) each
-        self.agg: dict[str, torch.Tensor] = {}
-        self.target_frames: dict[str, torch.Tensor] = {}
-        self.target_offsets: dict[str, torch.Tensor] = {}
-        self.target_agg: dict[str, torch.Tensor] = {}
-        standardise = cfg.data.standardise
-        for e in data.encoders:
-            if data.features == "aggregated":
-                x = np.asarray(data.release.aggregated_features(e), dtype=np.float32)
-                mean, std = _moments(x, train_idx) if standardise else (0.0, 1.0)
-                self.agg[e] = torch.from_numpy((x - mean) / std).to(device)
-                if data.target is not None:
-                    xt = np.asarray(data.target.aggregated_features(e), dtype=np.float32)
-                    self.target_agg[e] = torch.from_numpy((xt - mean) / std).to(device)
-                continue
-            seq = data.release.sequences[e]
-            offsets = np.asarray(seq.offsets, dtype=np.int64)
-            self.frames[e] = _frames_on(seq.frames, device)
-            self.offsets[e] = torch.from_numpy(offsets.copy()).to(device)
-            if standardise:
-                mean, std = _moments(np.asarray(seq.frames), _frame_rows(offsets, train_idx))
-                self.moments[e] = (torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device))
-            if data.target is not None:
-                tseq = data.target.sequences[e]
-                self.target_frames[e] = _frames_on(tseq.frames, device)
-                self.target_offsets[e] = torch.from_numpy(np.array(tseq.offsets, dtype=np.int64)).to(device)
-
-    def inputs(self, idx: torch.Tensor, train: bool, gen: torch.Generator | None, target: bool = False):
-        """Model inputs for clips ``idx`` (B,): ({e: (B, L, D) or (B, 7*D)}, {e: (B, L) bool} or None)."""
-        if self.features == "aggregated":
-            src = self.target_agg if target else self.agg
-            return {e: src[e][idx] for e in self.encoders}, None
-        frames = self.target_frames if target else self.frames
-        offsets = self.target_offsets if target else self.offsets
-        xs, ms = {}, {}
-        for e in self.encoders:
-            x, ms[e] = standardise_length(frames[e], offsets[e], idx, self.L, train=train, generator=gen)
-            if e in self.moments:  # z-score the batch's real frames; padded positions stay 0
-                mean, std = self.moments[e]
-                x = torch.where(ms[e].unsqueeze(-1), (x - mean) / std, x)
-            xs[e] = x
-        return xs, ms
-
-    @property
-    def n_target(self) -> int:
-        """Number of clips in the test-split target set (0 when absent)."""
-        src = self.target_agg or self.target_offsets
-        if not src:
-            return 0
-        v = next(iter(src.values()))
-        return int(v.shape[0]) if self.features == "aggregated" else int(v.shape[0] - 1)
-
-
-def _moments(x: np.ndarray, rows: np.ndarray | None = None, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and population std (floored at 1e-6) of ``x[rows]`` (all rows when None), x (n, D),
-    accumulated in float64 chunks (never a copy of all selected rows: x may be a multi-GB memory map)."""
-    idx = np.arange(len(x)) if rows is None else np.asarray(rows)
-    n = len(idx)
-    s = np.zeros(x.shape[1], np.float64)
-    for i in range(0, n, chunk):
-        s += x[idx[i : i + chunk]].sum(axis=0, dtype=np.float64)
-    mean = s / max(n, 1)
-    ss = np.zeros_like(s)
-    for i in range(0, n, chunk):
-        d = x[idx[i : i + chunk]].astype(np.float64) - mean
-        ss += np.einsum("ij,ij->j", d, d)
-    std = np.maximum(np.sqrt(ss / max(n, 1)), 1e-6)
-    return mean.astype(np.float32), std.astype(np.float32)
-
-
-def _frames_on(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(total_T, D) float32 frames on ``device``: on the CPU a zero-copy view of the (read-only, memory-mapped)
-    array, shared with every process mapping the same cache file; elsewhere one device copy."""
-    t = as_tensor(np.asarray(frames))
-    if t.dtype != torch.float32:
-        t = t.to(torch.float32)
-    return t if device.type == "cpu" else t.to(device)
-
-
-def _frame_rows(offsets: np.ndarray, clips: np.ndarray) -> np.ndarray:
-    """Row indices into the (total_T, D) frame array of all frames of ``clips`` (vectorised)."""
-    starts, ends = offsets[clips], offsets[clips + 1]
-    lengths = ends - starts
-    rep = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return np.arange(lengths.sum()) + rep
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# training
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU raises ValueError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
+    return seed * 1009 + key, seed * 7919 + key
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.AdamW:
@@ -238,32 +72,6 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) ->
     return torch.optim.AdamW(model.parameters(), **kwargs)
 
 
-def forward(model: torch.nn.Module, x, m, precision: str, device: torch.device):
-    """``model(x, m)`` at ``train.precision``; the returned ModelOutput's tensors are always float32.
-
-    ``"bf16"`` runs the forward under ``torch.autocast(device.type, dtype=torch.bfloat16)``; ``"fp32"`` runs it as is.
-    """
-    if precision == "bf16":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = model(x, m)
-        return out.float()
-    return model(x, m)
-
-
-@torch.no_grad()
-def _predict(model, tensors: _FoldTensors, idx: np.ndarray, target: bool = False, precision: str = "fp32"):
-    """Eval-mode probabilities float32 (n, 6) and importances (n, E) or None for clips ``idx``."""
-    model.eval()
-    probs, imps = [], []
-    idx_t = torch.as_tensor(idx, dtype=torch.long, device=tensors.device)
-    for s in range(0, len(idx_t), _EVAL_CHUNK):
-        x, m = tensors.inputs(idx_t[s : s + _EVAL_CHUNK], train=False, gen=None, target=target)
-        out = forward(model, x, m, precision, tensors.device)
-        probs.append(out.probs.cpu())  # float32: forward() returns float32 at every precision
-        if out.importances is not None:
-            imps.append(out.importances.cpu())
-    p = torch.cat(probs).numpy() if probs else np.zeros((0, 6), np.float32)
-    return p.astype(np.float32), (torch.cat(imps).numpy() if imps else None)
 # ---------------------------------------------------------------------------------------------------------------
 # results
 
@@ -317,12 +125,14 @@ class CVResult:
         metrics: see :func:`summarize_protocols`.
         curves: the per-epoch OOF probabilities and protocol decisions (:class:`EpochCurves`; ``stack()`` gives
             (N, 6, E)).
+        execution: how the folds were stepped: ``"fused"`` or ``"sequential"`` (:func:`fold_group`).
     """
 
     folds: list[FoldResult]
     oof_probs: np.ndarray
     metrics: dict[str, Any]
     curves: EpochCurves
+    execution: str = "sequential"
 
 
 class FoldTrainer:
@@ -338,36 +148,53 @@ class FoldTrainer:
     Args:
         cfg: resolved configuration.
         data: from :func:`prepare_data`.
-        fold: validation fold index (a value of ``data.folds``).
+        fold: validation fold index (a value of ``data.folds``): trains on the other folds and validates on it.
+        train_idx, val_idx: instead of ``fold``, explicit int64 rows of the training clips and (optionally) of the
+            validation clips; without ``val_idx`` the trainer only trains (:func:`blemore_core.refit.fit_epochs`).
+        seed_key: the seed key (:func:`fold_seeds`); default ``fold``.
+        target_idx: unlabeled rows for the domain term when ``data.domain_target == "val"`` (default: the
+            validation rows, else the training rows).
+        label: how errors name this model (default ``"fold <k>"``).
 
     Raises:
-        ValueError: unknown fold, an empty training or validation set, CUDA requested without a GPU.
+        ValueError: unknown fold, neither ``fold`` nor ``train_idx``, an empty training or validation set, CUDA
+            requested without a GPU.
     """
 
-    def __init__(self, cfg: Config, data: TrainData, fold: int):
-        folds = np.asarray(data.folds)
-        if fold not in set(folds.tolist()):
-            raise ValueError(f"fold {fold} does not exist in the release (folds: {sorted(set(folds.tolist()))})")
-        train_idx, val_idx = fold_indices(folds, fold)
+    def __init__(self, cfg: Config, data: TrainData, fold: int | None = None, *, train_idx: np.ndarray | None = None,
+                 val_idx: np.ndarray | None = None, seed_key: int | None = None,
+                 target_idx: np.ndarray | None = None, label: str | None = None):
+        if fold is not None:
+            folds = np.asarray(data.folds)
+            if fold not in set(folds.tolist()):
+                raise ValueError(f"fold {fold} does not exist in the release (folds: {sorted(set(folds.tolist()))})")
+            train_idx, val_idx = fold_indices(folds, fold)
+        elif train_idx is None or seed_key is None:
+            raise ValueError("FoldTrainer: give a fold, or train_idx and seed_key")
         self.train_idx = np.asarray(train_idx, dtype=np.int64)
-        self.val_idx = np.asarray(val_idx, dtype=np.int64)
-        if len(self.train_idx) == 0 or len(self.val_idx) == 0:
-            raise ValueError(f"fold {fold}: empty training ({len(self.train_idx)}) or validation "
-                             f"({len(self.val_idx)}) set")
+        self.val_idx = None if val_idx is None else np.asarray(val_idx, dtype=np.int64)
+        self.label = label or f"fold {fold}"
+        if len(self.train_idx) == 0 or (self.val_idx is not None and len(self.val_idx) == 0):
+            raise ValueError(f"{self.label}: empty training ({len(self.train_idx)}) or validation "
+                             f"({0 if self.val_idx is None else len(self.val_idx)}) set")
+        seed_key = fold if seed_key is None else seed_key
         self.cfg, self.data, self.fold = cfg, data, fold
         self.device = device = resolve_device(cfg.train.device)
-        outer = _rng_state(device)
+        outer = rng_state(device)
         try:
-            torch.manual_seed(cfg.seed * 1009 + fold)
+            torch_seed, batch_seed = fold_seeds(cfg.seed, seed_key)
+            torch.manual_seed(torch_seed)
             self.gen = torch.Generator(device=device)
-            self.gen.manual_seed(cfg.seed * 7919 + fold)
-            self.tensors = _FoldTensors(data, cfg, self.train_idx, device)
+            self.gen.manual_seed(batch_seed)
+            self.tensors = FoldInputs(data, cfg, self.train_idx, device)
             self.labels = torch.as_tensor(np.asarray(data.labels, dtype=np.float32), device=device)
             self.train_idx_t = torch.as_tensor(self.train_idx, device=device)
             self.target_pool = None
-            if cfg.loss.domain > 0:
-                self.target_pool = (torch.as_tensor(self.val_idx, device=device) if cfg.data.domain_target == "val"
-                                    else torch.arange(self.tensors.n_target, device=device))
+            if cfg.loss.domain > 0 and cfg.data.domain_target == "val":
+                rows = next(r for r in (target_idx, self.val_idx, self.train_idx) if r is not None)
+                self.target_pool = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=device)
+            elif cfg.loss.domain > 0:
+                self.target_pool = torch.arange(self.tensors.n_target, device=device)
             self.model = build_model(cfg, data.input_dims).to(device)
             self.mixed = cfg.model.arch == "fusion" and cfg.model.fusion == "mixed"
             if self.mixed:
@@ -375,9 +202,9 @@ class FoldTrainer:
             self.opt = make_optimizer(self.model, cfg, device)
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.train.max_epochs,
                                                                     eta_min=cfg.train.lr_min)
-            self._rng = _rng_state(device)
+            self._rng = rng_state(device)
         finally:
-            _set_rng_state(device, outer)
+            set_rng_state(device, outer)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self._kept: dict[int, dict[str, torch.Tensor]] = {}
@@ -397,8 +224,8 @@ class FoldTrainer:
             NonFiniteLossError: the loss became NaN or infinite.
         """
         cfg, t, device, gen, model = self.cfg, self.tensors, self.device, self.gen, self.model
-        outer = _rng_state(device)
-        _set_rng_state(device, self._rng)
+        outer = rng_state(device)
+        set_rng_state(device, self._rng)
         try:
             self.epoch += 1
             epoch = self.epoch
@@ -421,7 +248,7 @@ class FoldTrainer:
                 loss, parts = compute_loss(out, self.labels[idx], cfg.loss, target_embedding=target_emb)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
-                        f"fold {self.fold}, epoch {epoch}: non-finite loss {loss.item()} (parts {parts})")
+                        f"{self.label}, epoch {epoch}: non-finite loss {loss.item()} (parts {parts})")
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
@@ -432,8 +259,8 @@ class FoldTrainer:
             lr_now = self.opt.param_groups[0]["lr"]
             self.sched.step()
         finally:
-            self._rng = _rng_state(device)
-            _set_rng_state(device, outer)
+            self._rng = rng_state(device)
+            set_rng_state(device, outer)
         rec = {"epoch": epoch, "train_loss": total / max(n_seen, 1), "lr": float(lr_now)}
         rec.update({f"loss_{k}": v / max(n_seen, 1) for k, v in parts_sum.items()})
         self.history.append(rec)
@@ -441,7 +268,7 @@ class FoldTrainer:
 
     def evaluate(self) -> np.ndarray:
         """float32 (N_k, 6): eval-mode validation probabilities of the current weights (no randomness drawn)."""
-        probs, _ = _predict(self.model, self.tensors, self.val_idx, precision=self.cfg.train.precision)
+        probs, _ = predict_probs(self.model, self.tensors, self.val_idx, precision=self.cfg.train.precision)
         return probs
 
     def keep(self, epochs: set[int]) -> None:
@@ -479,12 +306,12 @@ class FoldTrainer:
         thresholds = {p: c.as_dict() for p, c in choices.items()}
         self.model.load_state_dict(weights[train_from])
         e_train = choices[train_from].epoch
-        train_probs, _ = _predict(self.model, self.tensors, self.train_idx, precision=cfg.train.precision)
+        train_probs, _ = predict_probs(self.model, self.tensors, self.train_idx, precision=cfg.train.precision)
         train_truth = np.asarray(self.data.labels, dtype=np.float32)[self.train_idx]
         tr = fit_and_evaluate(train_probs, train_truth, curves.probs_at(e_train)[self.val_idx], val_truth, pw)
         thresholds["train"] = {"epoch": e_train, **{k: float(v) for k, v in tr.items()}}
         self.model.load_state_dict(weights[headline])
-        _, imps = _predict(self.model, self.tensors, self.val_idx, precision=cfg.train.precision)
+        _, imps = predict_probs(self.model, self.tensors, self.val_idx, precision=cfg.train.precision)
         importances = None
         if imps is not None:
             importances = {e: float(v) for e, v in zip(self.data.encoders, imps.mean(axis=0))}
@@ -520,17 +347,6 @@ def new_curves(cfg: Config, data: TrainData, folds: Sequence[int]) -> EpochCurve
                        patience=cfg.train.patience)
 
 
-def _rng_state(device: torch.device) -> tuple:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(device: torch.device, state: tuple) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 def summarize_protocols(results: Sequence[FoldResult], curves: EpochCurves) -> dict[str, Any]:
     """Per-fold numbers of every protocol with fold mean and std (population, ddof=0).
 
@@ -561,50 +377,177 @@ def assemble_oof(results: Sequence[FoldResult], n: int) -> np.ndarray:
     return oof
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# the lock-step driver (one epoch loop for cross_validate, the packed trial and the fold workers of a trial)
+
+
+class Exchange(Protocol):
+    """How the processes of one lock step share per-fold objects (DESIGN 6).
+
+    ``local`` maps this process's folds to their objects; the answer maps every fold of the lock step to its
+    object. :class:`LocalExchange` serves folds that all run in one process; ``search.exchange.RayExchange``
+    serves one Ray Train worker per fold through a Ray actor.
+    """
+
+    def all_gather(self, key: Hashable, local: Mapping[int, Any]) -> dict[int, Any]:
+        """Every fold's object, in every process (blocks until all processes have given theirs)."""
+
+    def gather(self, key: Hashable, local: Mapping[int, Any]) -> dict[int, Any] | None:
+        """Every fold's object in the lead process (the one holding the first fold); ``None`` elsewhere."""
+
+
+class LocalExchange:
+    """The :class:`Exchange` of a lock step whose folds all run in this process: gathering returns the input."""
+
+    def all_gather(self, key: Hashable, local: Mapping[int, Any]) -> dict[int, Any]:
+        """``dict(local)``: every fold is local."""
+        return dict(local)
+
+    def gather(self, key: Hashable, local: Mapping[int, Any]) -> dict[int, Any] | None:
+        """``dict(local)``: this process is the lead."""
+        return dict(local)
+
+
+class SequentialFolds:
+    """Folds of one process stepped one after the other, each through its own :class:`FoldTrainer`.
+
+    The fold group every model family supports; :class:`blemore_core.fused.FusedFolds` steps folds with
+    identical parameter shapes as one batched model instead. Both expose the same four steps to
+    :func:`run_lockstep`.
+
+    Args:
+        trainers: one :class:`FoldTrainer` per local fold (each with a validation fold).
+    """
+
+    execution = "sequential"
+
+    def __init__(self, trainers: Sequence[FoldTrainer]):
+        self.trainers = list(trainers)
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        """The local folds, in trainer order."""
+        return tuple(tr.fold for tr in self.trainers)
+
+    def train_epoch(self) -> dict[int, dict[str, float]]:
+        """One training epoch of every fold: ``{fold: FoldTrainer.train_epoch() record}``."""
+        return {tr.fold: tr.train_epoch() for tr in self.trainers}
+
+    def evaluate(self) -> dict[int, np.ndarray]:
+        """``{fold: float32 (N_k, 6) validation probabilities}`` of the current weights."""
+        return {tr.fold: tr.evaluate() for tr in self.trainers}
+
+    def keep(self, curves: EpochCurves) -> None:
+        """Each fold keeps the weights of the epochs ``curves`` currently chooses for it."""
+        for tr in self.trainers:
+            tr.keep(curves.kept_epochs(tr.fold))
+
+    def finalize(self, curves: EpochCurves, stopped: bool) -> list[FoldResult]:
+        """One :class:`FoldResult` per local fold (see :meth:`FoldTrainer.finalize`)."""
+        return [tr.finalize(curves, stopped=stopped) for tr in self.trainers]
+
+
+def fold_group(cfg: Config, data: TrainData, folds: Sequence[int], execution: str = "auto"):
+    """The fold group that trains ``folds`` in this process.
+
+    Args:
+        execution: ``"sequential"``; ``"fused"`` (one batched model: raises ValueError naming the reason when the
+            folds cannot be fused); ``"auto"``: fused where :func:`blemore_core.fused.fusable` allows (two or more
+            folds of a supported family), else sequential.
+
+    Returns:
+        :class:`SequentialFolds` or :class:`blemore_core.fused.FusedFolds` (``.execution`` says which).
+    """
+    from blemore_core import fused
+
+    if execution not in ("auto", "fused", "sequential"):
+        raise ValueError(f"fold execution: expected auto, fused or sequential, got {execution!r}")
+    trainers = [FoldTrainer(cfg, data, k) for k in folds]
+    if execution == "sequential":
+        return SequentialFolds(trainers)
+    reason = fused.fusable(cfg, trainers)
+    if reason is None:
+        return fused.FusedFolds(trainers)
+    if execution == "fused":
+        raise ValueError(f"fold execution 'fused': {reason}")
+    return SequentialFolds(trainers)
+
+
+EpochHook = Callable[[EpochCurves, dict[int, tuple[float, float]]], None]
+
+
+def run_lockstep(group: Any, curves: EpochCurves, exchange: Exchange, max_epochs: int,
+                 on_epoch: EpochHook | None = None) -> bool:
+    """The epoch loop of a cross-validation (DESIGN 5): train, evaluate, exchange, add, keep, report, stop.
+
+    Each epoch every local fold trains one epoch and evaluates its validation fold; the folds' probabilities
+    (N_k x 6 float32, with the epoch's training loss and learning rate) are exchanged so that every process holds
+    the same :class:`EpochCurves`, whose choices say which weights each fold keeps; ``on_epoch(curves, {fold:
+    (train_loss, lr)})`` then runs (the search reports to Tune there). Training stops for all folds when the
+    objective has not improved for ``train.patience`` epochs, or after ``max_epochs``.
+
+    Args:
+        group: the local folds (:class:`SequentialFolds` or :class:`blemore_core.fused.FusedFolds`).
+        curves: empty curves of all folds of the lock step (:func:`new_curves`).
+        exchange: :class:`LocalExchange` when ``group`` holds every fold, else one joining the other processes.
+        max_epochs: ``train.max_epochs``.
+        on_epoch: called after every epoch, in every process.
+
+    Returns:
+        True when the patience stop ended training before ``max_epochs``.
+    """
+    for epoch in range(1, max_epochs + 1):
+        recs = group.train_epoch()
+        probs = group.evaluate()
+        mine = {k: (probs[k], float(recs[k]["train_loss"]), float(recs[k]["lr"])) for k in group.folds}
+        rows = exchange.all_gather(("epoch", epoch), mine)
+        curves.add({k: r[0] for k, r in rows.items()})
+        group.keep(curves)
+        if on_epoch is not None:
+            on_epoch(curves, {k: (r[1], r[2]) for k, r in rows.items()})
+        if curves.should_stop():
+            return epoch < max_epochs
+    return False
+
+
 def cross_validate(
-    cfg: Config, data: TrainData, folds: Sequence[int] | None = None, progress: bool = True
+    cfg: Config, data: TrainData, folds: Sequence[int] | None = None, progress: bool = True,
+    execution: str = "auto",
 ) -> CVResult:
     """Train the folds in one process in lock step and compute every protocol (DESIGN 3, 5).
 
-    Each epoch: every fold trains one epoch and evaluates its validation fold; the probabilities go into one
-    :class:`EpochCurves`, whose choices say which weights each fold keeps; training stops for all folds when the
-    objective (fold-mean headline Score) has not improved for ``train.patience`` epochs.
+    Runs :func:`run_lockstep` with a :class:`LocalExchange`, the loop a search trial runs too.
 
     Args:
         folds: which folds to run (default: every fold present in the release, ascending).
         progress: show a tqdm bar over all epochs of all folds.
+        execution: see :func:`fold_group` (``CVResult.execution`` says which ran).
+
+    Raises:
+        ValueError: see :class:`FoldTrainer`; NonFiniteLossError: a NaN or infinite loss.
     """
     all_folds = sorted(set(np.asarray(data.folds).tolist()))
     folds = sorted(all_folds if folds is None else folds)
-    trainers = [FoldTrainer(cfg, data, k) for k in folds]
+    group = fold_group(cfg, data, folds, execution)
     curves = new_curves(cfg, data, folds)
-    bar = None
+    bar, hook = None, None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(folds) * cfg.train.max_epochs, desc="cross-validate", unit="epoch", leave=True)
-    stopped = False
+
+        def hook(c: EpochCurves, _rows: dict) -> None:
+            bar.update(len(folds))
+            bar.set_postfix(score=f"{c.objective().score:.3f}", refresh=False)
+
     try:
-        for epoch in range(1, cfg.train.max_epochs + 1):
-            probs = {}
-            for tr in trainers:
-                tr.train_epoch()
-                probs[tr.fold] = tr.evaluate()
-                if bar is not None:
-                    bar.update(1)
-            curves.add(probs)
-            for tr in trainers:
-                tr.keep(curves.kept_epochs(tr.fold))
-            if bar is not None:
-                bar.set_postfix(score=f"{curves.objective().score:.3f}", refresh=False)
-            if curves.should_stop():
-                stopped = epoch < cfg.train.max_epochs
-                break
+        stopped = run_lockstep(group, curves, LocalExchange(), cfg.train.max_epochs, hook)
     finally:
         if bar is not None:
             bar.close()
-    results = [tr.finalize(curves, stopped=stopped) for tr in trainers]
-    return CVResult(results, assemble_oof(results, len(data.filenames)), summarize_protocols(results, curves), curves)
+    results = group.finalize(curves, stopped)
+    return CVResult(results, assemble_oof(results, len(data.filenames)), summarize_protocols(results, curves), curves,
+                    execution=group.execution)
 
 
 def fit_fold(cfg: Config, data: TrainData, fold: int) -> FoldResult:

@@ -150,7 +150,8 @@ def test_cross_validate_crossfit_matches_reference(tiny):
     """crossfit per fold (epoch, alpha, beta, Score) equals a plain-loop reference over the stored per-epoch OOF
     probabilities; the kept weights reproduce the selected epoch's probabilities; the objective is their mean."""
     from blemore_core.models import build_model
-    from blemore_core.train import FoldTrainer, _predict
+    from blemore_core.fold_inputs import predict_probs as _predict
+    from blemore_core.train import FoldTrainer
 
     cfg = small_cfg(**{"train.max_epochs": 4})
     data = prepare_data(cfg, tiny, progress=False)
@@ -272,7 +273,7 @@ def test_fold_inputs_share_the_memory_map_and_match_zscored_frames(tiny):
     of a node share it), and the per-batch z-score gives exactly what z-scoring every frame with the training
     clips' moments and then cutting to L frames gives (the reference, a plain numpy computation)."""
     from blemore_core.data import fold_indices, standardise_length
-    from blemore_core.train import _FoldTensors
+    from blemore_core.fold_inputs import FoldInputs as _FoldTensors
 
     cfg = small_cfg(**{"data.features": "sequence", "data.standardise": True, "model.arch": "fusion",
                        "model.pooling": "stat", "model.fusion": "concat", "loss.domain": 0.1,
