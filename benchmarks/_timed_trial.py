@@ -5,7 +5,7 @@ trial function starts in its actor, swaps in :func:`timed_fold_worker` for the T
 production ``run_trial``. ``timed_fold_worker`` records when the worker function is entered, times the worker's
 imports and the data load itself (``search.trainable.load_data``, which memoises, so the production worker then
 reuses it), wraps ``FoldTrainer.evaluate`` to note the end of the first epoch (training pass + validation forward), and runs the production
-``fold_worker`` unchanged. Timestamps (``time.time()``, one machine) go to ``$BLEMORE_BENCH_TIMING_DIR`` as one
+``trial_worker`` unchanged. Timestamps (``time.time()``, one machine) go to ``$BLEMORE_BENCH_TIMING_DIR`` as one
 JSON file per process. Nothing here changes what a trial computes.
 """
 
@@ -31,7 +31,7 @@ def _write(kind: str, rec: dict) -> None:
 
 
 def timed_fold_worker(loop_config: dict) -> None:
-    """Production ``fold_worker`` with start-up timestamps taken around it."""
+    """Production ``trial_worker`` with start-up timestamps taken around it."""
     t_enter = time.time()
     import numpy  # noqa: F401
     import ray.train
@@ -44,7 +44,7 @@ def timed_fold_worker(loop_config: dict) -> None:
 
     t_imports = time.time()
     setup = loop_config["setup"]
-    torch.set_num_threads(trainable.torch_threads(setup.cpus_per_fold))
+    torch.set_num_threads(trainable.torch_threads(setup.cpus_per_worker))
     cfg = Config.from_dict(loop_config["config"])
     trainable.load_data(cfg, setup.data_dir)
     t_data = time.time()
@@ -62,7 +62,7 @@ def timed_fold_worker(loop_config: dict) -> None:
 
     core_train.FoldTrainer.evaluate = evaluate
     try:
-        trainable.fold_worker(loop_config)
+        trainable.trial_worker(loop_config)
     finally:
         core_train.FoldTrainer.evaluate = orig
         _write("worker", {"trial_id": loop_config["trial_id"], "rank": rank, "enter": t_enter, "libs": t_lib,
@@ -77,7 +77,7 @@ def timed_run_trial(config: dict, setup) -> None:
 
     from search import trainable
 
-    trainable.fold_worker = timed_fold_worker  # run_trial reads the module attribute when it builds the trainer
+    trainable.trial_worker = timed_fold_worker  # run_trial reads the module attribute when it builds the trainer
     trial_id = tune.get_context().get_trial_id()
     try:
         PRODUCTION_RUN_TRIAL(config, setup)

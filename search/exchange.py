@@ -6,11 +6,13 @@ trial's artifacts. The folds never synchronise gradients, so a ``torch.distribut
 TCPStore rendezvous server it starts, which listens on every interface of the rank-0 node) is not needed: the
 exchange goes through Ray's own object transfer, which binds where Ray binds (127.0.0.1 for a local search).
 
-Usage (``search.trainable``)::
+Used only by the ``workers`` fold layout (a ``packed`` trial holds every fold in one process and exchanges
+nothing). Usage (``search.trainable``)::
 
     exchange = make_exchange(world_size)          # in the Tune trial actor, before the Train workers start
-    rows = all_gather(exchange, ("epoch", 3), rank, mine)   # in each fold worker: list of world_size objects
-    res = gather(exchange, "final", rank, mine)   # rank 0: list of world_size objects; other ranks: None
+    ex = RayExchange(exchange, rank)              # in each fold worker: the lock-step driver's Exchange
+    rows = ex.all_gather(("epoch", 3), {fold: obj})   # every fold's object, in every worker
+    res = ex.gather("final", {fold: obj})         # rank 0: every fold's object; other ranks: None
 
 The actor is owned by the trial actor that created it, so it dies with the trial (Ray's ownership); the trial
 also kills it when its Train run returns (:func:`close_exchange`). It reserves no CPU.
@@ -118,3 +120,32 @@ def gather(handle: Any, key: Hashable, rank: int, obj: Any, dst: int = 0) -> lis
     import ray
 
     return ray.get(handle.gather.remote(key, rank, obj, dst))
+
+
+class RayExchange:
+    """The :class:`blemore_core.train.Exchange` of a ``workers``-layout trial: one fold per Ray Train worker,
+    joined through the trial's :class:`FoldExchange` actor.
+
+    Args:
+        handle: the actor (:func:`make_exchange`); rank: this worker's world rank (rank 0 is the lead).
+    """
+
+    def __init__(self, handle: Any, rank: int) -> None:
+        self.handle, self.rank = handle, int(rank)
+
+    def all_gather(self, key: Hashable, local: dict[int, Any]) -> dict[int, Any]:
+        """Every fold's object in every worker: the workers' ``{fold: obj}`` dicts merged."""
+        merged: dict[int, Any] = {}
+        for part in all_gather(self.handle, key, self.rank, dict(local)):
+            merged.update(part)
+        return merged
+
+    def gather(self, key: Hashable, local: dict[int, Any]) -> dict[int, Any] | None:
+        """Every fold's object on rank 0 (merged), ``None`` on the other ranks."""
+        parts = gather(self.handle, key, self.rank, dict(local), dst=0)
+        if parts is None:
+            return None
+        merged: dict[int, Any] = {}
+        for part in parts:
+            merged.update(part)
+        return merged

@@ -5,9 +5,12 @@ checks before the first trial (DESIGN.md sections 6 and 8).
   to it) when it reserved GPU (``--gpus-per-fold > 0``), and the CPU otherwise, even on a node with GPUs (Ray does
   not hide GPUs from zero-GPU workers, so a bare ``torch.cuda.is_available()`` probe would put every fold of every
   trial on ``cuda:0`` without Ray accounting for it).
-* Plan: a trial = ``n_folds`` workers of ``cpus_per_fold`` CPU + ``gpus_per_fold`` GPU, plus a trial actor of
-  :data:`TRIAL_ACTOR_CPUS`. A fractional GPU share is packed per GPU: ``floor(1 / gpus_per_fold)`` folds fit on
-  one GPU (Ray never splits one worker's share across GPUs), so five folds x 0.2 GPU = one trial per GPU.
+* Plan: a trial = its Ray Train workers plus a trial actor of :data:`TRIAL_ACTOR_CPUS`. Fold layout ``packed``
+  (the default): one worker trains all folds of the trial with ``--cpus-per-trial`` CPU + ``--gpus-per-trial``
+  GPU, so ``--gpus-per-trial 0.1`` lets ten trials share a GPU. Layout ``workers``: ``n_folds`` workers of
+  ``--cpus-per-fold`` CPU + ``--gpus-per-fold`` GPU. A fractional GPU share is packed per GPU: ``floor(1 /
+  share)`` workers fit on one GPU (Ray never splits one worker's share across GPUs), so five folds x 0.2 GPU = one
+  trial per GPU.
 * Nodes: one task per alive node checks that the release is readable at ``--data`` there and, for a filesystem
   ``--storage``, that the node sees the driver's marker file in it (a path that is not shared is refused).
 """
@@ -34,27 +37,30 @@ class ResourceError(ValueError):
     """A resource request that cannot work (bad combination of options, or more than the cluster has)."""
 
 
-def check_device_options(train_device: str, gpus_per_fold: float) -> None:
+def check_device_options(train_device: str, gpus: float, flag: str = "--gpus-per-fold") -> None:
     """Reject device/GPU combinations that contradict each other, before Ray starts.
 
     Args:
         train_device: the config's ``train.device`` (``auto``, ``cpu``, ``cuda``).
-        gpus_per_fold: ``--gpus-per-fold`` (0 = CPU folds).
+        gpus: the GPU share of one worker (0 = CPU).
+        flag: the option that gave it (``--gpus-per-fold`` or ``--gpus-per-trial``), named in errors.
 
     Raises:
         ResourceError: ``train.device: cpu`` with GPUs reserved; ``train.device: cuda`` without; a share above 1
             that is not a whole number of GPUs.
     """
-    if gpus_per_fold < 0:
-        raise ResourceError(f"--gpus-per-fold: must be >= 0, got {gpus_per_fold}")
-    if gpus_per_fold > 1 and gpus_per_fold != int(gpus_per_fold):
-        raise ResourceError(f"--gpus-per-fold: above 1 it must be a whole number of GPUs, got {gpus_per_fold}")
-    if train_device == "cpu" and gpus_per_fold > 0:
-        raise ResourceError(f"train.device: 'cpu' contradicts --gpus-per-fold {gpus_per_fold:g} (GPUs would be "
-                            "reserved and left idle); use --gpus-per-fold 0 or train.device: auto")
-    if train_device == "cuda" and gpus_per_fold <= 0:
-        raise ResourceError("train.device: 'cuda' needs --gpus-per-fold > 0 (Ray must reserve the GPU the fold "
-                            "uses); e.g. --gpus-per-fold 0.2 lets the five folds of a trial share one GPU")
+    if gpus < 0:
+        raise ResourceError(f"{flag}: must be >= 0, got {gpus}")
+    if gpus > 1 and gpus != int(gpus):
+        raise ResourceError(f"{flag}: above 1 it must be a whole number of GPUs, got {gpus}")
+    if train_device == "cpu" and gpus > 0:
+        raise ResourceError(f"train.device: 'cpu' contradicts {flag} {gpus:g} (GPUs would be "
+                            f"reserved and left idle); use {flag} 0 or train.device: auto")
+    if train_device == "cuda" and gpus <= 0:
+        example = ("--gpus-per-trial 0.1 lets ten trials share one GPU" if flag == "--gpus-per-trial" else
+                   "--gpus-per-fold 0.2 lets the five folds of a trial share one GPU")
+        raise ResourceError(f"train.device: 'cuda' needs {flag} > 0 (Ray must reserve the GPU the folds use); "
+                            f"e.g. {example}")
 
 
 def fold_device(gpus_per_fold: float, ray_device: Any, cuda_available: Any = None) -> str:
@@ -94,35 +100,59 @@ class Plan:
     """How a search uses the cluster.
 
     Attributes:
-        n_folds: fold workers per trial.
-        cpus_per_fold, gpus_per_fold: each fold worker's reservation.
+        n_workers: Ray Train workers per trial: the number of folds (``workers`` layout) or 1 (``packed``).
+        cpus_per_worker, gpus_per_worker: each worker's reservation (``packed``: the whole trial's).
         total_cpus, total_gpus: the cluster's logical resources when the plan was made.
         trials_at_once: concurrent trials (``max_concurrent_trials`` given to Tune).
-        folds_per_gpu: fold workers that share one GPU (0 when no GPU is reserved).
+        workers_per_gpu: workers that share one GPU (0 when no GPU is reserved).
         bound: what limits ``trials_at_once``: ``requested``, ``cpu`` or ``gpu``.
+        folds_per_worker: folds each worker trains (1: ``workers`` layout; all folds: ``packed``).
     """
 
-    n_folds: int
-    cpus_per_fold: float
-    gpus_per_fold: float
+    n_workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
     total_cpus: float
     total_gpus: float
     trials_at_once: int
-    folds_per_gpu: int
+    workers_per_gpu: int
     bound: str
+    folds_per_worker: int = 1
+
+    @property
+    def layout(self) -> str:
+        """``"packed"`` (one worker trains every fold of a trial) or ``"workers"`` (one worker per fold)."""
+        return "packed" if self.folds_per_worker > 1 else "workers"
+
+    @property
+    def cpus_per_fold(self) -> float:
+        """CPUs per fold worker (``workers`` layout; for ``packed``, the trial's CPUs per fold it trains)."""
+        return self.cpus_per_worker / self.folds_per_worker
+
+    @property
+    def folds_per_gpu(self) -> int:
+        """``workers_per_gpu`` of a ``workers``-layout plan."""
+        return self.workers_per_gpu
 
     def describe(self) -> str:
-        """One line for the search's start-up output."""
-        per = f"{self.cpus_per_fold:g} CPU" + (f" + {self.gpus_per_fold:g} GPU" if self.gpus_per_fold else "")
-        s = (f"plan: {self.trials_at_once} trial(s) at once ({self.bound}-bound) x {self.n_folds} fold workers of "
-             f"{per}; cluster {self.total_cpus:g} CPU, {self.total_gpus:g} GPU")
-        if self.gpus_per_fold:
-            s += f"; {self.folds_per_gpu} fold worker(s) per GPU"
+        """One line for the search's start-up output (per trial for ``packed``, per fold worker for ``workers``)."""
+        per = f"{self.cpus_per_worker:g} CPU" + (f" + {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else "")
+        cluster = f"cluster {self.total_cpus:g} CPU, {self.total_gpus:g} GPU"
+        if self.layout == "packed":
+            s = (f"plan: {self.trials_at_once} trial(s) at once ({self.bound}-bound), fold layout packed: one worker "
+                 f"per trial trains its {self.folds_per_worker} folds with {per}; {cluster}")
+            if self.gpus_per_worker:
+                s += f"; {self.workers_per_gpu} trial(s) per GPU"
+            return s
+        s = (f"plan: {self.trials_at_once} trial(s) at once ({self.bound}-bound) x {self.n_workers} fold workers of "
+             f"{per}; {cluster}")
+        if self.gpus_per_worker:
+            s += f"; {self.workers_per_gpu} fold worker(s) per GPU"
         return s
 
 
 def folds_per_gpu(gpus_per_fold: float) -> int:
-    """Fold workers one GPU holds: ``floor(1 / share)`` for a share <= 1 (0 for no GPU; 1 for whole GPUs)."""
+    """Workers one GPU holds: ``floor(1 / share)`` for a share <= 1 (0 for no GPU; 1 for whole GPUs)."""
     if gpus_per_fold <= 0:
         return 0
     if gpus_per_fold >= 1:
@@ -130,51 +160,56 @@ def folds_per_gpu(gpus_per_fold: float) -> int:
     return int(math.floor(1.0 / gpus_per_fold + _EPS))
 
 
-def plan_resources(resources: dict, n_folds: int, max_concurrent: int, cpus_per_fold: float | None,
-                   gpus_per_fold: float, local: bool) -> Plan:
-    """How many trials run at once and what each fold worker reserves.
+def plan_resources(resources: dict, n_workers: int, max_concurrent: int, cpus_per_worker: float | None,
+                   gpus_per_worker: float, local: bool, folds_per_worker: int = 1) -> Plan:
+    """How many trials run at once and what each Ray Train worker reserves.
 
     Args:
         resources: ``ray.cluster_resources()`` (keys ``CPU``, ``GPU``).
-        n_folds: fold workers per trial.
+        n_workers: workers per trial (the folds for the ``workers`` layout, 1 for ``packed``).
         max_concurrent: the requested concurrent trials.
-        cpus_per_fold: ``--cpus-per-fold``; None = local Ray: the CPUs shared evenly by the requested trials (at
-            most 1, in steps of 0.01; fewer trials at once when a fold worker would get less than
-            :data:`MIN_LOCAL_FOLD_CPUS`), cluster: 1.
-        gpus_per_fold: ``--gpus-per-fold``.
+        cpus_per_worker: ``--cpus-per-fold`` / ``--cpus-per-trial``; None = local Ray: the CPUs shared evenly by
+            the requested trials (at most 1 per fold trained, in steps of 0.01; fewer trials at once when a fold
+            would get less than :data:`MIN_LOCAL_FOLD_CPUS`, packed or not), cluster: 1 per fold trained.
+        gpus_per_worker: ``--gpus-per-fold`` / ``--gpus-per-trial``.
         local: True when the search started its own Ray (then the plan shrinks to what fits); on a cluster (which
             may grow by autoscaling) the requested number is kept and a note is printed by the caller.
+        folds_per_worker: folds each worker trains (``packed``: every fold of the trial).
 
     Raises:
         ResourceError: one trial does not fit the (local) cluster: names the need and what the cluster has.
     """
     total_cpu = float(resources.get("CPU", 0.0))
     total_gpu = float(resources.get("GPU", 0.0))
-    cpus = cpus_per_fold
+    cpus = cpus_per_worker
     if cpus is None and not local:
-        cpus = 1.0
+        cpus = float(folds_per_worker)
     elif cpus is None:  # rather fewer trials at once than dozens of starved fold processes (memory: ~0.5 GiB each)
-        conc = max(1, min(max_concurrent, int((total_cpu + _EPS) // (n_folds * MIN_LOCAL_FOLD_CPUS + TRIAL_ACTOR_CPUS))))
-        share = (total_cpu - conc * TRIAL_ACTOR_CPUS) / (n_folds * conc)
-        cpus = max(0.01, min(1.0, math.floor(100 * share) / 100))
-    per_trial_cpu = n_folds * cpus + TRIAL_ACTOR_CPUS
+        per_trial_min = n_workers * folds_per_worker * MIN_LOCAL_FOLD_CPUS + TRIAL_ACTOR_CPUS
+        conc = max(1, min(max_concurrent, int((total_cpu + _EPS) // per_trial_min)))
+        share = (total_cpu - conc * TRIAL_ACTOR_CPUS) / (n_workers * conc)
+        cpus = max(0.01, min(float(folds_per_worker), math.floor(100 * share) / 100))
+    per_trial_cpu = n_workers * cpus + TRIAL_ACTOR_CPUS
     fit_cpu = int((total_cpu + _EPS) // per_trial_cpu)
     fit, bound = fit_cpu, "cpu"
-    fpg = folds_per_gpu(gpus_per_fold)
-    if gpus_per_fold > 0:
-        gpu_slots = (int(total_gpu + _EPS) * fpg) if gpus_per_fold < 1 else int(total_gpu + _EPS) // int(gpus_per_fold)
-        fit_gpu = gpu_slots // n_folds
+    wpg = folds_per_gpu(gpus_per_worker)
+    if gpus_per_worker > 0:
+        gpu_slots = (int(total_gpu + _EPS) * wpg) if gpus_per_worker < 1 else int(total_gpu + _EPS) // int(gpus_per_worker)
+        fit_gpu = gpu_slots // n_workers
         if fit_gpu < fit_cpu:
             fit, bound = fit_gpu, "gpu"
     if fit < 1 and local:
-        need = f"{n_folds} folds x {cpus:g} CPU = {n_folds * cpus:g} CPU"
-        if gpus_per_fold > 0:
-            need += f" and {n_folds} folds x {gpus_per_fold:g} GPU ({fpg} per GPU)"
+        unit = "folds" if folds_per_worker == 1 else "packed worker"
+        need = f"{n_workers} {unit} x {cpus:g} CPU = {n_workers * cpus:g} CPU"
+        if gpus_per_worker > 0:
+            need += f" and {n_workers} {unit} x {gpus_per_worker:g} GPU ({wpg} per GPU)"
+        flags = "--cpus-per-fold / --gpus-per-fold" if folds_per_worker == 1 else "--cpus-per-trial / --gpus-per-trial"
         raise ResourceError(f"one trial needs {need}; the Ray cluster has {total_cpu:g} CPU, {total_gpu:g} GPU "
-                            "(lower --cpus-per-fold / --gpus-per-fold)")
+                            f"(lower {flags})")
     if max_concurrent <= fit or not local:
-        return Plan(n_folds, cpus, gpus_per_fold, total_cpu, total_gpu, max_concurrent, fpg, "requested")
-    return Plan(n_folds, cpus, gpus_per_fold, total_cpu, total_gpu, fit, fpg, bound)
+        return Plan(n_workers, cpus, gpus_per_worker, total_cpu, total_gpu, max_concurrent, wpg, "requested",
+                    folds_per_worker)
+    return Plan(n_workers, cpus, gpus_per_worker, total_cpu, total_gpu, fit, wpg, bound, folds_per_worker)
 
 
 # ---------------------------------------------------------------------------------------------------- node checks

@@ -43,6 +43,11 @@ class SearchOptions:
         cpus_per_fold: CPUs per fold worker (default: local Ray: the CPUs shared evenly by ``max_concurrent``
             trials, at most 1; cluster: 1). Torch threads per worker = max(1, floor(cpus_per_fold)).
         gpus_per_fold: GPUs per fold worker (fractions share a GPU between folds; default 0).
+        fold_layout: ``packed`` (one Ray Train worker trains all folds of a trial; the default) or ``workers``
+            (one worker per fold); default: the space's ``fold_layout``, else ``packed``.
+        cpus_per_trial, gpus_per_trial: ``packed`` layout: the trial's worker's reservation (default CPUs: local
+            Ray: the CPUs shared evenly by ``max_concurrent`` trials, at most 1 per fold; cluster: 1 per fold;
+            GPUs: 0). ``--gpus-per-trial 0.1`` lets ten trials share a GPU.
         scheduler: ``asha`` or ``none`` (default: the space's).
         storage: Tune storage directory or URI (default ``./ray_results``).
         seed: seed of the Optuna sampler.
@@ -59,6 +64,9 @@ class SearchOptions:
     max_concurrent: int | None = None
     cpus_per_fold: float | None = None
     gpus_per_fold: float = 0.0
+    fold_layout: str | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float = 0.0
     scheduler: str | None = None
     storage: str | None = None
     seed: int = 0
@@ -114,6 +122,12 @@ def check_options(opts: SearchOptions) -> None:
         errs.append(f"--cpus-per-fold: must be > 0, got {opts.cpus_per_fold}")
     if opts.gpus_per_fold < 0:
         errs.append(f"--gpus-per-fold: must be >= 0, got {opts.gpus_per_fold}")
+    if opts.cpus_per_trial is not None and not opts.cpus_per_trial > 0:
+        errs.append(f"--cpus-per-trial: must be > 0, got {opts.cpus_per_trial}")
+    if opts.gpus_per_trial < 0:
+        errs.append(f"--gpus-per-trial: must be >= 0, got {opts.gpus_per_trial}")
+    if opts.fold_layout not in (None, "packed", "workers"):
+        errs.append(f"--fold-layout: must be packed or workers, got {opts.fold_layout!r}")
     for k in ("num_samples", "max_concurrent", "num_cpus"):
         v = getattr(opts, k)
         if v is not None and v < 1:
@@ -128,6 +142,36 @@ def check_options(opts: SearchOptions) -> None:
         from search.errors import InputError
 
         raise InputError("invalid search options:\n  " + "\n  ".join(errs))
+
+
+def fold_layout(space: SearchSpace, opts: SearchOptions) -> str:
+    """The search's fold layout: ``--fold-layout``, else the space's ``fold_layout``, else ``packed``."""
+    return opts.fold_layout or space.fold_layout or "packed"
+
+
+def worker_resources(space: SearchSpace, opts: SearchOptions) -> tuple[float | None, float]:
+    """``(CPUs or None for the plan's default, GPUs)`` of one Ray Train worker under the search's fold layout.
+
+    Raises:
+        InputError: a per-fold flag with the ``packed`` layout or a per-trial flag with ``workers`` (names both).
+    """
+    from search.errors import InputError
+
+    layout = fold_layout(space, opts)
+    per_fold = [f for f, v in (("--cpus-per-fold", opts.cpus_per_fold), ("--gpus-per-fold", opts.gpus_per_fold))
+                if v]
+    per_trial = [f for f, v in (("--cpus-per-trial", opts.cpus_per_trial), ("--gpus-per-trial", opts.gpus_per_trial))
+                 if v]
+    if layout == "packed" and per_fold:
+        raise InputError(f"{per_fold[0]}: applies to --fold-layout workers; this search packs each trial's folds "
+                         f"into one worker (fold layout packed): use {per_fold[0].replace('fold', 'trial')} "
+                         "or --fold-layout workers")
+    if layout == "workers" and per_trial:
+        raise InputError(f"{per_trial[0]}: applies to --fold-layout packed; with --fold-layout workers use "
+                         f"{per_trial[0].replace('trial', 'fold')}")
+    if layout == "packed":
+        return opts.cpus_per_trial, opts.gpus_per_trial
+    return opts.cpus_per_fold, opts.gpus_per_fold
 
 
 def _storage(opts: SearchOptions) -> str:
@@ -203,12 +247,15 @@ def encoder_sets(space: SearchSpace) -> list[tuple[str, ...]]:
     return sorted(sets)
 
 
-def _plan_resources(opts: SearchOptions, n_folds: int, max_concurrent: int, local: bool) -> Plan:
+def _plan_resources(space: SearchSpace, opts: SearchOptions, n_folds: int, max_concurrent: int,
+                    local: bool) -> Plan:
     """The resource plan on the running Ray cluster (see :func:`search.resources.plan_resources`)."""
     import ray
 
-    plan = plan_resources(ray.cluster_resources(), n_folds, max_concurrent, opts.cpus_per_fold, opts.gpus_per_fold,
-                          local)
+    cpus, gpus = worker_resources(space, opts)
+    packed = fold_layout(space, opts) == "packed"
+    plan = plan_resources(ray.cluster_resources(), 1 if packed else n_folds, max_concurrent, cpus, gpus, local,
+                          folds_per_worker=n_folds if packed else 1)
     if local and plan.trials_at_once < max_concurrent:
         print(f"note: {max_concurrent} concurrent trials do not fit; running {plan.trials_at_once} at a time "
               f"({plan.bound}-bound)", file=sys.stderr)
@@ -264,9 +311,9 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     else:
         scheduler = FIFOScheduler()
     setup = TrialSetup(
-        base=space.base.to_dict(), space_path=str(space.path), data_dir=data_dir, cpus_per_fold=cpus,
-        gpus_per_fold=opts.gpus_per_fold, storage=storage.join(name, "_train"), debug=dict(space.debug),
-        max_epochs=space.max_epochs, n_folds=n_folds,
+        base=space.base.to_dict(), space_path=str(space.path), data_dir=data_dir, cpus_per_worker=cpus,
+        gpus_per_worker=worker_resources(space, opts)[1], storage=storage.join(name, "_train"),
+        debug=dict(space.debug), max_epochs=space.max_epochs, n_folds=n_folds, fold_layout=fold_layout(space, opts),
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": TRIAL_ACTOR_CPUS})
     tracker = _tracker(space, name, storage, tracking_uri)
@@ -346,7 +393,11 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     check_options(opts)
     space = space_path if isinstance(space_path, SearchSpace) else load_space(space_path, data_dir=opts.data)
     try:
-        check_device_options(space.base.train.device, opts.gpus_per_fold)
+        flag = ("--gpus-per-trial" if opts.gpus_per_trial or (not opts.gpus_per_fold
+                                                              and fold_layout(space, opts) == "packed")
+                else "--gpus-per-fold")
+        check_device_options(space.base.train.device, opts.gpus_per_trial or opts.gpus_per_fold, flag)
+        worker_resources(space, opts)
     except ValueError as e:
         raise InputError(str(e)) from None
     name = opts.name or space.name
@@ -419,11 +470,11 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         try:
             # every node reads the release, shares a filesystem storage path and has its feature cache built
             check_nodes(data_dir, st, encoder_sets=encoder_sets(space))
-            plan = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
+            plan = _plan_resources(space, opts, n_folds, opts.max_concurrent or space.max_concurrent,
                                    local=opts.address is None)
         except ValueError as e:
             raise InputError(str(e)) from None
-        cpus, max_conc = plan.cpus_per_fold, plan.trials_at_once
+        cpus, max_conc = plan.cpus_per_worker, plan.trials_at_once
         tuner = _restored(*_build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri),
                           exp_path, resume)
         tracker.describe_experiment(_description(space, opts, name, st, data_dir, plan))

@@ -18,6 +18,7 @@ DESIGN.md section 6. A space file starts from a preset (``spaces/presets/<name>.
     metric: score                         # or [acc_presence, acc_salience] for a Pareto search
     scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: none}
     budget: {num_samples: 6, max_concurrent: 1, max_epochs: 8, time_budget_s: 840}
+    fold_layout: packed                   # optional: packed (default) | workers, see search.trainable
 
 Parameter types: ``choice`` (``values``), ``uniform`` / ``loguniform`` (``low`` < ``high``, loguniform needs
 ``low`` > 0) and ``int`` (``low`` < ``high``, optional ``step``). ``when`` makes a parameter conditional: it is
@@ -46,7 +47,9 @@ from blemore_core.config import Config, ConfigError
 
 #: where ``preset: NAME`` is looked up (relative to the repository / installed package root)
 PRESET_DIR = Path(__file__).resolve().parent.parent / "spaces" / "presets"
-TOP_KEYS = ("name", "preset", "data", "fixed", "params", "metric", "scheduler", "budget")
+TOP_KEYS = ("name", "preset", "data", "fixed", "params", "metric", "scheduler", "budget", "fold_layout")
+#: ``fold_layout:`` values (``search --fold-layout``): all folds of a trial in one worker, or one worker per fold
+FOLD_LAYOUTS = ("packed", "workers")
 DATA_KEYS = ("dir", "encoders")
 PARAM_TYPES = {
     "choice": ("values",),
@@ -134,6 +137,7 @@ class SearchSpace:
         metrics: ``("score",)`` or ``("acc_presence", "acc_salience")`` (maximised).
         scheduler: ``"asha"`` or ``"none"``; grace_period / reduction_factor for ASHA (epochs).
         num_samples, max_concurrent, max_epochs, time_budget_s: budgets (time in seconds; None = unlimited).
+        fold_layout: ``"packed"`` or ``"workers"``, or None (the search's default, ``--fold-layout``).
     """
 
     path: Path
@@ -151,6 +155,7 @@ class SearchSpace:
     max_concurrent: int = 1
     max_epochs: int = 8
     time_budget_s: float | None = None
+    fold_layout: str | None = None
 
     @property
     def pareto(self) -> bool:
@@ -267,6 +272,9 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
     params_doc = doc.get("params") or {}
     base = _build_base(preset, encoders, fixed, params_doc, budget["max_epochs"], errs)
     params = _load_params(params_doc, preset, base, encoders, fixed, errs)
+    layout = doc.get("fold_layout")
+    if layout is not None and layout not in FOLD_LAYOUTS:
+        errs.err("fold_layout", f"must be one of {', '.join(FOLD_LAYOUTS)}", layout)
     errs.raise_if_any()
     assert base is not None
     return SearchSpace(
@@ -274,6 +282,7 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
         debug=debug, params=params, metrics=metrics, **sched,
         num_samples=budget["num_samples"], max_concurrent=budget["max_concurrent"],
         max_epochs=budget["max_epochs"] or base.train.max_epochs, time_budget_s=budget["time_budget_s"],
+        fold_layout=layout,
     )
 
 

@@ -90,7 +90,7 @@ def forwarded_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
 
 
-def write_text(storage: Storage, rel: str, text: str) -> str:
+def write_bytes(storage: Storage, rel: str, data: bytes) -> str:
     """Write ``<storage>/<rel>`` whole (local: temp file + rename, so a reader never sees half a file; object
     stores: one PUT, which is atomic). Returns the written path/URI.
 
@@ -104,15 +104,20 @@ def write_text(storage: Storage, rel: str, text: str) -> str:
             p = Path(path)
             p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_text(text)
+            tmp.write_bytes(data)
             os.replace(tmp, p)
         else:
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
             with fs.open_output_stream(path) as f:
-                f.write(text.encode())
+                f.write(data)
     except OSError as e:
         raise OSError(f"--storage {storage.join(rel)}: cannot write: {e}") from None
     return storage.join(rel)
+
+
+def write_text(storage: Storage, rel: str, text: str) -> str:
+    """:func:`write_bytes` of ``text`` encoded as UTF-8."""
+    return write_bytes(storage, rel, text.encode())
 
 
 def read_text(storage: Storage, rel: str) -> str | None:
@@ -185,5 +190,5 @@ def download_checkpoint(storage: Storage, checkpoint_path: str, dest: str | Path
         raise
 
 
-__all__ = ["MANIFEST", "FORWARDED_ENV", "Storage", "resolve_storage", "forwarded_env", "write_text", "read_text",
+__all__ = ["MANIFEST", "FORWARDED_ENV", "Storage", "resolve_storage", "forwarded_env", "write_bytes", "write_text", "read_text",
            "write_manifest", "read_manifest", "check_writable", "download_checkpoint"]

@@ -1,35 +1,37 @@
-"""One search trial: a Ray Tune function trainable that runs a Ray Train ``DataParallelTrainer`` with one worker
-per fold.
+"""One search trial: a Ray Tune function trainable that runs one Ray Train ``DataParallelTrainer``.
 
-DESIGN.md section 6. Layout of a trial::
+DESIGN.md section 6. Two fold layouts, chosen per search (``--fold-layout``, or ``fold_layout:`` in the space)::
 
-    Tune trial actor: run_trial(config)
-        -> FoldExchange actor (search.exchange: the folds' all-gather, 0 CPU)
-        -> DataParallelTrainer(num_workers = number of folds, resources_per_worker = {CPU: cpus_per_fold, GPU: ...})
-             worker rank k: fold_worker(): FoldTrainer(cfg, data, fold k) stepped epoch by epoch (no DDP)
-        -> ray.tune.integration.ray_train.TuneReportCallback forwards rank 0's reports to Tune
+    packed (default)                                   workers
+    Tune trial actor: run_trial(config)                Tune trial actor: run_trial(config)
+      -> DataParallelTrainer(num_workers=1,              -> FoldExchange actor (search.exchange, 0 CPU)
+           {CPU: cpus_per_trial, GPU: gpus_per_trial})   -> DataParallelTrainer(num_workers=n_folds,
+           worker: trial_worker(): every fold,                {CPU: cpus_per_fold, GPU: gpus_per_fold})
+           LocalExchange, fused where possible               worker k: trial_worker(): fold k, RayExchange
 
-Why not ``TorchTrainer`` (DESIGN.md names it): the folds never synchronise gradients, and the gloo process group
-TorchTrainer builds starts a torch.distributed TCPStore in the rank-0 worker that listens on every network
-interface, on a loopback-only local search too. The folds' small exchanges go through a Ray actor instead
-(:mod:`search.exchange`); the device still comes from Ray Train (``ray.train.torch.get_device()``).
+Both workers run :func:`blemore_core.train.run_lockstep`, the loop of ``cross_validate`` (train an epoch,
+evaluate, exchange the folds' probabilities, add to one :class:`blemore_core.selection.EpochCurves`, keep, report,
+stop), so a trial gives ``blemore train``'s per-fold numbers for the same config, seed, device, thread count and
+fold execution. ``packed`` starts one process and one CUDA context per trial instead of one per fold, and steps
+folds with identical parameter shapes as one batched model (:mod:`blemore_core.fused`; the trial's records say
+``fold_execution: fused|sequential``); ``workers`` is for models too big to share a device. The folds never
+synchronise gradients, so no ``torch.distributed`` group (whose TCPStore would listen on every interface) is made;
+the device comes from Ray Train (``ray.train.torch.get_device()``).
 
-The folds run the same steps as :func:`blemore_core.train.cross_validate` (set-up, one epoch, evaluate, keep,
-finalise), in lock step: after every epoch each worker joins one all-gather (:func:`search.exchange.all_gather`)
-of its validation probabilities (N_k x 6, small), so every rank holds the same
-:class:`blemore_core.selection.EpochCurves` and
-takes the same decisions (which weights to keep, when to stop: patience on the objective). Rank 0 reports to Tune
-the objective, ``score`` = the fold-mean headline-protocol Score given the epochs seen so far, with
-``acc_presence`` / ``acc_salience`` of that same selection (a Pareto search's objectives), and writes the
-per-epoch OOF probabilities so far (``oof_epochs.npz``) as a Ray Train checkpoint, so that a trial stopped by
-ASHA leaves them too. ASHA, OptunaSearch (completed and stopped trials alike), MLflow's ``score`` and the summary
-all see this one number. At the end the fold results are gathered to rank 0, which writes the artifacts into
-the final checkpoint (the model directory of :func:`blemore_core.artifacts.write_cv_dir`, see :func:`_finalize`); the driver's MLflow callback (:mod:`search.tracking`) reads them
-from there. Workers never talk to MLflow.
+Each epoch the lead worker (the one holding the first fold) reports to Tune the objective ``score`` = the
+fold-mean headline-protocol Score given the epochs so far, with ``acc_presence`` / ``acc_salience`` of that same
+selection (a Pareto search's objectives), and writes that epoch's OOF probabilities as one shard
+(:mod:`search.oof_shards`): storage traffic grows linearly with the epochs, and a trial stopped by ASHA leaves
+every epoch it ran. ASHA, OptunaSearch, MLflow's ``score`` and the summary all see this one number. At the end the
+fold results are gathered to the lead, which writes the artifacts into the final checkpoint (the model directory
+of :func:`blemore_core.artifacts.write_cv_dir` plus ``oof_epochs.npz`` with every epoch, see :func:`_finalize`);
+the driver's MLflow callback (:mod:`search.tracking`) reads them from the search's storage. Workers never talk to
+MLflow.
 
 Reported metrics (one dict per epoch, :func:`epoch_report`): ``epoch``, ``final`` (bool), ``headline``,
 ``score``, ``acc_presence``, ``acc_salience``, ``folds`` (a list of :class:`FoldRecord` as dicts, read back with
-:meth:`FoldRecord.from_dict`); the final report adds ``<protocol>/<m>_mean`` and ``_std``.
+:meth:`FoldRecord.from_dict`), ``fold_execution``, ``oof_shards`` (the shard directory); the final report adds
+``<protocol>/<m>_mean`` and ``_std``.
 """
 
 from __future__ import annotations
@@ -108,27 +110,35 @@ class TrialSetup:
         base: the space's base config as a nested dict (``Config.to_dict()``).
         space_path: the search-space file (for error messages).
         data_dir: the release directory (already resolved: the demo release when the space names none).
-        cpus_per_fold, gpus_per_fold: resources of each fold worker (fractions allowed).
-        storage: directory (or URI) where the Train runs of the trials write their checkpoints.
+        cpus_per_worker, gpus_per_worker: resources of each Ray Train worker (fractions allowed): per fold in the
+            ``workers`` layout, per trial in ``packed``.
+        storage: directory (or URI) where the Train runs of the trials write their checkpoints and OOF shards.
         debug: debugging knobs of the space (``debug.fail_trial``).
         max_epochs: epochs per fold.
-        n_folds: fold workers per trial (the release's number of folds).
+        n_folds: folds per trial (the release's number of folds).
+        fold_layout: ``"packed"`` (one worker trains every fold) or ``"workers"`` (one worker per fold).
     """
 
     base: dict
     space_path: str
     data_dir: str
-    cpus_per_fold: float
-    gpus_per_fold: float
+    cpus_per_worker: float
+    gpus_per_worker: float
     storage: str
     debug: dict
     max_epochs: int
     n_folds: int = 5
+    fold_layout: str = "packed"
+
+    @property
+    def n_workers(self) -> int:
+        """Ray Train workers of one trial."""
+        return 1 if self.fold_layout == "packed" else self.n_folds
 
 
-def torch_threads(cpus_per_fold: float) -> int:
-    """Threads per fold worker: the worker's CPU share rounded down, at least 1 (avoids oversubscription)."""
-    return max(1, int(cpus_per_fold))
+def torch_threads(cpus_per_worker: float) -> int:
+    """Torch threads of a Ray Train worker: its CPU share rounded down, at least 1 (avoids oversubscription)."""
+    return max(1, int(cpus_per_worker))
 
 
 def load_data(cfg: Any, root: str) -> Any:
@@ -178,92 +188,88 @@ def write_oof_epochs(curves: Any, data: Any, path: Path) -> Path:
     """Write :data:`OOF_EPOCHS` (see there) for the epochs of ``curves``; atomic (temporary file + rename)."""
     import numpy as np
 
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, probs=curves.stack(), folds=np.asarray(data.folds, dtype=np.int64),
-                        filenames=np.asarray(data.filenames, dtype=str))
-    os.replace(tmp, path)
-    return path
+    from search.oof_shards import write_oof_epochs_file
+
+    return write_oof_epochs_file({"probs": curves.stack(), "folds": np.asarray(data.folds, dtype=np.int64),
+                                  "filenames": np.asarray(data.filenames, dtype=str)}, path)
 
 
-def fold_worker(loop_config: dict) -> None:
-    """Ray Train worker body: train fold ``folds[world_rank]`` in lock step with the other folds.
+def trial_worker(loop_config: dict) -> None:
+    """Ray Train worker body, both fold layouts: train this worker's folds in lock step with the trial's others.
+
+    ``packed``: one worker, every fold, :class:`blemore_core.train.LocalExchange` (fused where the folds' models
+    allow, :func:`blemore_core.train.fold_group`). ``workers``: worker k trains fold k and the folds exchange
+    through the trial's :class:`search.exchange.FoldExchange` actor. Both run
+    :func:`blemore_core.train.run_lockstep`, the loop of ``cross_validate``. The worker holding the first fold
+    (rank 0) reports every epoch to Tune and persists that epoch's OOF probabilities (one shard,
+    :mod:`search.oof_shards`), and at the end writes the trial's artifacts as the final checkpoint.
 
     Args:
         loop_config: ``{"setup": TrialSetup, "config": resolved Config dict, "trial_id": str, "trial_index": int,
-            "exchange": FoldExchange actor handle}``.
+            "exchange": FoldExchange actor handle or None (packed)}``.
 
     Raises:
         whatever the fold steps raise (e.g. ``NonFiniteLossError``); ``FloatingPointError`` for the
-        ``debug.fail_trial`` knob.
+        ``debug.fail_trial`` knob; ValueError when the release's folds do not match the workers.
     """
     import numpy as np
     import ray.train
     import torch
 
-    from search.exchange import all_gather, gather
-
-    setup: TrialSetup = loop_config["setup"]
-    torch.set_num_threads(torch_threads(setup.cpus_per_fold))
     from blemore_core.config import Config
-    from blemore_core.train import FoldTrainer, new_curves
+    from blemore_core.train import LocalExchange, fold_group, new_curves, run_lockstep
+    from search.exchange import RayExchange
+    from search.oof_shards import ShardWriter
     from search.placement import PG_RESULT_KEY, current_placement_group_hex
 
+    setup: TrialSetup = loop_config["setup"]
+    torch.set_num_threads(torch_threads(setup.cpus_per_worker))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    cfg = Config.from_dict(loop_config["config"], source=f"{setup.space_path} (trial {loop_config['trial_id']})")
-    cfg = _place(cfg, setup.gpus_per_fold)
+    trial_id = loop_config["trial_id"]
+    cfg = Config.from_dict(loop_config["config"], source=f"{setup.space_path} (trial {trial_id})")
+    cfg = _place(cfg, setup.gpus_per_worker)
     data = load_data(cfg, setup.data_dir)
     folds = sorted(set(np.asarray(data.folds).tolist()))
-    if len(folds) != world:
-        raise ValueError(f"{setup.data_dir}: release has folds {folds}, but the trial runs {world} fold workers")
-    fold = folds[rank]
-    exchange = loop_config["exchange"]
-    placed = all_gather(exchange, "placed", rank, dict(_NODE))  # every fold's node id and device (run tags)
+    if world not in (1, len(folds)):
+        raise ValueError(f"{setup.data_dir}: release has folds {folds}, but the trial runs {world} workers")
+    mine = folds[rank::world]
+    exchange = LocalExchange() if world == 1 else RayExchange(loop_config["exchange"], rank)
+    placed = exchange.all_gather("placed", {k: dict(_NODE) for k in mine})  # every fold's node and device (tags)
+    group = fold_group(cfg, data, mine)
     fail = setup.debug.get("debug.fail_trial")
     should_fail = fail is not None and loop_config.get("trial_index") == fail and rank == 0
+    lead = rank == 0
+    shards = ShardWriter(setup.storage, trial_id, data) if lead else None
+    pg = {PG_RESULT_KEY: current_placement_group_hex(), "fold_execution": group.execution} if lead else {}
 
-    trainer = FoldTrainer(cfg, data, fold)
-    curves = new_curves(cfg, data, folds)
-    ckpt_dir = Path(tempfile.mkdtemp(prefix=f"blemore-{loop_config['trial_id']}-epochs-")) if rank == 0 else None
-    pg = {PG_RESULT_KEY: current_placement_group_hex()} if rank == 0 else {}  # see search.placement
-    stopped = False
-    for epoch in range(1, cfg.train.max_epochs + 1):
-        rec = trainer.train_epoch()
+    def on_epoch(curves: Any, rows: dict[int, tuple[float, float]]) -> None:
         if should_fail:
-            raise FloatingPointError(
-                f"debug.fail_trial={fail}: forced non-finite loss in fold {fold}, epoch {epoch} (debugging knob)"
-            )
-        mine = (fold, trainer.evaluate(), rec["train_loss"], rec["lr"])
-        rows = all_gather(exchange, ("epoch", epoch), rank, mine)
-        curves.add({k: p for k, p, _, _ in rows})
-        trainer.keep(curves.kept_epochs(fold))
-        if rank == 0:
-            write_oof_epochs(curves, data, ckpt_dir / OOF_EPOCHS)
-            ray.train.report({**epoch_report(curves, {k: (tl, lr) for k, _, tl, lr in rows}), **pg},
-                             checkpoint=ray.train.Checkpoint.from_directory(str(ckpt_dir)))
-        else:
+            raise FloatingPointError(f"debug.fail_trial={fail}: forced non-finite loss in fold {mine[0]}, epoch "
+                                     f"{curves.epochs} (debugging knob)")
+        if not lead:
             ray.train.report({})
-        if curves.should_stop():
-            stopped = epoch < cfg.train.max_epochs
-            break
+            return
+        shards.write(curves.epochs, curves.probs_at(curves.epochs))
+        ray.train.report({**epoch_report(curves, rows), **pg, "oof_shards": shards.uri})
 
-    res = trainer.finalize(curves, stopped=stopped)
-    gathered = gather(exchange, "final", rank, res, dst=0)
-    if rank != 0:
+    curves = new_curves(cfg, data, folds)
+    stopped = run_lockstep(group, curves, exchange, cfg.train.max_epochs, on_epoch)
+    results = exchange.gather("final", {r.fold: r for r in group.finalize(curves, stopped)})
+    if not lead:
         ray.train.report({})
         return
-    try:
-        final, out = _finalize(gathered, curves, cfg, data, loop_config["trial_id"])
-        final.update(pg)
-        for k, p in zip(folds, placed, strict=True):
-            final[f"fold{k}/node_id"] = p["node_id"]
-            final[f"fold{k}/device"] = p["device"]
-        try:  # Ray Train persists the checkpoint to the search's storage before report() returns
-            ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(out))
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+    final, out = _finalize([results[k] for k in folds], curves, cfg, data, trial_id)
+    final.update(pg)
+    final["oof_shards"] = shards.uri
+    for k in folds:
+        final[f"fold{k}/node_id"] = placed[k]["node_id"]
+        final[f"fold{k}/device"] = placed[k]["device"]
+    try:  # Ray Train persists the checkpoint to the search's storage before report() returns
+        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(out))
     finally:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(Path(out).parent, ignore_errors=True)
+    shards.delete()  # the final checkpoint holds every epoch (oof_epochs.npz)
 
 
 def _place(cfg: Any, gpus_per_fold: float) -> Any:
@@ -372,30 +378,30 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(setup.base, config, source=f"{setup.space_path} (trial {trial_id})")
-    n_folds = setup.n_folds
-    resources = {"CPU": setup.cpus_per_fold}
-    if setup.gpus_per_fold > 0:
-        resources["GPU"] = setup.gpus_per_fold
-    exchange = make_exchange(n_folds)
+    resources = {"CPU": setup.cpus_per_worker}
+    if setup.gpus_per_worker > 0:
+        resources["GPU"] = setup.gpus_per_worker
+    exchange = make_exchange(setup.n_workers) if setup.n_workers > 1 else None
     trainer = DataParallelTrainer(
-        fold_worker,
+        trial_worker,
         train_loop_config={"setup": setup, "config": cfg.to_dict(), "trial_id": trial_id,
                            "trial_index": config.get("debug.trial_index"), "exchange": exchange},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=n_folds, use_gpu=setup.gpus_per_fold > 0, resources_per_worker=resources
+            num_workers=setup.n_workers, use_gpu=setup.gpus_per_worker > 0, resources_per_worker=resources
         ),
         run_config=ray.train.RunConfig(
             name=f"{trial_id}-{uuid.uuid4().hex[:8]}",
             storage_path=setup.storage,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=0),  # retries are Tune's (search --max-failures)
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),  # the latest two: per-epoch OOF or final
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),  # the final artifacts only
         ),
     )
     try:
         trainer.fit()
     finally:
-        close_exchange(exchange)
+        if exchange is not None:
+            close_exchange(exchange)
 
 
 def read_checkpoint_dir(path: str, dest: str | None = None) -> Path:

@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``search`` and ``resume`` subcommands."""
     p = subparsers.add_parser(
         "search", help="hyperparameter search: Ray Tune + Optuna over 5-fold Ray Train trials, recorded in MLflow",
-        description="Run a search space (spaces/*.yaml): one trial = one config trained on all folds in parallel "
-        "(one Ray Train worker per fold); Optuna TPE proposes configs, ASHA stops poor trials early; every trial "
+        description="Run a search space (spaces/*.yaml): one trial = one config trained on all folds in lock step "
+        "(fold layout packed: one Ray Train worker per trial; workers: one per fold); Optuna TPE proposes configs, ASHA stops poor trials early; every trial "
         "and fold is recorded in MLflow.",
     )
     p.add_argument("space", help="search-space YAML (e.g. spaces/rank_aware.yaml)")
@@ -33,11 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="search name = MLflow experiment (default: the space's name)")
     p.add_argument("--num-samples", type=int, default=None, help="number of trials (default: the space's budget)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at a time (default: the space's budget)")
+    p.add_argument("--fold-layout", choices=("packed", "workers"), default=None,
+                   help="packed: one Ray Train worker (one process, one CUDA context) trains all folds of a trial; "
+                   "workers: one worker per fold, for models too big to share a device (default: the space's "
+                   "fold_layout, else packed)")
+    p.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="packed layout: CPUs of a trial's worker, fractions allowed (default: local Ray: CPUs shared "
+                   "evenly by the concurrent trials, at most 1 per fold; cluster: 1 per fold)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0,
+                   help="packed layout: GPUs of a trial's worker; 0.1 lets ten trials share one GPU (default 0)")
     p.add_argument("--cpus-per-fold", type=float, default=None,
-                   help="CPUs per fold worker, fractions allowed (default: local Ray: CPUs shared evenly by the "
-                   "concurrent trials, at most 1; cluster: 1)")
+                   help="workers layout: CPUs per fold worker, fractions allowed (default: local Ray: CPUs shared "
+                   "evenly by the concurrent trials, at most 1; cluster: 1)")
     p.add_argument("--gpus-per-fold", type=float, default=0.0,
-                   help="GPUs per fold worker; fractions let the folds share one GPU (default 0)")
+                   help="workers layout: GPUs per fold worker; fractions let the folds share one GPU (default 0)")
     p.add_argument("--scheduler", choices=("asha", "none"), default=None, help="trial scheduler (default: the space's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default 0)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial (default 1)")
@@ -60,7 +69,8 @@ def handle_search(args: argparse.Namespace) -> int:
     opts = SearchOptions(
         name=args.name, data=args.data, address=args.address, num_cpus=args.num_cpus, tracking_uri=args.tracking_uri,
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_fold=args.cpus_per_fold,
-        gpus_per_fold=args.gpus_per_fold, scheduler=args.scheduler, storage=args.storage, seed=args.seed,
+        gpus_per_fold=args.gpus_per_fold, fold_layout=args.fold_layout, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler, storage=args.storage, seed=args.seed,
         max_failures=args.max_failures, verbose=0 if args.quiet else 1,
     )
     outcome = run_search(args.space, opts)

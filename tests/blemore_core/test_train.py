@@ -149,8 +149,8 @@ def _reference_stop(objectives, patience):
 def test_cross_validate_crossfit_matches_reference(tiny):
     """crossfit per fold (epoch, alpha, beta, Score) equals a plain-loop reference over the stored per-epoch OOF
     probabilities; the kept weights reproduce the selected epoch's probabilities; the objective is their mean."""
-    from blemore_core.models import build_model
     from blemore_core.fold_inputs import predict_probs as _predict
+    from blemore_core.models import build_model
     from blemore_core.train import FoldTrainer
 
     cfg = small_cfg(**{"train.max_epochs": 4})

@@ -47,7 +47,7 @@ def searched(tmp_path_factory):
     space = tmp / "post.yaml"
     space.write_text(SPACE.format(data=tiny))
     uri = f"sqlite:///{tmp}/mlflow.db"
-    opts = SearchOptions(storage=str(tmp / "ray_results"), tracking_uri=uri, num_cpus=2, cpus_per_fold=0.19,
+    opts = SearchOptions(storage=str(tmp / "ray_results"), tracking_uri=uri, num_cpus=2, cpus_per_trial=0.95,
                          verbose=0, seed=0)
     out = run_search(space, opts)
     assert not any(r.error for r in out.results)

@@ -143,7 +143,7 @@ def _space(c: SimpleNamespace, name: str, n: int, epochs: int = 2) -> Path:
 
 
 def _search_args(c: SimpleNamespace, name: str) -> list[str]:
-    return ["--storage", c.storage, "--cpus-per-fold", "0.7", "--max-failures", "2", "--data", str(c.tiny),
+    return ["--storage", c.storage, "--fold-layout", "workers", "--cpus-per-fold", "0.7", "--max-failures", "2", "--data", str(c.tiny),
             "--name", name]
 
 

@@ -56,7 +56,7 @@ def _common(tmp: Path) -> list[str]:
 
 
 def _search_cmd(tmp: Path, space: Path, uri: str) -> list[str]:
-    return _cli("search", str(space), "--tracking-uri", uri, "--cpus-per-fold", "0.19", *_common(tmp))
+    return _cli("search", str(space), "--tracking-uri", uri, "--cpus-per-trial", "0.95", *_common(tmp))
 
 
 def _parents(uri: str, name: str):

@@ -67,7 +67,7 @@ def _opts(tmp_path: Path, **kw):
     from search.runner import SearchOptions
 
     base = dict(storage=str(tmp_path / "ray_results"), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", num_cpus=2,
-                cpus_per_fold=0.19, verbose=0)
+                cpus_per_trial=0.95, verbose=0)
     base.update(kw)
     return SearchOptions(**base)
 
@@ -121,20 +121,28 @@ def test_three_trial_search_records_everything(tmp_path, tiny):
         assert {"config.yaml", "thresholds.json", "oof.parquet", "plots"} <= arts
         kid_arts = {a.path for a in c.list_artifacts(kids[0].info.run_id)}
         assert any(a.endswith(".pt") for a in kid_arts)
-    # `blemore train`'s cross_validate in this process (1 torch thread, as each fold worker) gives the same
-    # per-fold crossfit numbers as the search trial with the same config and seed
+    # `blemore train`'s cross_validate in this process (1 torch thread, as the packed trial's worker) gives the same
+    # per-fold crossfit numbers as the search trial (fold layout packed, the default) with the same config and seed
+    r = next(r for r in out.results if r.metrics.get("final"))
+    cv = _same_as_cross_validate(r, tmp_path / "e2e.yaml", tiny, execution="auto")
+    assert r.metrics["fold_execution"] == cv.execution
+    assert not Path(r.metrics["oof_shards"]).exists()  # the final checkpoint carries every epoch
+
+
+def _same_as_cross_validate(r, space_file: Path, tiny: Path, execution: str):
+    """Assert that trial result ``r`` has the per-fold crossfit numbers of ``cross_validate`` of its config in this
+    process with one torch thread (as a trial worker of these tests); returns the CVResult."""
     import torch
 
     from blemore_core.train import cross_validate, prepare_data
     from search.space import load_space
     from search.trainable import fold_records
 
-    r = next(r for r in out.results if r.metrics.get("final"))
-    cfg = load_space(tmp_path / "e2e.yaml").resolve({k: v for k, v in r.config.items() if not k.startswith("debug")})
+    cfg = load_space(space_file).resolve({k: v for k, v in r.config.items() if not k.startswith("debug")})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cv = cross_validate(cfg, prepare_data(cfg, tiny, progress=False), progress=False)
+        cv = cross_validate(cfg, prepare_data(cfg, tiny, progress=False), progress=False, execution=execution)
     finally:
         torch.set_num_threads(threads)
     recs = {rec.fold: rec.protocols for rec in fold_records(r.metrics)}
@@ -142,6 +150,7 @@ def test_three_trial_search_records_everything(tmp_path, tiny):
         for m in ("epoch", "alpha", "beta", "acc_presence", "acc_salience", "score"):
             assert abs(recs[k]["crossfit"][m] - row[m]) <= 1e-6, (k, m, recs[k]["crossfit"][m], row[m])
     assert abs(r.metrics["score"] - cv.curves.objective().score) <= 1e-6
+    return cv
 
 
 def test_failing_trial_is_retried_and_recorded_failed(tmp_path, tiny):
@@ -169,7 +178,7 @@ def test_interrupt_then_resume_gives_exactly_num_samples_runs(tmp_path, tiny):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     storage = str(tmp_path / "ray_results")
     cmd = [sys.executable, "-m", "search.cli", "search", str(tmp_path / "resumable.yaml"), "--storage", storage,
-           "--tracking-uri", uri, "--num-cpus", "2", "--cpus-per-fold", "0.19", "--quiet"]
+           "--tracking-uri", uri, "--num-cpus", "2", "--cpus-per-trial", "0.95", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 900
     try:
@@ -248,7 +257,7 @@ def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny, monkeypatc
                         "budget: {num_samples: 4, max_concurrent: 1, max_epochs: 3}")
     text = text.replace("low: 3.0e-4, high: 3.0e-3", "low: 2.0e-5, high: 3.0e-2")
     (tmp_path / "asha.yaml").write_text(text)
-    opts = _opts(tmp_path, cpus_per_fold=0.39)
+    opts = _opts(tmp_path, fold_layout="workers", cpus_per_trial=None, cpus_per_fold=0.39)
     out = run_search(tmp_path / "asha.yaml", opts)
     assert len(out.results) == 4 and not any(r.error for r in out.results)
     stopped = [r for r in out.results if not r.metrics.get("final")]
@@ -266,9 +275,15 @@ def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny, monkeypatc
     assert completed, "expected at least one completed trial"
     release = load_release(tiny, ("imagebind",), progress=False)
     assert set(told) == {r.metrics["trial_id"] for r in out.results}
+    from search.oof_shards import read_oof_epochs
+
     for r in out.results:
-        npz = np.load(Path(r.metrics["checkpoint_path"]) / "oof_epochs.npz", allow_pickle=False)
-        probs = npz["probs"][:, :, : r.metrics["epoch"]]
+        if r.metrics.get("final"):  # completed: the final checkpoint holds every epoch; its shards are gone
+            npz = np.load(Path(r.metrics["checkpoint_path"]) / "oof_epochs.npz", allow_pickle=False)
+            assert not Path(r.metrics["oof_shards"]).exists()
+        else:  # stopped by ASHA: its per-epoch shards, every epoch it ran exactly once
+            npz = read_oof_epochs(r.metrics["oof_shards"])
+        probs = npz["probs"]
         assert probs.shape[2] == r.metrics["epoch"]
         want = _reference_objective(probs, release.labels, np.asarray(release.folds))
         assert abs(told[r.metrics["trial_id"]] - want) <= 1e-9, (r.metrics["trial_id"], told, want)
@@ -279,3 +294,6 @@ def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny, monkeypatc
     assert [row["trial"] for row in out.summary] == ranked[: len(out.summary)]
     assert out.leaked_cpus == 0, f"{out.leaked_cpus:g} CPUs still reserved after the search"
     assert all(r.metrics.get("placement_group") for r in out.results)  # rank 0 named its group every time
+    # the workers layout (one process per fold) gives `blemore train`'s per-fold numbers too
+    _same_as_cross_validate(next(r for r in completed), tmp_path / "asha.yaml", tiny, execution="sequential")
+    assert all(r.metrics["fold_execution"] == "sequential" for r in out.results)

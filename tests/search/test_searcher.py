@@ -110,8 +110,8 @@ def test_run_trial_builds_its_config_from_plain_choices(monkeypatch, tmp_path):
     monkeypatch.setattr(ray.tune, "get_context", lambda: types.SimpleNamespace(get_trial_id=lambda: "abc123"))
     space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "full.yaml")
     setup = trainable.TrialSetup(base=space.base.to_dict(), space_path=str(space.path), data_dir=str(tmp_path),
-                                 cpus_per_fold=0.19, gpus_per_fold=0.0, storage=str(tmp_path / "train"), debug={},
-                                 max_epochs=space.max_epochs)
+                                 cpus_per_worker=0.19, gpus_per_worker=0.0, storage=str(tmp_path / "train"),
+                                 debug={}, max_epochs=space.max_epochs, fold_layout="workers")
     trainable.run_trial({"data.encoders": "imagebind+videomae+wavlm", "model.fusion": "rank_aware",
                          "model.top_n": 3, "debug.trial_index": 0}, setup)
     assert seen["config"]["data"]["encoders"] == ["imagebind", "videomae", "wavlm"]

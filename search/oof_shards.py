@@ -1,0 +1,139 @@
+"""Per-epoch OOF shards: what a trial persists each epoch, so that the bytes it writes grow linearly in epochs.
+
+Each epoch the lead worker of a trial writes ONE shard, the epoch's out-of-fold probabilities of every training clip
+(float32 (N, 6), ``np.savez_compressed``), to ``<storage>/<name>/_train/oof/<trial_id>/<attempt>/epoch_<e>.npz``,
+and the first epoch also ``clips.npz`` (``folds`` int64 (N,), ``filenames`` str (N,)). Nothing earlier is written
+again: a 200-epoch trial writes 200 shards once each, not 200 growing copies of every epoch so far.
+
+* A completed trial also carries every epoch in its final checkpoint (``oof_epochs.npz``, assembled once from the
+  trial's in-memory curves by :func:`search.trainable.write_oof_epochs`); its shards are then deleted.
+* A trial stopped by the scheduler (or cut by the time budget) keeps its shards; :func:`read_oof_epochs`
+  assembles them into the same arrays (``blemore``'s MLflow records do it once, when the trial ends).
+* A retried or resumed trial starts a new attempt directory (the shards of an abandoned attempt are never mixed
+  in), and each epoch file exists once per attempt: :func:`read_oof_epochs` checks that the epochs are exactly
+  ``1..E``.
+
+Shards never hold pickled objects: read with ``np.load(..., allow_pickle=False)``.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from typing import Any
+
+import numpy as np
+
+from search.storage import Storage, write_bytes
+
+CLIPS = "clips.npz"
+
+
+def shard_name(epoch: int) -> str:
+    """File name of epoch ``epoch``'s shard (1-based, zero-padded so names sort by epoch)."""
+    return f"epoch_{int(epoch):05d}.npz"
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+class ShardWriter:
+    """Writes the per-epoch OOF shards of one attempt of one trial (lead worker only).
+
+    Args:
+        train_storage: the trials' storage root (``TrialSetup.storage``: ``<storage>/<name>/_train``).
+        trial_id: Tune's trial id.
+        data: the trial's :class:`blemore_core.train.TrainData` (``folds``, ``filenames`` go into ``clips.npz``).
+
+    Attributes:
+        uri: the attempt's directory (a path or URI), reported to Tune with every epoch as ``oof_shards``.
+    """
+
+    def __init__(self, train_storage: str, trial_id: str, data: Any) -> None:
+        self.root = Storage(train_storage.rstrip("/"))
+        self.rel = f"oof/{trial_id}/{uuid.uuid4().hex[:8]}"
+        self.uri = self.root.join(self.rel)
+        self._data = data
+        self._wrote_clips = False
+
+    def write(self, epoch: int, probs: np.ndarray) -> str:
+        """Persist epoch ``epoch``'s OOF probabilities, float32 (N, 6); returns the shard's location.
+
+        Raises:
+            ValueError: probs not (N, 6) for the trial's N clips. OSError: the storage refused the write (named).
+        """
+        probs = np.asarray(probs, dtype=np.float32)
+        n = len(self._data.filenames)
+        if probs.shape != (n, 6):
+            raise ValueError(f"OOF shard of epoch {epoch}: expected ({n}, 6) probabilities, got {probs.shape}")
+        if not self._wrote_clips:
+            write_bytes(self.root, f"{self.rel}/{CLIPS}",
+                        _npz(folds=np.asarray(self._data.folds, dtype=np.int64),
+                             filenames=np.asarray(self._data.filenames, dtype=str)))
+            self._wrote_clips = True
+        return write_bytes(self.root, f"{self.rel}/{shard_name(epoch)}", _npz(probs=probs,
+                                                                             epoch=np.int64(epoch)))
+
+    def delete(self) -> None:
+        """Remove the attempt's shards (after the final checkpoint carries every epoch); errors are ignored."""
+        try:
+            fs, root = self.root.filesystem()
+            fs.delete_dir(f"{root.rstrip('/')}/{self.rel}")
+        except Exception:  # noqa: BLE001 - best effort: the final checkpoint already holds every epoch
+            pass
+
+
+def read_oof_epochs(uri: str) -> dict[str, np.ndarray]:
+    """Assemble the shards of one attempt into the arrays of ``oof_epochs.npz``.
+
+    Args:
+        uri: a :attr:`ShardWriter.uri` (local path or object-store URI).
+
+    Returns:
+        ``{"probs": float32 (N, 6, E), "folds": int64 (N,), "filenames": str (N,)}``.
+
+    Raises:
+        FileNotFoundError: no shards at ``uri``. ValueError: the epochs are not exactly ``1..E`` (names the
+            missing ones) or a shard does not match its name.
+    """
+    import pyarrow.fs as pafs
+
+    fs, path = Storage(uri.rstrip("/")).filesystem()
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+    shards = [n for n in names if n.startswith("epoch_") and n.endswith(".npz")]
+    if CLIPS not in names or not shards:
+        raise FileNotFoundError(f"{uri}: no OOF shards ({CLIPS} and epoch_*.npz)")
+    epochs = [int(n[len("epoch_"):-len(".npz")]) for n in shards]
+    missing = sorted(set(range(1, max(epochs) + 1)) - set(epochs))
+    if missing:
+        raise ValueError(f"{uri}: OOF shards of epochs {missing} are missing (found {len(epochs)} epochs)")
+
+    def load(name: str) -> Any:
+        with fs.open_input_stream(f"{path}/{name}") as f:
+            return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+    clips = load(CLIPS)
+    probs = []
+    for e, name in zip(epochs, shards, strict=True):
+        z = load(name)
+        if int(z["epoch"]) != e:
+            raise ValueError(f"{uri}/{name}: holds epoch {int(z['epoch'])}")
+        probs.append(z["probs"])
+    return {"probs": np.stack(probs, axis=2).astype(np.float32), "folds": clips["folds"],
+            "filenames": clips["filenames"]}
+
+
+def write_oof_epochs_file(arrays: dict[str, np.ndarray], path: Any) -> Any:
+    """Write :func:`read_oof_epochs`'s arrays as ``oof_epochs.npz`` at ``path`` (local), atomically."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
