@@ -380,6 +380,17 @@ def search_report(experiment: str, tracking_uri: str | None = None, out_dir: str
     (out / "top_trials.md").write_text(df.to_markdown(index=False) if _has_tabulate() else df.to_string(index=False))
     files += [out / "top_trials.csv", out / "top_trials.md"]
 
+    run_id = _log_report_run(client, uri, experiment, out, named, pool, objectives, analyse_best)
+    return SearchReport(experiment, run_id, objectives, named, len(pool), top, files)
+
+
+def _log_report_run(client: Any, uri: str, experiment: str, out: Path, named: dict, pool: list,
+                    objectives: tuple[str, ...], analyse_best: bool) -> str:
+    """Log the report (importances, ``n_trials``, ``best/<objective>``, the files of ``out``, with
+    ``analyse_best`` the best finished trial's analyses) to the search-level run (tag ``role=search_report``,
+    reopened if it exists); the run ends FINISHED, or FAILED on an error. Returns its id."""
+    from search.trials import TrialsError
+
     exp_id = client.get_experiment_by_name(experiment).experiment_id
     found = client.search_runs([exp_id], filter_string=f"tags.role = '{REPORT_ROLE}'", max_results=1)
     if found:
@@ -414,7 +425,7 @@ def search_report(experiment: str, tracking_uri: str | None = None, out_dir: str
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
-    return SearchReport(experiment, run_id, objectives, named, len(pool), top, files)
+    return run_id
 
 
 def _has_tabulate() -> bool:

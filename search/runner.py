@@ -1,10 +1,10 @@
 """Running and resuming a search: Ray Tune + OptunaSearch (seeded TPE / multi-objective TPE) + ASHA, trials from
-:mod:`search.trainable`, records from :mod:`search.tracking` (DESIGN.md section 6).
+:mod:`search.trainable`, records from :mod:`search.records` (DESIGN.md section 6).
 
 Order of events in :func:`run_search`: validate the space and options (no Ray yet) -> preflight
 (:mod:`search.preflight`: paths made absolute, the tracking store and the Ray address answer within seconds;
 nothing is written before it passes) -> create the tracking store atomically and take the search-name lock
-(:mod:`search.mlflow_store`) -> resolve the release (the embedded demo release when none is named) -> build the
+(:mod:`search.records.store`) -> resolve the release (the embedded demo release when none is named) -> build the
 feature cache once in the driver -> start Ray bound to 127.0.0.1 (token authentication on) or join the given
 cluster -> write the search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_search`
 needs) -> ``Tuner.fit()`` -> end the MLflow runs of this search still RUNNING (also on Ctrl-C or a crash) ->
@@ -230,8 +230,8 @@ def make_sampler(seed: int, num_samples: int) -> Any:
 
 
 def _tracker(space: SearchSpace, name: str, storage: Storage, tracking_uri: str) -> Any:
-    """The search's MLflow callback (:class:`search.tracking.MLflowTracker`)."""
-    from search.tracking import MLflowTracker
+    """The search's MLflow callback (:class:`search.records.callback.MLflowTracker`)."""
+    from search.records.callback import MLflowTracker
 
     return MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
                          search_tags={"search": name, "space": str(space.path)}, storage=storage.uri,
@@ -378,6 +378,26 @@ def _restored(tuner: Any, trainable: Any, path: str, resume: bool) -> Any:
     return tuner
 
 
+def _checked_plan(ctx: Any, space: SearchSpace, opts: SearchOptions, st: Storage, data_dir: str,
+                  n_folds: int) -> Plan:
+    """With Ray up: the preflight's Ray checks, every node able to run the trials (it reads the release, shares a
+    filesystem storage path and has its feature cache built), then the resource plan.
+
+    Raises:
+        InputError: a check failed (one line naming the node, path or resource).
+    """
+    from search.errors import InputError
+    from search.preflight import RAY_CHECKS, run_preflight
+    from search.resources import check_nodes
+
+    run_preflight(ctx, RAY_CHECKS)
+    try:
+        check_nodes(data_dir, st, encoder_sets=encoder_sets(space))
+        return _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent, local=opts.address is None)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
 def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = SearchOptions(),
                resume: bool = False) -> SearchOutcome:
     """Run (or with ``resume=True``, continue) a search; see the module docstring for the order of events.
@@ -391,8 +411,7 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         TrackingServerDown: the MLflow server stopped answering mid-search (the message says how to resume).
     """
     from search.errors import InputError
-    from search.mlflow_store import NameLock
-    from search.preflight import run_preflight
+    from search.records.store import NameLock
 
     space, name, ctx, st = _checked_inputs(space_path, opts, resume)
     storage, tracking_uri = ctx.storage, ctx.tracking_uri
@@ -411,22 +430,13 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         except (ValueError, OSError) as e:
             raise InputError(" ".join(str(e).split())) from None
         started = _init_ray(opts)
-        from search.preflight import RAY_CHECKS
-        from search.resources import check_nodes
-        from search.tracking import runs_link
-
-        run_preflight(ctx, RAY_CHECKS)
-        try:
-            # every node reads the release, shares a filesystem storage path and has its feature cache built
-            check_nodes(data_dir, st, encoder_sets=encoder_sets(space))
-            plan = _plan_resources(opts, n_folds, opts.max_concurrent or space.max_concurrent,
-                                   local=opts.address is None)
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        plan = _checked_plan(ctx, space, opts, st, data_dir, n_folds)
         cpus, max_conc = plan.cpus_per_fold, plan.trials_at_once
         tuner = _restored(*_build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri),
                           exp_path, resume)
         tracker.describe_experiment(_description(space, opts, name, st, data_dir, plan))
+        from search.records.naming import runs_link
+
         link = runs_link(tracking_uri, exp_id, space.metrics[0])
         if opts.verbose:
             print(f"search {name!r}: space {space.path}, data {data_dir}, storage {exp_path}; MLflow {tracking_uri}")
@@ -489,7 +499,7 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
     Raises:
         TrackingServerDown: the MLflow server stopped answering; the message says how to resume.
     """
-    from search.tracking import TrackingServerDown
+    from search.records.writer import TrackingServerDown
 
     try:
         with _one_line_superseded_uploads():
@@ -581,7 +591,7 @@ def _interrupted(results: Any, want: int, elapsed: float, space: SearchSpace) ->
 
 
 def _default_uri() -> str:
-    from search.tracking import default_tracking_uri
+    from search.defaults import default_tracking_uri
 
     return default_tracking_uri(".")
 
@@ -632,7 +642,7 @@ def print_summary(outcome: SearchOutcome) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from search.tracking import ui_command
+    from search.defaults import ui_command
 
     console = Console(width=max(Console().width, 120))
     table = Table(title=f"best trials of {outcome.name!r} (score = fold mean, headline protocol)")

@@ -1,7 +1,7 @@
 """Reading a finished search back from MLflow: its trials, their ranking and their artifacts (DESIGN.md section 7).
 
 Used by ``blemore export``, ``ensemble`` and ``report``. A trial is the parent run (tag ``role=parent``) of
-:mod:`search.tracking`; a *finished* trial is one that ran every epoch and its final protocols (status
+:mod:`search.records`; a *finished* trial is one that ran every epoch and its final protocols (status
 ``FINISHED``, tag ``trial_status=completed``): only those carry the headline ``score`` and the artifacts
 (``config.yaml``, ``oof.parquet``, ``thresholds.json``, ``metrics.json``). Trials stopped early by the scheduler
 and failed trials are not ranked.
@@ -31,7 +31,7 @@ class TrialsError(ValueError):
 
 def default_uri() -> str:
     """The tracking URI ``blemore search`` uses by default (``sqlite:///./mlflow.db``)."""
-    from search.tracking import default_tracking_uri
+    from search.defaults import default_tracking_uri
 
     return default_tracking_uri(".")
 
@@ -60,7 +60,7 @@ def client_for(tracking_uri: str | None) -> tuple[Any, str]:
         except (urllib.error.URLError, OSError) as e:
             raise TrialsError(f"--tracking-uri {uri}: the MLflow tracking server does not answer ({e}); start it "
                               "(e.g. cluster/ scripts, or `mlflow server --host 127.0.0.1`)") from None
-    from search.tracking import quiet_mlflow_console
+    from search.compat import quiet_mlflow_console
 
     quiet_mlflow_console()
     return MlflowClient(uri), uri
@@ -101,7 +101,7 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
 
 def trials(client: Any, name: str, uri: str) -> list[Trial]:
     """Every trial (parent run) of experiment ``name``, in start order."""
-    from search.tracking import ROLE_TAG, TRIAL_TAG
+    from search.records.naming import ROLE_TAG, TRIAL_TAG
 
     exp = experiment_id(client, name, uri)
     runs = client.search_runs([exp], filter_string=f"tags.{ROLE_TAG} = 'parent'", max_results=50000,
@@ -168,7 +168,7 @@ def download(client: Any, uri: str, run_id: str, names: tuple[str, ...] | list[s
 
 def fold_runs(client: Any, parent: Trial) -> dict[int, Any]:
     """``{fold: child run}`` of a trial."""
-    from search.tracking import ROLE_TAG, TRIAL_TAG
+    from search.records.naming import ROLE_TAG, TRIAL_TAG
 
     exp = client.get_run(parent.run_id).info.experiment_id
     runs = client.search_runs([exp], filter_string=f"tags.{TRIAL_TAG} = '{parent.trial_id}' and "

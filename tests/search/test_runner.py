@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
+from search.records.writer import TrackingServerDown
 from search.runner import TUNE_STATE_LOGGER, SearchOptions, _fit
-from search.tracking import TrackingServerDown
 
 
 class _DyingTuner:
