@@ -13,11 +13,8 @@ release the name lock -> summary of the best trials.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -135,22 +132,15 @@ def _storage(opts: SearchOptions) -> str:
     return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
-#: environment of a local Ray: every Ray process binds to loopback (Ray's switch for single-machine clusters:
-#: with it the node address is 127.0.0.1 and the GCS, raylet, workers and the driver listen on it only). Token
-#: authentication: Ray >= 2.52 turns it on for a new local ``ray.init`` unless ``RAY_AUTH_MODE`` says otherwise
-#: (it creates the token in ~/.ray/auth_token); setting the variable here, after ray's import, would desynchronise
-#: the driver and the GCS, so it is left to Ray.
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
 def _init_ray(opts: SearchOptions) -> bool:
     """Start (or join) Ray with the search's Train environment; returns True when this call started it.
 
-    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`LOCAL_RAY_ENV`), with Ray's
+    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`search.compat.LOCAL_RAY_ENV`), with Ray's
     token authentication."""
     import ray
 
-    from search.trainable import RAY_TRAIN_ENV, set_process_env
+    from search.compat import RAY_TRAIN_ENV, bind_local_ray_to_loopback
+    from search.trainable import set_process_env
 
     set_process_env()
     if ray.is_initialized():
@@ -161,12 +151,7 @@ def _init_ray(opts: SearchOptions) -> bool:
         ray.init(address=opts.address, runtime_env={"env_vars": {**RAY_TRAIN_ENV, **forwarded_env()}},
                  log_to_driver=opts.verbose > 1)
     else:
-        from ray._private import ray_constants
-
-        for k, v in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(k, v)
-        # ray_constants read the switch when ray was imported (before this function could set it)
-        ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
+        bind_local_ray_to_loopback()
         # address="local": always a new private Ray, never a cluster someone started with `ray start` here
         # the dashboard (loopback only) serves Ray's State API, which Ray Train's PlacementGroupCleaner needs to
         # release the fold workers' placement group of a trial that Tune stopped (ASHA, time budget, Ctrl-C)
@@ -499,10 +484,11 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
     Raises:
         TrackingServerDown: the MLflow server stopped answering; the message says how to resume.
     """
+    from search.compat import one_line_superseded_uploads
     from search.records.writer import TrackingServerDown
 
     try:
-        with _one_line_superseded_uploads():
+        with one_line_superseded_uploads():
             return tuner.fit()
     except TrackingServerDown as e:
         where = "" if opts.storage is None else f" --storage {opts.storage}"
@@ -510,44 +496,6 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
         raise TrackingServerDown(
             f"{head}; start it again, then run `blemore resume {name}{where}` (unfinished trials run again, trials "
             f"that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
-
-
-# Ray Tune's atomic save (ray/tune/search/searcher.py, ray/tune/utils/util.py): ".<uuid4>-tmp-<name>", then rename
-_TUNE_TMP_FILE = re.compile(r"/\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-tmp-[^/'\"]+")
-TUNE_STATE_LOGGER = "ray.tune.execution.experiment_state"
-
-
-class SupersededUploadFilter(logging.Filter):
-    """Turns Ray Tune's traceback for a superseded experiment-state upload into one warning line.
-
-    Ray Tune 2.60 (``ray/tune/execution/experiment_state.py``, ``sync_up_experiment_state``) writes the searcher state
-    (a ``.<uuid>-tmp-...`` file, then a rename) *before* it waits for the previous background upload of the same
-    folder. That upload can list the temporary file and then not find it; Tune logs the ``FileNotFoundError`` with a
-    full traceback (seen on Ctrl-C), although the upload it launches right after carries the state, and the search
-    resumes from it. Only that case is rewritten: any other failed upload keeps its traceback and level.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if (isinstance(exc, FileNotFoundError) and str(record.msg).startswith("Saving experiment state")
-                and (m := _TUNE_TMP_FILE.search(str(exc)))):
-            record.msg = ("Ray Tune: an experiment-state upload overlapped the next state write (its temporary file "
-                          "%s was renamed meanwhile); the upload launched next carries the state")
-            record.args = (m.group(0).rsplit("/", 1)[-1],)
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-@contextlib.contextmanager
-def _one_line_superseded_uploads():
-    """:class:`SupersededUploadFilter` on Tune's experiment-state logger while the block runs."""
-    log, flt = logging.getLogger(TUNE_STATE_LOGGER), SupersededUploadFilter()
-    log.addFilter(flt)
-    try:
-        yield
-    finally:
-        log.removeFilter(flt)
 
 
 def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,
