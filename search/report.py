@@ -412,8 +412,7 @@ def _log_report_run(client: Any, uri: str, experiment: str, out: Path, named: di
         client.log_artifacts(run_id, str(out))
         if analyse_best:
             try:
-                from search.commands.export import trial_document
-                from search.trials import ranked
+                from search.trials import ranked, trial_document
 
                 best = ranked(client, experiment, uri, objectives[0])[0]
                 doc, oof = trial_document(client, uri, experiment, best)
@@ -436,6 +435,26 @@ def _has_tabulate() -> bool:
     return True
 
 
+def print_report(rep: SearchReport) -> None:
+    """The importances as a rich table (one column per objective) and the search-level run id."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=110)
+    t = Table(title=f"what mattered in {rep.experiment!r} (fANOVA importance, {rep.n_trials} trials)")
+    t.add_column("parameter")
+    for o in rep.objectives:
+        t.add_column(o, justify="right")
+    first = rep.importances.get(rep.objectives[0], {})
+    keys = list(first) + [k for o in rep.objectives for k in rep.importances.get(o, {}) if k not in first]
+    for k in dict.fromkeys(keys):
+        t.add_row(k, *(f"{rep.importances.get(o, {}).get(k, float('nan')):.3f}" for o in rep.objectives))
+    console.print(t)
+    if not first:
+        console.print("(importances need at least two trials with the objective recorded)")
+    console.print(f"search-level MLflow run {rep.run_id}")
+
+
 def report_after_search(experiment: str, tracking_uri: str, verbose: int = 1) -> SearchReport | None:
     """:func:`search_report` at the end of ``blemore search`` / ``resume``: never fails the search (a problem is
     printed as a warning); prints the importance table when ``verbose``."""
@@ -447,7 +466,5 @@ def report_after_search(experiment: str, tracking_uri: str, verbose: int = 1) ->
         print(f"warning: search-level report not written: {e}", file=sys.stderr)
         return None
     if verbose:
-        from search.commands.report import print_report
-
         print_report(rep)
     return rep
