@@ -1,10 +1,10 @@
 """Running and resuming a search: Ray Tune + OptunaSearch (seeded TPE / multi-objective TPE) + ASHA, trials from
-:mod:`search.trainable`, records from :mod:`search.tracking` (DESIGN.md section 6).
+:mod:`search.trainable`, records from :mod:`search.records` (DESIGN.md section 6).
 
 Order of events in :func:`run_search`: validate the space and options (no Ray yet) -> preflight
 (:mod:`search.preflight`: paths made absolute, the tracking store and the Ray address answer within seconds;
 nothing is written before it passes) -> create the tracking store atomically and take the search-name lock
-(:mod:`search.mlflow_store`) -> resolve the release (the embedded demo release when none is named) -> build the
+(:mod:`search.records.store`) -> resolve the release (the embedded demo release when none is named) -> build the
 feature cache once in the driver -> start Ray bound to 127.0.0.1 (token authentication on) or join the given
 cluster -> write the search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_search`
 needs) -> ``Tuner.fit()`` -> end the MLflow runs of this search still RUNNING (also on Ctrl-C or a crash) ->
@@ -13,11 +13,8 @@ release the name lock -> summary of the best trials.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -179,22 +176,15 @@ def _storage(opts: SearchOptions) -> str:
     return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
-#: environment of a local Ray: every Ray process binds to loopback (Ray's switch for single-machine clusters:
-#: with it the node address is 127.0.0.1 and the GCS, raylet, workers and the driver listen on it only). Token
-#: authentication: Ray >= 2.52 turns it on for a new local ``ray.init`` unless ``RAY_AUTH_MODE`` says otherwise
-#: (it creates the token in ~/.ray/auth_token); setting the variable here, after ray's import, would desynchronise
-#: the driver and the GCS, so it is left to Ray.
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
 def _init_ray(opts: SearchOptions) -> bool:
     """Start (or join) Ray with the search's Train environment; returns True when this call started it.
 
-    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`LOCAL_RAY_ENV`), with Ray's
+    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`search.compat.LOCAL_RAY_ENV`), with Ray's
     token authentication."""
     import ray
 
-    from search.trainable import RAY_TRAIN_ENV, set_process_env
+    from search.compat import RAY_TRAIN_ENV, bind_local_ray_to_loopback
+    from search.trainable import set_process_env
 
     set_process_env()
     if ray.is_initialized():
@@ -205,12 +195,7 @@ def _init_ray(opts: SearchOptions) -> bool:
         ray.init(address=opts.address, runtime_env={"env_vars": {**RAY_TRAIN_ENV, **forwarded_env()}},
                  log_to_driver=opts.verbose > 1)
     else:
-        from ray._private import ray_constants
-
-        for k, v in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(k, v)
-        # ray_constants read the switch when ray was imported (before this function could set it)
-        ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
+        bind_local_ray_to_loopback()
         # address="local": always a new private Ray, never a cluster someone started with `ray start` here
         # the dashboard (loopback only) serves Ray's State API, which Ray Train's PlacementGroupCleaner needs to
         # release the fold workers' placement group of a trial that Tune stopped (ASHA, time budget, Ctrl-C)
@@ -277,8 +262,8 @@ def make_sampler(seed: int, num_samples: int) -> Any:
 
 
 def _tracker(space: SearchSpace, name: str, storage: Storage, tracking_uri: str) -> Any:
-    """The search's MLflow callback (:class:`search.tracking.MLflowTracker`)."""
-    from search.tracking import MLflowTracker
+    """The search's MLflow callback (:class:`search.records.callback.MLflowTracker`)."""
+    from search.records.callback import MLflowTracker
 
     return MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
                          search_tags={"search": name, "space": str(space.path)}, storage=storage.uri,
@@ -429,6 +414,27 @@ def _restored(tuner: Any, trainable: Any, path: str, resume: bool) -> Any:
     return tuner
 
 
+def _checked_plan(ctx: Any, space: SearchSpace, opts: SearchOptions, st: Storage, data_dir: str,
+                  n_folds: int) -> Plan:
+    """With Ray up: the preflight's Ray checks, every node able to run the trials (it reads the release, shares a
+    filesystem storage path and has its feature cache built), then the resource plan.
+
+    Raises:
+        InputError: a check failed (one line naming the node, path or resource).
+    """
+    from search.errors import InputError
+    from search.preflight import RAY_CHECKS, run_preflight
+    from search.resources import check_nodes
+
+    run_preflight(ctx, RAY_CHECKS)
+    try:
+        check_nodes(data_dir, st, encoder_sets=encoder_sets(space))
+        return _plan_resources(space, opts, n_folds, opts.max_concurrent or space.max_concurrent,
+                               local=opts.address is None)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
 def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = SearchOptions(),
                resume: bool = False) -> SearchOutcome:
     """Run (or with ``resume=True``, continue) a search; see the module docstring for the order of events.
@@ -442,8 +448,7 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         TrackingServerDown: the MLflow server stopped answering mid-search (the message says how to resume).
     """
     from search.errors import InputError
-    from search.mlflow_store import NameLock
-    from search.preflight import run_preflight
+    from search.records.store import NameLock
 
     space, name, ctx, st = _checked_inputs(space_path, opts, resume)
     storage, tracking_uri = ctx.storage, ctx.tracking_uri
@@ -462,22 +467,13 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         except (ValueError, OSError) as e:
             raise InputError(" ".join(str(e).split())) from None
         started = _init_ray(opts)
-        from search.preflight import RAY_CHECKS
-        from search.resources import check_nodes
-        from search.tracking import runs_link
-
-        run_preflight(ctx, RAY_CHECKS)
-        try:
-            # every node reads the release, shares a filesystem storage path and has its feature cache built
-            check_nodes(data_dir, st, encoder_sets=encoder_sets(space))
-            plan = _plan_resources(space, opts, n_folds, opts.max_concurrent or space.max_concurrent,
-                                   local=opts.address is None)
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        plan = _checked_plan(ctx, space, opts, st, data_dir, n_folds)
         cpus, max_conc = plan.cpus_per_worker, plan.trials_at_once
         tuner = _restored(*_build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri),
                           exp_path, resume)
         tracker.describe_experiment(_description(space, opts, name, st, data_dir, plan))
+        from search.records.naming import runs_link
+
         link = runs_link(tracking_uri, exp_id, space.metrics[0])
         if opts.verbose:
             print(f"search {name!r}: space {space.path}, data {data_dir}, storage {exp_path}; MLflow {tracking_uri}")
@@ -540,10 +536,11 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
     Raises:
         TrackingServerDown: the MLflow server stopped answering; the message says how to resume.
     """
-    from search.tracking import TrackingServerDown
+    from search.compat import one_line_superseded_uploads
+    from search.records.writer import TrackingServerDown
 
     try:
-        with _one_line_superseded_uploads():
+        with one_line_superseded_uploads():
             return tuner.fit()
     except TrackingServerDown as e:
         where = "" if opts.storage is None else f" --storage {opts.storage}"
@@ -551,44 +548,6 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
         raise TrackingServerDown(
             f"{head}; start it again, then run `blemore resume {name}{where}` (unfinished trials run again, trials "
             f"that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
-
-
-# Ray Tune's atomic save (ray/tune/search/searcher.py, ray/tune/utils/util.py): ".<uuid4>-tmp-<name>", then rename
-_TUNE_TMP_FILE = re.compile(r"/\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-tmp-[^/'\"]+")
-TUNE_STATE_LOGGER = "ray.tune.execution.experiment_state"
-
-
-class SupersededUploadFilter(logging.Filter):
-    """Turns Ray Tune's traceback for a superseded experiment-state upload into one warning line.
-
-    Ray Tune 2.60 (``ray/tune/execution/experiment_state.py``, ``sync_up_experiment_state``) writes the searcher state
-    (a ``.<uuid>-tmp-...`` file, then a rename) *before* it waits for the previous background upload of the same
-    folder. That upload can list the temporary file and then not find it; Tune logs the ``FileNotFoundError`` with a
-    full traceback (seen on Ctrl-C), although the upload it launches right after carries the state, and the search
-    resumes from it. Only that case is rewritten: any other failed upload keeps its traceback and level.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if (isinstance(exc, FileNotFoundError) and str(record.msg).startswith("Saving experiment state")
-                and (m := _TUNE_TMP_FILE.search(str(exc)))):
-            record.msg = ("Ray Tune: an experiment-state upload overlapped the next state write (its temporary file "
-                          "%s was renamed meanwhile); the upload launched next carries the state")
-            record.args = (m.group(0).rsplit("/", 1)[-1],)
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-@contextlib.contextmanager
-def _one_line_superseded_uploads():
-    """:class:`SupersededUploadFilter` on Tune's experiment-state logger while the block runs."""
-    log, flt = logging.getLogger(TUNE_STATE_LOGGER), SupersededUploadFilter()
-    log.addFilter(flt)
-    try:
-        yield
-    finally:
-        log.removeFilter(flt)
 
 
 def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,
@@ -632,7 +591,7 @@ def _interrupted(results: Any, want: int, elapsed: float, space: SearchSpace) ->
 
 
 def _default_uri() -> str:
-    from search.tracking import default_tracking_uri
+    from search.defaults import default_tracking_uri
 
     return default_tracking_uri(".")
 
@@ -683,7 +642,7 @@ def print_summary(outcome: SearchOutcome) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from search.tracking import ui_command
+    from search.defaults import ui_command
 
     console = Console(width=max(Console().width, 120))
     table = Table(title=f"best trials of {outcome.name!r} (score = fold mean, headline protocol)")

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search.compat import RAY_TRAIN_ENV  # the Ray Train switches live in compat (issue 19)
+
 FINAL_METRICS: tuple[str, ...] = ("acc_presence", "acc_salience", "score", "alpha", "beta")
 #: the per-epoch OOF probabilities of a trial (arrays ``probs`` float32 (N, 6, E), ``folds`` int64 (N,),
 #: ``filenames`` str (N,)), in every checkpoint of the trial; read with ``np.load(path, allow_pickle=False)``
@@ -87,17 +89,7 @@ class FoldRecord:
 def fold_records(result: dict[str, Any]) -> list[FoldRecord]:
     """The :class:`FoldRecord` list of a Tune result (empty when it has none)."""
     return [FoldRecord.from_dict(d) for d in result.get("folds") or []]
-#: environment of the Ray processes of a search: lighter Ray Train controller (no preemption watcher, no
-#: metrics agent callbacks), faster controller polling (Train's default 2 s health-check period quantises every
-#: report and the end of each trial), no print patching.
-RAY_TRAIN_ENV: dict[str, str] = {
-    "RAY_TRAIN_V2_ENABLED": "1",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_METRICS_ENABLED": "0",
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-}
+
 
 _DATA_MEMO: dict[tuple, Any] = {}
 

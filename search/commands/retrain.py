@@ -144,7 +144,7 @@ def log_retrain(out: Path, source: dict, mode: str, tracking_uri: str | None, re
         ``{"run_id", "model_name", "version"}`` (name/version None when not registered).
     """
     from blemore_core.artifacts import read_model_dir
-    from search.tracking import get_or_create_experiment
+    from search.records import get_or_create_experiment
     from search.trials import client_for
 
     client, uri = client_for(tracking_uri)

@@ -247,7 +247,7 @@ def _render(url: str, shot: Path, profile: Path) -> str:
 
 
 def test_mlflow_ui_lists_trials_best_first_and_fold_runs(cluster, searched):
-    from search.tracking import runs_link, trial_link
+    from search.records.naming import runs_link, trial_link
 
     c = cluster
     client, exp, parents, folds = _runs(c, searched)

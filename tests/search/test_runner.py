@@ -8,8 +8,9 @@ import logging
 
 import pytest
 
-from search.runner import TUNE_STATE_LOGGER, SearchOptions, _fit
-from search.tracking import TrackingServerDown
+from search.compat import TUNE_STATE_LOGGER
+from search.records.writer import TrackingServerDown
+from search.runner import SearchOptions, _fit
 
 
 class _DyingTuner:
@@ -90,17 +91,3 @@ def test_other_failed_uploads_keep_their_traceback(tune_log, exc):
 def test_outside_a_search_ray_logs_are_untouched(tune_log):
     _log_failed_upload(FileNotFoundError(_CI_ERROR))
     assert "Traceback" in tune_log.getvalue()
-
-
-def test_ray_still_logs_and_names_the_tmp_file_the_way_the_filter_expects():
-    """Guards a Ray upgrade: the logger name, the message and the temporary-file naming the filter relies on."""
-    import inspect
-
-    from ray.tune.execution import experiment_state
-    from ray.tune.search import searcher
-
-    assert experiment_state.logger.name == TUNE_STATE_LOGGER
-    src = inspect.getsource(experiment_state._ExperimentCheckpointManager.sync_up_experiment_state)
-    assert '"Saving experiment state to storage at "' in src
-    assert src.index("save_fn()") < src.index("wait_for_sync()")  # the write before the wait: the race itself
-    assert 'f".{str(uuid.uuid4())}-tmp-{file_name}"' in inspect.getsource(searcher)

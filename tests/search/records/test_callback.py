@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from blemore_core.config import Config
-from search.tracking import MLflowTracker
+from search.records.callback import MLflowTracker
+from search.records.recorder import TrialRecorder
 
 
 @dataclass
@@ -30,7 +31,7 @@ def tracker(tmp_path):
 
 def _runs(tracker, trial_id=None):
     tracker.flush()
-    runs = tracker.client.search_runs([tracker._exp_id], max_results=100)
+    runs = tracker.client.search_runs([tracker.exp_id], max_results=100)
     if trial_id:
         runs = [r for r in runs if r.data.tags["tune_trial_id"] == trial_id]
     return ([r for r in runs if r.data.tags["role"] == "parent"], [r for r in runs if r.data.tags["role"] == "fold"])
@@ -122,7 +123,7 @@ def test_server_down_stops_the_search_at_the_next_step(tmp_path, monkeypatch, ep
     """A tracking server that does not answer (nothing listens on the port): the first write marks the tracker
     down, later writes are dropped (no retries for hours), and Tune's next step raises TrackingServerDown naming
     the URI. A write that fails for another reason only warns."""
-    from search.tracking import TrackingServerDown
+    from search.records.writer import TrackingServerDown
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -134,7 +135,7 @@ def test_server_down_stops_the_search_at_the_next_step(tmp_path, monkeypatch, ep
     tr.flush()
     assert tr.down == "ConnectionRefusedError: [Errno 111] Connection refused", tr.down
     calls = []
-    monkeypatch.setattr(MLflowTracker, "_result", lambda self, *a: calls.append(a))
+    monkeypatch.setattr(TrialRecorder, "result", lambda self, *a: calls.append(a))
     tr.on_trial_result(0, [], t, epoch_report(1, 0))
     tr.flush()
     assert calls == []  # dropped: the server is down
@@ -149,7 +150,7 @@ def test_other_write_errors_only_warn(tracker, monkeypatch, capsys):
     def bad(self, trial):
         raise ValueError("not a connection problem")
 
-    monkeypatch.setattr(MLflowTracker, "_start", bad)
+    monkeypatch.setattr(TrialRecorder, "start", bad)
     tracker.on_trial_start(0, [], t)
     tracker.flush()
     assert tracker.down is None
