@@ -43,6 +43,7 @@ import torch
 import yaml
 
 from blemore_core.config import Config, ConfigError
+from blemore_core.errors import ArtifactError  # noqa: F401  (re-exported: blemore_core.artifacts.ArtifactError)
 from blemore_core.results import read_oof, write_json, write_parquet
 
 MODEL_FORMAT = "blemore-model/1"
@@ -52,11 +53,6 @@ MODEL_KINDS: tuple[str, ...] = ("cv", "full", "folds", "ensemble")
 EXPORT_KEY = "export"
 #: top-level section of an ensemble YAML (``blemore ensemble``)
 ENSEMBLE_KEY = "ensemble"
-
-
-class ArtifactError(ValueError):
-    """A model directory, weights file or exported YAML is missing, malformed, truncated or was modified; the
-    message names the file."""
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -475,7 +471,7 @@ def oof_importances(results: Sequence[Any], data: Any, all_folds: Sequence[int])
     standardised with the fold's training statistics, exactly as in training)."""
     import dataclasses
 
-    from blemore_core.refit import predict_weights
+    from blemore_core.predict import predict_weights
 
     as_target = dataclasses.replace(data, target=data.release)
     out = []
