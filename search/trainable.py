@@ -233,7 +233,8 @@ def trial_worker(loop_config: dict) -> None:
     should_fail = fail is not None and loop_config.get("trial_index") == fail and rank == 0
     lead = rank == 0
     shards = ShardWriter(setup.storage, trial_id, data) if lead else None
-    pg = {PG_RESULT_KEY: current_placement_group_hex(), "fold_execution": group.execution} if lead else {}
+    pg = ({PG_RESULT_KEY: current_placement_group_hex(), "fold_layout": setup.fold_layout,
+           "fold_execution": group.execution} if lead else {})
 
     def on_epoch(curves: Any, rows: dict[int, tuple[float, float]]) -> None:
         if should_fail:

@@ -13,7 +13,7 @@ from typing import Any
 from blemore_core.names import DEFAULT_HEADLINE, FOLD_METRICS, OBJECTIVES
 from search.records.naming import ROLE_TAG, TRIAL_TAG
 from search.records.runs import RunIndex
-from search.records.upload import upload_checkpoint
+from search.records.upload import upload_checkpoint, upload_shards
 
 ERROR_TAG_MAX = 4900  # characters of a failed trial's error text kept in its ``error`` tag (MLflow's limit: 5000)
 
@@ -94,6 +94,9 @@ class TrialRecorder:
         self.last[trial.trial_id] = result
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         self._replace_if_restarted(trial, step)
+        for tag in ("fold_layout", "fold_execution"):  # where and how the folds ran (packed|workers, fused|sequential)
+            if step == 1 and result.get(tag):
+                self.client.set_tag(self.index.parent(trial), tag, str(result[tag]))
         self.log(self.index.parent(trial), {f"epoch/{m}": result.get(m) for m in OBJECTIVES}, step)
         headline = result.get("headline", DEFAULT_HEADLINE)
         for r in recs:  # learning curve (own-fold fit of this epoch) and the headline choice so far
@@ -162,6 +165,11 @@ class TrialRecorder:
                 self._log_fold(trial, r, headline)
             if last:
                 self.log(self.index.parent(trial), {m: last.get(m) for m in OBJECTIVES})
+            if last.get("oof_shards"):  # every epoch it ran, assembled once from its per-epoch shards
+                try:
+                    upload_shards(self.client, last["oof_shards"], self.index.parent(trial))
+                except Exception as e:  # artifacts are best effort; the metrics are already recorded
+                    self.client.set_tag(self.index.parent(trial), "artifact_error", str(e)[:ERROR_TAG_MAX])
         self._end(trial, "FINISHED", {"stopped_early": str(stopped).lower(), "trial_status": "stopped" if stopped
                                       else "completed"})
 

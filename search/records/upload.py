@@ -36,6 +36,16 @@ def upload_checkpoint(client: Any, storage: str | None, ckpt: str, parent: str, 
             shutil.rmtree(d, ignore_errors=True)
 
 
+def upload_shards(client: Any, shards_uri: str, parent: str) -> None:
+    """Log ``oof_epochs.npz`` of a trial that ended without a final checkpoint (stopped by the scheduler), assembled
+    once from its per-epoch OOF shards (:func:`search.oof_shards.read_oof_epochs`: every epoch it ran, once)."""
+    from search.oof_shards import read_oof_epochs, write_oof_epochs_file
+
+    with tempfile.TemporaryDirectory(prefix="blemore-oof-") as tmp:
+        path = write_oof_epochs_file(read_oof_epochs(shards_uri), Path(tmp) / "oof_epochs.npz")
+        client.log_artifact(parent, str(path))
+
+
 def upload_dir(client: Any, d: Path, parent: str, children: dict[int, str]) -> None:
     """Log the files of a local checkpoint folder ``d`` (see :func:`upload_checkpoint`)."""
     from search import plots
@@ -57,4 +67,4 @@ def upload_dir(client: Any, d: Path, parent: str, children: dict[int, str]) -> N
                 client.log_artifact(child, str(d / name))
 
 
-__all__ = ["PARENT_FILES", "fold_files", "upload_checkpoint", "upload_dir"]
+__all__ = ["PARENT_FILES", "fold_files", "upload_checkpoint", "upload_dir", "upload_shards"]

@@ -238,3 +238,32 @@ def test_no_run_url_lines_against_a_tracking_server(tmp_path, epoch_report, capf
     tr.close()
     out = capfd.readouterr().out
     assert "View run" not in out and "View experiment" not in out, out[-2000:]
+
+
+def test_stopped_trial_gets_every_epoch_from_its_shards_and_the_fold_tags(tracker, epoch_report, tmp_path):
+    """A trial stopped by the scheduler has no final checkpoint: its parent run gets ``oof_epochs.npz`` assembled
+    once from the trial's per-epoch OOF shards (every epoch it ran), and the fold layout / execution tags."""
+    import types
+
+    from search.oof_shards import ShardWriter
+
+    rng = np.random.default_rng(1)
+    data = types.SimpleNamespace(folds=np.arange(12) % 5, filenames=[f"A{i}_hap_int1_ver1" for i in range(12)])
+    shards = ShardWriter(str(tmp_path / "_train"), "bbb", data)
+    probs = [rng.random((12, 6)).astype(np.float32) for _ in range(3)]
+    t = FakeTrial("bbb", {"train.lr": 0.002})
+    tracker.on_trial_start(0, [], t)
+    for e in (1, 2, 3):
+        shards.write(e, probs[e - 1])
+        rep = epoch_report(e, rng)
+        rep.update(oof_shards=shards.uri, fold_layout="packed", fold_execution="fused")
+        tracker.on_trial_result(0, [], t, rep)
+    tracker.on_trial_complete(0, [], t)
+    parents, _ = _runs(tracker, "bbb")
+    p = parents[0]
+    assert (p.data.tags["fold_layout"], p.data.tags["fold_execution"]) == ("packed", "fused")
+    assert "artifact_error" not in p.data.tags
+    local = tracker.client.download_artifacts(p.info.run_id, "oof_epochs.npz", str(tmp_path / "dl"))
+    z = np.load(local, allow_pickle=False)
+    np.testing.assert_array_equal(z["probs"], np.stack(probs, axis=2))
+    np.testing.assert_array_equal(z["folds"], data.folds)
