@@ -50,6 +50,10 @@ from torch.func import functional_call, vmap
 from blemore_core.fold_inputs import NonFiniteLossError, rng_state, set_rng_state
 from blemore_core.losses import loss_terms, structured_targets
 
+_FALLBACK_WARNING = "There is a performance drop because we have not yet implemented the batching rule"
+"""torch.func's notice that an op (e.g. CPU flash attention, isclose) runs as a loop over the vmapped folds:
+correct, slower for that op; silenced inside the fused step."""
+
 
 class BatchedAdamW:
     """AdamW (Loshchilov & Hutter 2019, ``torch.optim.AdamW``'s arithmetic) over K stacked parameter rows.
@@ -252,10 +256,10 @@ class FusedFolds:
 
     def _raise_non_finite(self, pos: list[int], tot: Tensor, parts: dict[str, Tensor], epoch: int) -> None:
         i = int(torch.nonzero(~torch.isfinite(tot))[0, 0])
-        floats = {k: float(v[i]) for k, v in parts.items()}
-        floats["total"] = float(tot[i])
+        floats = {k: float(v[i].detach()) for k, v in parts.items()}
+        floats["total"] = float(tot[i].detach())
         fold = self.trainers[pos[i]].fold
-        raise NonFiniteLossError(f"fold {fold}, epoch {epoch}: non-finite loss {float(tot[i])} (parts {floats})")
+        raise NonFiniteLossError(f"fold {fold}, epoch {epoch}: non-finite loss {floats["total"]} (parts {floats})")
 
     # ------------------------------------------------------------------ the four steps of run_lockstep
     def train_epoch(self) -> dict[int, dict[str, float]]:
@@ -279,13 +283,15 @@ class FusedFolds:
             perms = [tr.train_idx_t[torch.randperm(len(tr.train_idx_t), generator=tr.gen, device=dev)] for tr in trs]
             sums = torch.zeros(len(trs), dtype=torch.float64, device=dev)
             part_sums: dict[str, Tensor] = {}
-            for s in range(max(math.ceil(len(p) / bs) for p in perms)):
-                batches = [self._draw(k, p, s) for k, p in enumerate(perms) if s * bs < len(p)]
-                pos, tot, parts = self._step(batches, lr, epoch)
-                n = self._sizes(batches, pos)
-                sums.index_add_(0, pos, tot.double() * n)
-                for k, v in {**parts, "total": tot}.items():
-                    part_sums.setdefault(k, torch.zeros_like(sums)).index_add_(0, pos, v.double() * n)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_FALLBACK_WARNING)
+                for s in range(max(math.ceil(len(p) / bs) for p in perms)):
+                    batches = [self._draw(k, p, s) for k, p in enumerate(perms) if s * bs < len(p)]
+                    pos, tot, parts = self._step(batches, lr, epoch)
+                    n = self._sizes(batches, pos)
+                    sums.index_add_(0, pos, tot.double() * n)
+                    for k, v in {**parts, "total": tot}.items():
+                        part_sums.setdefault(k, torch.zeros_like(sums)).index_add_(0, pos, v.double() * n)
             with warnings.catch_warnings():  # the trainers' own optimisers never step: only their schedules run
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
                 for tr in trs:
@@ -344,7 +350,9 @@ class FusedFolds:
                           device=dev)
         perms = [tr.train_idx_t[torch.randperm(len(tr.train_idx_t), generator=tr.gen, device=dev)][:bs]
                  for tr in self.trainers]
-        self._step([self._draw(k, p, 0) for k, p in enumerate(perms)], lr, epoch=0, check=False)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_FALLBACK_WARNING)
+            self._step([self._draw(k, p, 0) for k, p in enumerate(perms)], lr, epoch=0, check=False)
 
 
 def _static_reason(cfg: Any, trainers: Sequence[Any]) -> str | None:
