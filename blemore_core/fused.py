@@ -259,7 +259,7 @@ class FusedFolds:
         floats = {k: float(v[i].detach()) for k, v in parts.items()}
         floats["total"] = float(tot[i].detach())
         fold = self.trainers[pos[i]].fold
-        raise NonFiniteLossError(f"fold {fold}, epoch {epoch}: non-finite loss {floats["total"]} (parts {floats})")
+        raise NonFiniteLossError(f"fold {fold}, epoch {epoch}: non-finite loss {floats['total']} (parts {floats})")
 
     # ------------------------------------------------------------------ the four steps of run_lockstep
     def train_epoch(self) -> dict[int, dict[str, float]]:
