@@ -140,8 +140,8 @@ def _storage(opts: SearchOptions) -> str:
 def _init_ray(opts: SearchOptions) -> bool:
     """Start (or join) Ray with the search's Train environment; returns True when this call started it.
 
-    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`search.compat.LOCAL_RAY_ENV`), with Ray's
-    token authentication."""
+    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`search.compat.LOCAL_RAY_ENV`,
+    :func:`search.compat.bind_local_ray_to_loopback`), with Ray's token authentication."""
     import ray
 
     from search.compat import RAY_TRAIN_ENV, bind_local_ray_to_loopback

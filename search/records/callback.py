@@ -121,10 +121,6 @@ class MLflowTracker(Callback):
             return 0
         return replay(self.recorder, results)
 
-    def stop_writer(self) -> None:
-        """Finish the queued writes and end the writer thread."""
-        self.writer.stop()
-
     def close(self) -> int:
         """Finish the queued writes, then end as KILLED the runs of THIS search still RUNNING (created or reopened
         by this process, or tagged with its name-lock token; :func:`close_runs`); returns how many were ended
