@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from blemore_core.names import DEFAULT_OBJECTIVE, OBJECTIVES, PROTOCOLS
+from search.errors import InputError
 
 #: metrics ``export``/``ensemble`` may rank by (fold means of the headline protocol)
 RANK_METRICS: tuple[str, ...] = OBJECTIVES
@@ -27,8 +28,9 @@ RANK_METRICS: tuple[str, ...] = OBJECTIVES
 TRIAL_ARTIFACTS: tuple[str, ...] = ("config.yaml", "metrics.json", "thresholds.json", "oof.parquet")
 
 
-class TrialsError(ValueError):
-    """The experiment, a finished trial, a metric or an artifact is missing; the message names it."""
+class TrialsError(InputError):
+    """The experiment, a finished trial, a metric or an artifact is missing; the message names it (bad input:
+    the CLI reports it as ``blemore <command>: error: ...``, exit 2)."""
 
 
 def default_uri() -> str:

@@ -9,7 +9,7 @@ from blemore_core import names
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("blemore_core", "search", "benchmarks")
-TUPLES = {"FOLD_METRICS": names.FOLD_METRICS, "OBJECTIVES": names.OBJECTIVES, "PROTOCOLS": names.PROTOCOLS,
+TUPLES = {"FOLD_METRICS": names.FOLD_METRICS, "METRICS": names.METRICS, "PROTOCOLS": names.PROTOCOLS,
           "HEADLINE_PROTOCOLS": names.HEADLINE_PROTOCOLS}
 
 

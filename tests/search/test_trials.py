@@ -45,3 +45,9 @@ def test_a_search_recorded_before_the_objectives_tag_ranks_on_score(tmp_path):
     c.delete_experiment_tag(exp, "blemore.objectives")
     assert search_objectives(c, "s", uri) == ("score",)
     assert ranked(c, "s", uri)[0].name == "t03"
+
+
+def test_trials_errors_are_input_errors_the_cli_reports():
+    from search.errors import InputError
+
+    assert isinstance(TrialsError("--experiment 'x': no such experiment"), InputError)
