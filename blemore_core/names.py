@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: the numbers a search may maximise (fold means of the headline protocol); ``score`` is the default objective
-OBJECTIVES: tuple[str, ...] = ("score", "acc_presence", "acc_salience")
-#: the default objective of a search (one metric of :data:`OBJECTIVES`)
+#: the challenge's numbers, in its order (tables): ACC_presence, ACC_salience and Score, their mean
+METRICS: tuple[str, ...] = ("acc_presence", "acc_salience", "score")
+#: the default objective of a search (one of :data:`METRICS`)
 DEFAULT_OBJECTIVE: str = "score"
-#: the numbers recorded per fold and protocol: the two accuracies, their mean, and the thresholds alpha, beta
-FOLD_METRICS: tuple[str, ...] = ("acc_presence", "acc_salience", "score", "alpha", "beta")
+#: the numbers a search may maximise (fold means of the headline protocol), the default objective first
+OBJECTIVES: tuple[str, ...] = (DEFAULT_OBJECTIVE, *(m for m in METRICS if m != DEFAULT_OBJECTIVE))
+#: the numbers recorded per fold and protocol: the challenge's numbers and the thresholds alpha, beta
+FOLD_METRICS: tuple[str, ...] = (*METRICS, "alpha", "beta")
 #: the threshold protocols, all recorded for every fold
 PROTOCOLS: tuple[str, ...] = ("val", "train", "crossfit")
 #: the protocols that may be the headline (``train`` reuses another protocol's epoch, so it cannot lead)
@@ -42,5 +44,5 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "blemore"
 
 
-__all__ = ["OBJECTIVES", "DEFAULT_OBJECTIVE", "FOLD_METRICS", "PROTOCOLS", "HEADLINE_PROTOCOLS", "DEFAULT_HEADLINE",
+__all__ = ["METRICS", "OBJECTIVES", "DEFAULT_OBJECTIVE", "FOLD_METRICS", "PROTOCOLS", "HEADLINE_PROTOCOLS", "DEFAULT_HEADLINE",
            "CACHE_ENV", "cache_root"]

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from blemore_core.names import OBJECTIVES
+
 REPORT_ROLE = "search_report"
 
 
@@ -338,13 +340,13 @@ def search_report(experiment: str, tracking_uri: str | None = None, out_dir: str
     """
     import pandas as pd
 
-    from search.trials import TrialsError, client_for, finished
+    from search.trials import TrialsError, client_for, finished, search_objectives
     from search.trials import trials as all_trials
 
     client, uri = client_for(tracking_uri)
     every = all_trials(client, experiment, uri)
     space = _space_of(every)
-    objectives = tuple(space.metrics) if space is not None else ("score",)
+    objectives = tuple(space.metrics) if space is not None else search_objectives(client, experiment, uri)
     pool = [t for t in finished(every) if all(math.isfinite(t.metrics.get(m, math.nan)) for m in objectives)]
     if len(pool) < 2:  # too few completed trials: also use those stopped early (their last recorded numbers)
         pool = [t for t in every if t.status in ("completed", "stopped")
@@ -373,7 +375,7 @@ def search_report(experiment: str, tracking_uri: str | None = None, out_dir: str
     keys = list(study_params(pool, space)[0])
     ordered = sorted(pool, key=lambda t: -t.metrics[objectives[0]])
     top = [{"trial": t.name, "run_id": t.run_id, "status": t.status,
-            **{m: t.metrics.get(m) for m in ("score", "acc_presence", "acc_salience")},
+            **{m: t.metrics.get(m) for m in OBJECTIVES},
             **{k: t.params.get(k) for k in keys}} for t in ordered[:top_k]]
     df = pd.DataFrame(top)
     df.to_csv(out / "top_trials.csv", index=False)

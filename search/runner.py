@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from blemore_core.names import DEFAULT_OBJECTIVE, OBJECTIVES
+from search.defaults import DEFAULT_STORAGE
 from search.resources import TRIAL_ACTOR_CPUS, Plan, check_device_options, plan_resources
 from search.space import SearchSpace, SpaceError, encoder_set, load_space
 from search.storage import MANIFEST, Storage, read_manifest, resolve_storage, write_manifest
@@ -84,6 +86,8 @@ class SearchOutcome:
         interrupted: Tune stopped before the budget was spent (Ctrl-C).
         leaked_cpus: logical CPUs still held 20 s after Tune returned (0 when every trial's Ray Train run, including
             those of trials stopped early by ASHA, released its fold workers).
+        ui_link: the MLflow UI link to the search's trials, best first.
+        objectives: the space's objectives (what the summary ranks by).
     """
 
     name: str
@@ -94,6 +98,7 @@ class SearchOutcome:
     interrupted: bool = False
     leaked_cpus: float = 0.0
     ui_link: str = ""
+    objectives: tuple[str, ...] = (DEFAULT_OBJECTIVE,)
 
 
 class _DefineByRun:
@@ -172,15 +177,15 @@ def worker_resources(space: SearchSpace, opts: SearchOptions) -> tuple[float | N
 
 
 def _storage(opts: SearchOptions) -> str:
-    s = opts.storage or "ray_results"
+    s = opts.storage or DEFAULT_STORAGE
     return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
 def _init_ray(opts: SearchOptions) -> bool:
     """Start (or join) Ray with the search's Train environment; returns True when this call started it.
 
-    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`search.compat.LOCAL_RAY_ENV`), with Ray's
-    token authentication."""
+    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`search.compat.LOCAL_RAY_ENV`,
+    :func:`search.compat.bind_local_ray_to_loopback`), with Ray's token authentication."""
     import ray
 
     from search.compat import RAY_TRAIN_ENV, bind_local_ray_to_loopback
@@ -267,7 +272,16 @@ def _tracker(space: SearchSpace, name: str, storage: Storage, tracking_uri: str)
 
     return MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
                          search_tags={"search": name, "space": str(space.path)}, storage=storage.uri,
-                         searched=[p.key for p in space.params], metric=space.metrics[0])
+                         searched=[p.key for p in space.params], metric=space.metrics[0],
+                         objectives=list(space.metrics))
+
+
+def scheduler_metric(space: SearchSpace) -> str:
+    """The one number ASHA stops trials on: the space's objective; for a Pareto search (two objectives, ASHA
+    takes one scalar) its FIRST objective as the space lists it after loading (``acc_presence``), never ``score``,
+    which a Pareto search does not optimise. :func:`run_search` prints a note saying so; a Pareto-aware scheduler
+    would replace this."""
+    return space.metrics[0]
 
 
 def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage | str, data_dir: str,
@@ -290,7 +304,10 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
                                 seed=opts.seed)
     sched_name = opts.scheduler or space.scheduler
     if sched_name == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",
+        if space.pareto:
+            print(f"note: ASHA stops the trials of this Pareto search on {scheduler_metric(space)} (its first "
+                  "objective; ASHA ranks on one number)", file=sys.stderr)
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=scheduler_metric(space), mode="max",
                                   max_t=space.max_epochs + 2, grace_period=space.grace_period,
                                   reduction_factor=space.reduction_factor)
     else:
@@ -494,7 +511,7 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
                   file=sys.stderr)
         return SearchOutcome(name, exp_path, tracking_uri, results, summary,
                              interrupted=_interrupted(results, opts.num_samples or space.num_samples, elapsed, space),
-                             leaked_cpus=leaked, ui_link=link)
+                             leaked_cpus=leaked, ui_link=link, objectives=tuple(space.metrics))
     finally:
         try:
             tracker.close()
@@ -620,20 +637,34 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
 
 
 def summarize(results: Any, space: SearchSpace, top: int = 5) -> list[dict]:
-    """Best trials by the objective ``score`` (fold-mean headline Score; for a stopped trial, at its last epoch:
-    the same number OptunaSearch received), best first: trial id, status, metrics and params."""
+    """Best trials by the space's objective (fold means of the headline protocol; for a stopped trial, at its last
+    epoch: the same numbers OptunaSearch received), best first: trial id, status, metrics, epochs and params.
+    A Pareto search has no single best: the trials on the front of its objectives (column ``front`` = ``yes``)
+    come first, each group by the first objective; it is never ranked on ``score``."""
     rows = []
     for r in results:
         m = r.metrics or {}
         row = {"trial": str(m.get("trial_id", "?")), "status": "error" if r.error else
-               ("completed" if m.get("final") else "stopped"),
-               "score": m.get("score"), "acc_presence": m.get("acc_presence"), "acc_salience": m.get("acc_salience"),
+               ("completed" if m.get("final") else "stopped"), **{k: m.get(k) for k in OBJECTIVES},
                "epochs": m.get("epoch")}
         for p in space.params:
             row[p.key] = (r.config or {}).get(p.key, "-")
         rows.append(row)
-    key = "score"
-    rows.sort(key=lambda x: -(x[key] if isinstance(x[key], (int, float)) else -math.inf))
+    objectives = space.metrics
+
+    def value(row: dict, key: str) -> float:
+        v = row[key]
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
+
+    if space.pareto and rows:
+        import numpy as np
+
+        from search.report import pareto_mask
+
+        front = pareto_mask(np.array([[value(r, k) for k in objectives] for r in rows]))
+        for r, on in zip(rows, front):
+            r["front"] = "yes" if on else ""
+    rows.sort(key=lambda r: (r.get("front", "yes") != "yes", -value(r, objectives[0])))
     return rows[:top]
 
 
@@ -645,7 +676,9 @@ def print_summary(outcome: SearchOutcome) -> None:
     from search.defaults import ui_command
 
     console = Console(width=max(Console().width, 120))
-    table = Table(title=f"best trials of {outcome.name!r} (score = fold mean, headline protocol)")
+    by = " and ".join(outcome.objectives)
+    kind = "Pareto front first" if len(outcome.objectives) > 1 else "best first"
+    table = Table(title=f"trials of {outcome.name!r} by {by} ({kind}; fold means, headline protocol)")
     short = {"acc_presence": "ACC_pres", "acc_salience": "ACC_sal", "epochs": "ep"}
     if outcome.summary:
         for col in outcome.summary[0]:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.defaults import DEFAULT_STORAGE
+
 #: file of the search manifest under ``<storage>/<name>/`` (what ``blemore resume`` reads)
 MANIFEST = "blemore_search.json"
 #: environment variables that say WHERE the object store is (forwarded to Ray workers); credentials are not
@@ -67,7 +69,7 @@ class Storage:
         return self.uri
 
 
-def resolve_storage(value: str | None, default: str = "ray_results") -> Storage:
+def resolve_storage(value: str | None, default: str = DEFAULT_STORAGE) -> Storage:
     """The storage root of ``--storage`` (default ``./ray_results``): local paths made absolute, URIs kept.
 
     Raises:

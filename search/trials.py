@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blemore_core.names import OBJECTIVES, PROTOCOLS
+from blemore_core.names import DEFAULT_OBJECTIVE, OBJECTIVES, PROTOCOLS
+from search.errors import InputError
 
 #: metrics ``export``/``ensemble`` may rank by (fold means of the headline protocol)
 RANK_METRICS: tuple[str, ...] = OBJECTIVES
@@ -27,8 +28,9 @@ RANK_METRICS: tuple[str, ...] = OBJECTIVES
 TRIAL_ARTIFACTS: tuple[str, ...] = ("config.yaml", "metrics.json", "thresholds.json", "oof.parquet")
 
 
-class TrialsError(ValueError):
-    """The experiment, a finished trial, a metric or an artifact is missing; the message names it."""
+class TrialsError(InputError):
+    """The experiment, a finished trial, a metric or an artifact is missing; the message names it (bad input:
+    the CLI reports it as ``blemore <command>: error: ...``, exit 2)."""
 
 
 def default_uri() -> str:
@@ -125,13 +127,34 @@ def finished(all_trials: list[Trial]) -> list[Trial]:
     return [t for t in all_trials if t.status == "completed"]
 
 
-def ranked(client: Any, name: str, uri: str, metric: str = "score") -> list[Trial]:
-    """Finished trials of experiment ``name`` best first by ``metric`` (ties: earlier trial first).
+def search_objectives(client: Any, name: str, uri: str) -> tuple[str, ...]:
+    """The objectives of search ``name`` as its experiment records them (tag
+    :data:`search.records.naming.OBJECTIVES_TAG`); ``("score",)`` for a search recorded before the tag existed.
 
     Raises:
-        TrialsError: unknown experiment, no finished trial, or ``metric`` recorded by none of them (names the
-            metrics that were recorded).
+        TrialsError: no such experiment.
     """
+    from search.records.naming import OBJECTIVES_TAG
+
+    tag = client.get_experiment(experiment_id(client, name, uri)).tags.get(OBJECTIVES_TAG)
+    return tuple(m for m in tag.split(",") if m) if tag else (DEFAULT_OBJECTIVE,)
+
+
+def ranked(client: Any, name: str, uri: str, metric: str | None = None) -> list[Trial]:
+    """Finished trials of experiment ``name`` best first by ``metric`` (ties: earlier trial first); ``metric`` None:
+    the search's objective (:func:`search_objectives`).
+
+    Raises:
+        TrialsError: unknown experiment, no finished trial, ``metric`` recorded by none of them (names the
+            metrics that were recorded), or ``metric`` None for a Pareto search (two objectives, no single best:
+            the message names them, to choose one).
+    """
+    if metric is None:
+        objectives = search_objectives(client, name, uri)
+        if len(objectives) > 1:
+            raise TrialsError(f"--metric: {name!r} is a Pareto search of {', '.join(objectives)} (no single best "
+                              f"trial); choose one with --metric {'|'.join(objectives)}")
+        metric = objectives[0]
     if metric not in RANK_METRICS:
         raise TrialsError(f"--metric {metric!r}: not a ranking metric (valid: {', '.join(RANK_METRICS)})")
     all_t = trials(client, name, uri)

@@ -25,13 +25,15 @@ class MLflowTracker(Callback):
         storage: the search's storage URI (artifacts are read from it); None: checkpoints are local folders.
         searched: the searched keys (the order run names show them).
         metric: the objective the best-first view of the trials is sorted by (the space's first metric).
+        objectives: every objective of the search (default ``[metric]``), recorded on the experiment.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, base: dict, search_tags: dict[str, str] | None = None,
-                 storage: str | None = None, searched: list[str] | None = None, metric: str = DEFAULT_OBJECTIVE):
+                 storage: str | None = None, searched: list[str] | None = None, metric: str = DEFAULT_OBJECTIVE,
+                 objectives: list[str] | None = None):
         self.tracking_uri, self.experiment, self.base = tracking_uri, experiment, base
         self.search_tags, self.storage = dict(search_tags or {}), storage
-        self.searched, self.metric = list(searched or []), metric
+        self.searched, self.metric, self.objectives = list(searched or []), metric, list(objectives or [metric])
         self.index = RunIndex(tracking_uri, experiment, self.search_tags, self.searched)
         self.recorder = TrialRecorder(self.index, base, storage)
         self.writer = Writer(tracking_uri, experiment)
@@ -39,7 +41,7 @@ class MLflowTracker(Callback):
     def __getstate__(self) -> dict:  # the callback is pickled into Tune's experiment state
         return {"tracking_uri": self.tracking_uri, "experiment": self.experiment, "base": self.base,
                 "search_tags": self.search_tags, "storage": self.storage, "searched": self.searched,
-                "metric": self.metric}
+                "metric": self.metric, "objectives": self.objectives}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
@@ -65,7 +67,7 @@ class MLflowTracker(Callback):
         Called by the runner before the search starts, so that ``mlflow ui`` opened at any moment of the search
         finds a complete store (otherwise the first trial's writes would create the schema while the UI reads it).
         """
-        return self.index.ensure_store(self.metric)
+        return self.index.ensure_store((self.metric, *[m for m in self.objectives if m != self.metric]))
 
     def describe_experiment(self, text: str) -> None:
         """Set the experiment's description (the UI shows it above the runs; Markdown)."""
@@ -118,10 +120,6 @@ class MLflowTracker(Callback):
         if any(w.down is not None for w in mine):
             return 0
         return replay(self.recorder, results)
-
-    def stop_writer(self) -> None:
-        """Finish the queued writes and end the writer thread."""
-        self.writer.stop()
 
     def close(self) -> int:
         """Finish the queued writes, then end as KILLED the runs of THIS search still RUNNING (created or reopened

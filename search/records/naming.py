@@ -15,6 +15,9 @@ from search.defaults import ui_base
 TRIAL_TAG = "tune_trial_id"
 #: run tag ``parent`` (one per trial) or ``fold`` (one per fold of a trial)
 ROLE_TAG = "role"
+#: experiment tag naming the search's objectives, comma-separated (``score``; ``acc_presence,acc_salience`` for a
+#: Pareto search): what ``export``, ``report`` and the links rank by (:func:`search.trials.search_objectives`)
+OBJECTIVES_TAG = "blemore.objectives"
 #: metric columns shown in the runs view link (besides the objective, which it is sorted by)
 LINK_COLUMNS: tuple[str, ...] = OBJECTIVES
 _ABBREV = {"top_n": "top", "learning_rate": "lr", "weight_decay": "wd", "batch_size": "bs", "latent_dim": "d",
@@ -102,6 +105,6 @@ def trial_link(tracking_uri: str, experiment_id: str, trial_id: str) -> str:
     return view_link(tracking_uri, experiment_id, trial_view_key(trial_id))
 
 
-__all__ = ["TRIAL_TAG", "ROLE_TAG", "LINK_COLUMNS", "trial_number", "trial_run_name", "fold_run_name",
+__all__ = ["TRIAL_TAG", "ROLE_TAG", "OBJECTIVES_TAG", "LINK_COLUMNS", "trial_number", "trial_run_name", "fold_run_name",
            "best_view_key", "trial_view_key", "best_view_state", "trial_view_state", "view_link", "runs_link",
            "trial_link"]

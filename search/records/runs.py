@@ -14,6 +14,7 @@ from typing import Any
 from blemore_core.names import DEFAULT_OBJECTIVE
 from search.compat import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_TAG_PREFIX, quiet_mlflow_console
 from search.records.naming import (
+    OBJECTIVES_TAG,
     ROLE_TAG,
     TRIAL_TAG,
     best_view_key,
@@ -79,9 +80,12 @@ class RunIndex:
             self.exp_id = get_or_create_experiment(self._client, self.experiment, self.tracking_uri)
         return self._client
 
-    def ensure_store(self, metric: str = DEFAULT_OBJECTIVE) -> str:
-        """Create the store and the experiment now, tag its kind and its best-first view by ``metric``; its id."""
+    def ensure_store(self, objectives: tuple[str, ...] = (DEFAULT_OBJECTIVE,)) -> str:
+        """Create the store and the experiment now; tag its kind, its ``objectives`` (:data:`OBJECTIVES_TAG`) and
+        its best-first view by the first objective; returns its id."""
+        metric = objectives[0]
         self.client.set_experiment_tag(self.exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        self.client.set_experiment_tag(self.exp_id, OBJECTIVES_TAG, ",".join(objectives))
         self.client.set_experiment_tag(self.exp_id, VIEW_TAG_PREFIX + best_view_key(metric),
                                        json.dumps(best_view_state(metric)))
         return str(self.exp_id)
