@@ -144,16 +144,67 @@ class ConfigError(ValueError):
     """A configuration is invalid; the message lists every problem found, each naming its key.
 
     Attributes:
-        problems: the problems as ``(dotted key, "key: message")`` pairs, without the file (for callers that
-            re-attribute them, e.g. a search space checking a choice value); empty when not known.
+        problems: the problems as ``(dotted key, "key: message")`` pairs, without the file, in the order of the
+            message's lines (for callers that re-attribute them, e.g. a search space checking a choice value);
+            empty when not known.
+        lines: per problem, the line of the YAML file that writes its key (or the key's nearest written section),
+            None when the value did not come from the file; :meth:`with_lines` adds them to the message.
     """
 
-    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = (),
+                 lines: tuple[int | None, ...] = ()) -> None:
         super().__init__(message)
         self.problems = tuple(problems)
+        self.lines = tuple(lines)
 
     def __reduce__(self) -> tuple:
-        return type(self), (str(self), self.problems)
+        return type(self), (str(self), self.problems, self.lines)
+
+    def with_lines(self) -> str:
+        """The message with ``(line N)`` appended to each problem whose key the YAML file writes (README: errors
+        name the file, line, field and value); the CLI prints this."""
+        return with_lines(str(self), self.lines)
+
+
+def with_lines(message: str, lines: tuple[int | None, ...]) -> str:
+    """``message`` (a header, then one line per problem) with ``(line N)`` appended to problem i when
+    ``lines[i]`` is a line number; unchanged when the counts do not match."""
+    out = message.split("\n")
+    if len(out) != len(lines) + 1:
+        return message
+    return "\n".join([out[0], *(t if n is None else f"{t} (line {n})" for t, n in zip(out[1:], lines))])
+
+
+def key_line(lines: Mapping[str, int], key: str | None) -> int | None:
+    """The line of dotted ``key`` in a :func:`yaml_key_lines` map, or of its longest written prefix (a rule on a
+    section, a default the file did not write); None when no part of it is written."""
+    parts = (key or "").split(".")
+    return next((lines[k] for k in (".".join(parts[:n]) for n in range(len(parts), 0, -1)) if k in lines), None)
+
+
+def yaml_key_lines(text: str) -> dict[str, int]:
+    """``{dotted key path: 1-based line}`` of every mapping key of a YAML document (``{"train": 3, "train.lr": 4}``;
+    a space's ``params: {train.lr: {low: ...}}`` gives ``"params.train.lr.low"``). A compose pass: nodes carry
+    their marks and nothing is constructed; a node reached twice through an alias is walked once. Unreadable YAML
+    gives ``{}`` (the loader reports it)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, prefix = stack.pop()
+        if not isinstance(node, yaml.MappingNode) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                key = f"{prefix}{k.value}"
+                out.setdefault(key, k.start_mark.line + 1)
+                stack.append((v, key + "."))
+    return out
 
 
 @with_config(_SECTION)
@@ -376,7 +427,8 @@ class Config:
         """
         path = Path(path)
         try:
-            d = yaml.safe_load(path.read_text())
+            text = path.read_text()
+            d = yaml.safe_load(text)
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"{path}: cannot read YAML config: {' '.join(str(e).split())}") from e
         if d is not None and not isinstance(d, Mapping):
@@ -384,8 +436,10 @@ class Config:
         d = _plain(dict(d or {}))
         overrides = dict(overrides or {})
         lost = [k for k, v in overrides.items() if not _set_dotted(d, k, v)]
+        written = yaml_key_lines(text)
         return _load(d, lambda key: overrides_source if key in overrides else str(path),
-                     [(k, f"unknown key {k!r}") for k in lost])
+                     [(k, f"unknown key {k!r}") for k in lost],
+                     lambda key: None if key in overrides else key_line(written, key))
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain-Python dict (tuples as lists), YAML-safe."""
@@ -439,10 +493,11 @@ class Config:
 _ADAPTER = TypeAdapter(Annotated[Config, _RULES])
 
 
-def _load(d: Any, source_of: Callable[[str], str], early: list[tuple[str, str]] = ()) -> Config:
+def _load(d: Any, source_of: Callable[[str], str], early: list[tuple[str, str]] = (),
+          line_of: Callable[[str], int | None] = lambda key: None) -> Config:
     """Validate the nested mapping ``d``; raise one :class:`ConfigError` whose lines are ``"<source>: <problem>"``
     (``source_of(dotted key)`` names where the key's value came from). ``early``: problems found before
-    validation (dotted keys that could not be set), listed first."""
+    validation (dotted keys that could not be set), listed first; ``line_of(dotted key)``: its YAML line."""
     problems = list(early)
     cfg = None
     try:
@@ -451,7 +506,7 @@ def _load(d: Any, source_of: Callable[[str], str], early: list[tuple[str, str]] 
         problems += [p for err in e.errors(include_url=False) for p in _explain(err)]
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(f"{source_of(k)}: {t}" for k, t in problems),
-                          tuple(problems))
+                          tuple(problems), tuple(line_of(k) for k, _ in problems))
     return cfg
 
 

@@ -70,7 +70,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from blemore_core.config import Config, ConfigError, encoder_set, encoder_set_name
+from blemore_core.config import (
+    Config,
+    ConfigError,
+    encoder_set,
+    encoder_set_name,
+    key_line,
+    with_lines,
+    yaml_key_lines,
+)
 
 __all__ = ["SearchSpace", "Param", "SpaceError", "load_space", "trial_config", "encoder_set", "encoder_set_name",
            "builtin_spaces", "space_summary", "SPACES_DIR", "PRESET_DIR", "DEBUG_KEYS"]
@@ -103,7 +111,23 @@ _TOP_N = "model.top_n"
 
 
 class SpaceError(ValueError):
-    """A search-space file is invalid; the message lists every problem, each with file, key and value."""
+    """A search-space file is invalid; the message lists every problem, each with file, key and value.
+
+    Attributes:
+        lines: per problem, the line of the space file that writes its key (or its nearest written section), or
+            None; :meth:`with_lines` adds them to the message (what the CLI prints).
+    """
+
+    def __init__(self, message: str, lines: tuple[int | None, ...] = ()) -> None:
+        super().__init__(message)
+        self.lines = tuple(lines)
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.lines)
+
+    def with_lines(self) -> str:
+        """The message with ``(line N)`` appended to each problem whose key the file writes."""
+        return with_lines(str(self), self.lines)
 
 
 def builtin_spaces() -> dict[str, Path]:
@@ -461,15 +485,25 @@ class _Errors:
     def __init__(self, src: str) -> None:
         self.src = src
         self.messages: list[str] = []
+        self.keys: list[str] = []  # the dotted key of each message, for its line in the file
+        self.written: dict[str, int] = {}  # yaml_key_lines of the file, once read
 
     def err(self, key: str, msg: str, value: Any = None) -> None:
         """Record a problem with ``key`` (the value is shown unless None)."""
         self.messages.append(f"{self.src}: {key}: {msg}" + ("" if value is None else f" (got {value!r})"))
+        self.keys.append(key)
+
+    def extend(self, key: str, messages: Iterable[str]) -> None:
+        """Record finished message lines (a Config's, for the section ``key`` of the file)."""
+        for m in messages:
+            self.messages.append(m)
+            self.keys.append(key)
 
     def raise_if_any(self) -> None:
         """Raise one :class:`SpaceError` listing every recorded problem, if there is any."""
         if self.messages:
-            raise SpaceError(f"invalid search space {self.src}:\n  " + "\n  ".join(self.messages))
+            raise SpaceError(f"invalid search space {self.src}:\n  " + "\n  ".join(self.messages),
+                             tuple(key_line(self.written, k) for k in self.keys))
 
 
 def load_space(path: str | Path, data_dir: str | Path | None = None, text: str | None = None) -> SearchSpace:
@@ -489,7 +523,7 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
     """
     path = _locate(path) if text is None else Path(path)
     errs = _Errors(str(path))
-    doc = _read_doc(path, text, errs.src)
+    doc, errs.written = _read_doc(path, text, errs.src)
     top = _spec(_Top, doc, "", errs) or _Top.model_validate({k: v for k, v in doc.items() if k in TOP_KEYS})
     preset = _load_preset(doc, path, errs)
     resolved_dir, encoders = _load_data(top.data, path, data_dir, errs)
@@ -511,15 +545,17 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
     )
 
 
-def _read_doc(path: Path, text: str | None, src: str) -> Mapping:
-    """Parse the file (or ``text``); raise :class:`SpaceError` at once if it is unreadable or not a mapping."""
+def _read_doc(path: Path, text: str | None, src: str) -> tuple[Mapping, dict[str, int]]:
+    """Parse the file (or ``text``): the document and the line of each key (:func:`yaml_key_lines`); raise
+    :class:`SpaceError` at once if it is unreadable or not a mapping."""
     try:
-        doc = yaml.safe_load(path.read_text() if text is None else text)
+        text = path.read_text() if text is None else text
+        doc = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as e:
         raise SpaceError(f"{src}: cannot read search space: {e}") from e
     if not isinstance(doc, Mapping):
         raise SpaceError(f"{src}: <top>: a search space must be a mapping (got {type(doc).__name__})")
-    return doc
+    return doc, yaml_key_lines(text)
 
 
 def _load_preset(doc: Mapping, path: Path, errs: _Errors) -> Config | None:
@@ -600,7 +636,7 @@ def _build_base(preset: Config | None, encoders: list | None, fixed: Mapping[str
     try:
         return preset.override(updates, source=f"{errs.src}: fixed")
     except ConfigError as e:
-        errs.messages.extend(str(e).split("\n  ")[1:])
+        errs.extend("fixed", str(e).split("\n  ")[1:])
         return None
 
 

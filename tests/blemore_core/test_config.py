@@ -164,3 +164,34 @@ def test_cross_section_rules_list_every_broken_rule():
     lines = str(ei.value).splitlines()[1:]
     assert len(lines) == 2 and "model.arch: baseline 'mlp512' needs data.features" in lines[0], lines
     assert "model.top_n: must be in 1..2" in lines[1], lines
+
+
+# ------------------------------------------------------------------ issue 21 item 8: the YAML line of each problem
+def test_errors_name_the_yaml_line_of_their_key(tmp_path):
+    import pickle
+
+    p = tmp_path / "c.yaml"
+    p.write_text("seed: 1\nmodel:\n  fusion: rank_aware\n  top_n: 5\ntrain:\n  lr: abc\nloss: {bce: 0.5}\n")
+    with pytest.raises(ConfigError) as ei:
+        Config.from_yaml(p, {"loss.kl": -1})
+    e = ei.value
+    shown = dict(zip([k for k, _ in e.problems], e.with_lines().splitlines()[1:], strict=True))
+    assert shown["train.lr"].endswith("expected a number, got 'abc' (line 6)")
+    assert shown["loss.kl"].startswith("  --set: loss.kl") and "(line" not in shown["loss.kl"]  # not from the file
+    assert pickle.loads(pickle.dumps(e)).with_lines() == e.with_lines()
+    p.write_text("seed: 1\nmodel: {fusion: rank_aware,\n  top_n: 5}\ndata:\n  encoders: [imagebind, wavlm]\n")
+    with pytest.raises(ConfigError) as ei:
+        Config.from_yaml(p)
+    assert ei.value.with_lines().endswith("got 5 (line 3)")
+
+
+def test_yaml_key_lines_walks_each_node_once():
+    """Aliases are not expanded: a document of nested aliases (a "billion laughs") is walked in linear time."""
+    from blemore_core.config import yaml_key_lines
+
+    assert yaml_key_lines("a: 1\nb:\n  c: {d: 2}\n") == {"a": 1, "b": 2, "b.c": 3, "b.c.d": 3}
+    doc = "a0: &a0 {x: 1}\n" + "".join(f"a{i}: &a{i} {{" + ", ".join(f"k{j}: *a{i - 1}" for j in range(9)) + "}\n"
+                                       for i in range(1, 30))
+    lines = yaml_key_lines(doc)
+    assert lines["a29"] == 30 and len(lines) < 400
+    assert yaml_key_lines("a: [unclosed\n") == {}

@@ -319,3 +319,14 @@ def test_a_builtin_space_is_found_by_name_from_any_directory(tmp_path, monkeypat
         load_space("rank_aware")
     with pytest.raises(SpaceError, match="cannot read"):
         load_space("no_such_space")
+
+
+def test_space_errors_name_the_yaml_line(tmp_path):
+    p = _write(tmp_path, "preset: baseline\nbudget:\n  num_samples: 0\nparams:\n  train.lr:\n    type: uniform\n"
+                         "    low: 0.1\n    high: 0.01\n")
+    with pytest.raises(SpaceError) as ei:
+        load_space(p)
+    lines = ei.value.with_lines().splitlines()[1:]
+    assert lines[0].endswith("budget.num_samples: must be an integer >= 1 (got 0) (line 3)"), lines
+    assert "params.train.lr: empty range" in lines[1] and lines[1].endswith("(line 5)"), lines
+    assert str(ei.value).splitlines()[1].endswith("(got 0)")  # the message itself is unchanged
