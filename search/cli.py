@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "search.commands.train",
     "search.commands.evaluate",
     "search.commands.search",
+    "search.commands.spaces",
     "search.commands.report",
     "search.commands.export",
     "search.commands.retrain",
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as e:
         if isinstance(e, _input_error_types()):
-            print(f"{prog}: error: {one_line(str(e))}", file=sys.stderr)
+            print(f"{prog}: error: {one_line(e.with_lines() if hasattr(e, 'with_lines') else str(e))}", file=sys.stderr)
             if getattr(args, "traceback", False):
                 traceback.print_exc()
             return EXIT_INPUT
