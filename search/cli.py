@@ -13,6 +13,10 @@ One error contract for every command (handled here, so that no command can diffe
 * runtime failure (anything else): exit code 1, the cause in one line and the path of a log file holding the full
   traceback. Tracebacks go to the terminal only with ``-v``.
 * Ctrl-C: exit code 130.
+* disk full while writing ``--out``: exit code 1, ``... error: <path>: no space left on device``.
+
+Everything a command prints goes through :func:`search.safety.mask_uri` (credentials in URIs masked), and its
+temporary files live in one folder removed when it ends (:func:`search.safety.command_tempdir`).
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that are bad input by nature (imported lazily: the CLI must start fast)."""
     types: list[type[BaseException]] = [InputError]
     for mod, name in (("blemore_core.config", "ConfigError"), ("search.space", "SpaceError"),
-                      ("blemore_core.submission", "SubmissionError"), ("search.preflight", "PreflightError")):
+                      ("blemore_core.submission", "SubmissionError"), ("search.preflight", "PreflightError"),
+                      ("blemore_core.io", "BoundedInputError"), ("blemore_core.artifacts", "ArtifactError"),
+                      ("search.trials", "TrialsError")):
         m = sys.modules.get(mod)  # only a module a handler already imported can have raised it
         if m is not None and hasattr(m, name):
             types.append(getattr(m, name))
@@ -79,14 +85,16 @@ def log_dir() -> Path:
     return Path(os.environ.get("BLEMORE_LOG_DIR") or Path(tempfile.gettempdir()) / "blemore-logs")
 
 
-def _write_log(command: str, argv: list[str], exc: BaseException) -> Path | None:
+def _write_log(command: str, argv: list[str], exc: BaseException, d: Path | None = None) -> Path | None:
+    from search.safety import mask_uri
+
     try:
-        d = log_dir()
+        d = d or log_dir()
         d.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = d / f"blemore-{command}-{stamp}-{os.getpid()}.log"
-        path.write_text("blemore " + " ".join(argv) + "\n\n" + "".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        path.write_text(mask_uri("blemore " + " ".join(argv) + "\n\n" + "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))))
         return path
     except OSError:
         return None
@@ -127,6 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_INPUT
+    from search.safety import command_tempdir, masked_console
+
+    logs = log_dir()  # before the command's own temporary folder becomes tempfile's default
+    with masked_console(), command_tempdir(args.command):
+        return _run(args, argv, logs)
+
+
+def _run(args: argparse.Namespace, argv: list[str], logs: Path) -> int:
+    """Run the handler under the error contract (module docstring); messages go out through the masking console."""
+    from search.safety import disk_full_message
+
     prog = f"blemore {args.command}"
     try:
         return int(args.func(args) or 0)
@@ -139,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, "traceback", False):
                 traceback.print_exc()
             return EXIT_INPUT
-        log = _write_log(args.command, argv, e)
+        full = disk_full_message(e, getattr(args, "out", None))
+        if full:
+            print(f"{prog}: error: {full}", file=sys.stderr)
+            return EXIT_RUNTIME
+        log = _write_log(args.command, argv, e, logs)
         first = " ".join(str(e).split()) or "(no message)"
         print(f"{prog}: failed: {type(e).__name__}: {first[:500]}"
               + (f" (full log: {log}" if log else " (")
