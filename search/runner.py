@@ -122,8 +122,7 @@ def check_options(opts: SearchOptions) -> None:
         errs.append(f"--scheduler: must be asha or none, got {opts.scheduler!r}")
     if opts.max_failures < 0:
         errs.append(f"--max-failures: must be >= 0, got {opts.max_failures}")
-    if opts.name is not None and (not opts.name or "/" in opts.name or opts.name.startswith(".")):
-        errs.append(f"--name: must be a plain directory name, got {opts.name!r}")
+    # --name: checked with the space's name by search.safety.resolve_search_name (one rule, one place)
     if errs:
         from search.errors import InputError
 
@@ -341,6 +340,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     """
     from search.errors import InputError
     from search.preflight import PreflightContext, run_preflight
+    from search.safety import resolve_search_name
     from search.storage import check_writable
 
     check_options(opts)
@@ -349,7 +349,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
         check_device_options(space.base.train.device, opts.gpus_per_fold)
     except ValueError as e:
         raise InputError(str(e)) from None
-    name = opts.name or space.name
+    name = resolve_search_name(opts.name, space)  # one path component, checked before anything is written
     ctx = run_preflight(PreflightContext(
         name=name, storage=_storage(opts), tracking_uri=opts.tracking_uri or _default_uri(), address=opts.address,
         data_dir=str(space.data_dir) if space.data_dir is not None else None, space_path=str(space.path)))

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.safety import confined
+
 #: file of the search manifest under ``<storage>/<name>/`` (what ``blemore resume`` reads)
 MANIFEST = "blemore_search.json"
 #: environment variables that say WHERE the object store is (forwarded to Ray workers); credentials are not
@@ -46,7 +48,7 @@ class Storage:
 
     def join(self, *parts: str) -> str:
         """``<uri>/<part>/...`` (a path or a URI, as Ray Tune and Train take them)."""
-        return "/".join([self.uri.rstrip("/"), *[p.strip("/") for p in parts]])
+        return confined(self.uri, "/".join(p.strip("/") for p in parts))  # never outside the root
 
     def filesystem(self) -> tuple[Any, str]:
         """``(pyarrow filesystem, path on it)`` of the root (the bucket-prefixed path for object stores).
@@ -98,7 +100,7 @@ def write_text(storage: Storage, rel: str, text: str) -> str:
         OSError: the store is unreachable or not writable (message names the location).
     """
     fs, root = storage.filesystem()
-    path = f"{root.rstrip('/')}/{rel.strip('/')}"
+    path = confined(root, rel.strip("/"))
     try:
         if storage.is_local:
             p = Path(path)
@@ -124,7 +126,7 @@ def read_text(storage: Storage, rel: str) -> str | None:
     import pyarrow.fs as pafs
 
     fs, root = storage.filesystem()
-    path = f"{root.rstrip('/')}/{rel.strip('/')}"
+    path = confined(root, rel.strip("/"))
     try:
         if fs.get_file_info(path).type != pafs.FileType.File:
             return None

@@ -76,7 +76,9 @@ def handle_resume(args: argparse.Namespace) -> int:
     """Run ``blemore resume``; returns 0, 1 (a trial failed) or 130 (interrupted again); no such search or an
     unreachable service raise (exit 2, one line)."""
     from search.runner import SearchOptions, print_summary, resume_search
+    from search.safety import check_search_name
 
+    check_search_name(args.name, "blemore resume NAME")
     outcome = resume_search(args.name, storage=args.storage,
                             overrides=SearchOptions(address=args.address, num_cpus=args.num_cpus,
                                                     tracking_uri=args.tracking_uri, verbose=0 if args.quiet else 1))
