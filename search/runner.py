@@ -594,6 +594,7 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
         ValueError: no such search (names the directory).
     """
     from search.errors import InputError
+    from search.safety import unmasked_tracking_uri
 
     st = resolve_storage(storage)
     doc = read_manifest(st, name)
@@ -604,6 +605,7 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
     if overrides is not None:
         keep = ("address", "num_cpus", "verbose", "tracking_uri")
         opts = replace(opts, **{k: v for k, v in asdict(overrides).items() if v is not None and k in keep})
+    opts = replace(opts, tracking_uri=unmasked_tracking_uri(opts.tracking_uri))  # the manifest stores no password
     if "space_text" not in doc:  # a manifest written before the space was stored
         return run_search(doc["space"], opts, resume=True)
     return run_search(stored_space(doc, data_dir=opts.data), opts, resume=True)

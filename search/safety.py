@@ -71,6 +71,9 @@ class NoSpaceError(OSError):
 # ------------------------------------------------------------------------------------------------ secrets
 
 _URI_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s?#'\"<>`]*)@")
+#: ``user:password@host`` without a scheme (a Ray address ``user:pw@host:port``, a message quoting a parsed host)
+_BARE_USERINFO = re.compile(r"(?P<pre>^|[\s'\"(=,])(?P<user>[A-Za-z0-9._~%!$&*+;-]+):(?P<pw>[^\s@/'\"]+)@"
+                            r"(?=[A-Za-z0-9\[])")
 _SECRET_QUERY = re.compile(r"(?i)(?P<key>[?&;](?:password|passwd|pwd|token|secret|access_key|secret_key|"
                            r"api_key|apikey|x-amz-signature|x-amz-credential|sig|signature)=)(?P<val>[^&#\s'\"]+)")
 
@@ -82,11 +85,14 @@ def _mask_userinfo(m: re.Match) -> str:
 
 def mask_uri(text: str) -> str:
     """``text`` with the credentials of every URI in it masked: ``http://user:pw@host`` -> ``http://user:***@host``,
-    ``https://token@host`` -> ``https://***@host``, ``?password=x`` / ``?token=x`` (and signed-URL keys) ->
+    ``https://token@host`` -> ``https://***@host``, a scheme-less ``user:pw@host`` -> ``user:***@host``,
+    ``?password=x`` / ``?token=x`` (and signed-URL keys) ->
     ``=***``. Text without a URI comes back unchanged."""
-    if "://" not in text and "=" not in text:
+    if "@" not in text and "=" not in text:
         return text
     text = _URI_USERINFO.sub(_mask_userinfo, text)
+    if "@" in text:
+        text = _BARE_USERINFO.sub(lambda m: f"{m.group('pre')}{m.group('user')}:***@", text)
     return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}***", text)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.safety import confined
+from search.safety import confined, mask_secrets
 
 #: file of the search manifest under ``<storage>/<name>/`` (what ``blemore resume`` reads)
 MANIFEST = "blemore_search.json"
@@ -138,7 +138,7 @@ def read_text(storage: Storage, rel: str) -> str | None:
 
 def write_manifest(storage: Storage, name: str, doc: dict) -> str:
     """Write the search manifest ``<storage>/<name>/blemore_search.json``; returns its location."""
-    return write_text(storage, f"{name}/{MANIFEST}", json.dumps(doc, indent=2))
+    return write_text(storage, f"{name}/{MANIFEST}", json.dumps(mask_secrets(doc), indent=2))  # no credentials
 
 
 def read_manifest(storage: Storage, name: str) -> dict | None:

@@ -44,6 +44,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from search.safety import mask_uri
+
 TRIAL_TAG = "tune_trial_id"
 ROLE_TAG = "role"
 FOLD_METRICS = ("acc_presence", "acc_salience", "score", "alpha", "beta")
@@ -356,7 +358,7 @@ class MLflowTracker(Callback):
 
     def describe_experiment(self, text: str) -> None:
         """Set the experiment's description (the UI shows it above the runs; Markdown)."""
-        self.client.set_experiment_tag(self._exp_id, "mlflow.note.content", text)
+        self.client.set_experiment_tag(self._exp_id, "mlflow.note.content", mask_uri(text))
 
     def run_name(self, trial: Any) -> str:
         """The parent run's name of ``trial`` (see :func:`trial_run_name`). Tune's trial ids carry no counter when a
@@ -576,7 +578,7 @@ class MLflowTracker(Callback):
             try:
                 self._log_artifacts(parent, trial, ckpt, folds)
             except Exception as e:  # artifacts are best effort; the metrics are already recorded
-                self.client.set_tag(parent, "artifact_error", str(e)[:_ERROR_TAG_MAX])
+                self.client.set_tag(parent, "artifact_error", mask_uri(str(e))[:_ERROR_TAG_MAX])
         self._final_seen.add(trial.trial_id)
 
     def _log_artifacts(self, parent: str, trial: Any, ckpt: str, folds: list[int]) -> None:
@@ -617,7 +619,7 @@ class MLflowTracker(Callback):
         ids = [self._parent(trial)] + [r for (t, _), r in self._children.items() if t == trial.trial_id]
         for run_id in ids:
             for k, v in tags.items():
-                self.client.set_tag(run_id, k, v)
+                self.client.set_tag(run_id, k, mask_uri(v))  # an error's text may quote a URI with credentials
             self.client.set_terminated(run_id, status=status)
         self._parents.pop(trial.trial_id, None)
         for key in [k for k in self._children if k[0] == trial.trial_id]:
