@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from blemore_core.io import load_yaml
+
 ENCODER_KEYS: tuple[str, ...] = ("imagebind", "videomae", "hicmae", "wavlm", "hubert", "openface", "clip", "videoswin")
 #: the threshold / epoch protocols of DESIGN 3, all recorded for every run
 PROTOCOLS: tuple[str, ...] = ("val", "train", "crossfit")
@@ -215,7 +217,7 @@ class Config:
         """
         path = Path(path)
         try:
-            d = yaml.safe_load(path.read_text())
+            d = load_yaml(path, named=False)  # bounded: size, aliases, depth (blemore_core.io)
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"{path}: cannot read YAML config: {' '.join(str(e).split())}") from e
         if d is not None and not isinstance(d, Mapping):

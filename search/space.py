@@ -43,6 +43,7 @@ import optuna.distributions as od
 import yaml
 
 from blemore_core.config import Config, ConfigError
+from blemore_core.io import load_yaml
 
 #: where ``preset: NAME`` is looked up (relative to the repository / installed package root)
 PRESET_DIR = Path(__file__).resolve().parent.parent / "spaces" / "presets"
@@ -280,7 +281,7 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
 def _read_doc(path: Path, text: str | None, src: str) -> Mapping:
     """Parse the file (or ``text``); raise :class:`SpaceError` at once if it is unreadable or not a mapping."""
     try:
-        doc = yaml.safe_load(path.read_text() if text is None else text)
+        doc = load_yaml(path, text=text, named=False)  # bounded: size, aliases, depth (blemore_core.io)
     except (OSError, yaml.YAMLError) as e:
         raise SpaceError(f"{src}: cannot read search space: {e}") from e
     if not isinstance(doc, Mapping):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blemore_core.io import loads_json
 from search.safety import confined, mask_secrets
 
 #: file of the search manifest under ``<storage>/<name>/`` (what ``blemore resume`` reads)
@@ -144,7 +145,7 @@ def write_manifest(storage: Storage, name: str, doc: dict) -> str:
 def read_manifest(storage: Storage, name: str) -> dict | None:
     """The search manifest of ``name`` (None when there is none)."""
     text = read_text(storage, f"{name}/{MANIFEST}")
-    return None if text is None else json.loads(text)
+    return None if text is None else loads_json(text, storage.join(name, MANIFEST))  # bounded (depth)
 
 
 def check_writable(storage: Storage) -> None:

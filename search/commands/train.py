@@ -50,13 +50,15 @@ def parse_overrides(items: list[str]) -> dict:
     """
     import yaml
 
+    from blemore_core.io import load_yaml
+
     out = {}
     for it in items:
         if "=" not in it:
             raise ValueError(f"--set {it!r}: expected KEY=VALUE")
         k, v = it.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v)
+            out[k.strip()] = load_yaml("--set", text=v, named=False)  # bounded as every YAML (no aliases)
         except yaml.YAMLError as e:
             raise ValueError(f"--set {it!r}: value is not valid YAML ({' '.join(str(e).split())})") from None
     return out
