@@ -25,6 +25,7 @@ import argparse
 import datetime
 import importlib
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -69,6 +70,32 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
         if m is not None and hasattr(m, name):
             types.append(getattr(m, name))
     return tuple(types)
+
+
+_YAML_ERROR = re.compile(r"^(?P<indent>\s*)(?P<file>[^\s:]+\.ya?ml)(?: \((?P<sub>[\w.\[\]]+)\))?: (?P<rest>.*)$")
+_ERROR_KEY = re.compile(r"^(?:(?P<lead>[\w.\[\]]+): )?(?:unknown key '(?P<unknown>[\w.]+)'|)")
+
+
+def with_yaml_lines(message: str) -> str:
+    """Config and space errors (``<file>.yaml: <key>: <problem>``, ``<file>.yaml: unknown key '<key>'``, a member's
+    ``<file>.yaml (ensemble.members[0].config): ...``) with the YAML line of the key inserted after the file:
+    ``<file>.yaml: line 7: train.lr: expected a number, got 'abc'`` (README: "file, line, field and value"). Lines
+    that already give one, or whose key is not found, are left as they are."""
+    from blemore_core.io import key_line
+
+    out = []
+    for ln in str(message).split("\n"):
+        m = _YAML_ERROR.match(ln)
+        if m and not re.match(r"line \d+", m["rest"]) and "(line " not in m["rest"]:
+            k = _ERROR_KEY.match(m["rest"])
+            key = ".".join(p for p in (m["sub"], k["lead"] if k else None, k["unknown"] if k else None) if p)
+            key = re.sub(r"\[(\d+)\]", r".\1", key)
+            line = key_line(m["file"], key) if key and Path(m["file"]).is_file() else None
+            if line:
+                sub = f" ({m['sub']})" if m["sub"] else ""
+                ln = f"{m['indent']}{m['file']}{sub}: line {line}: {m['rest']}"
+        out.append(ln)
+    return "\n".join(out)
 
 
 def one_line(message: str) -> str:
@@ -154,7 +181,7 @@ def _run(args: argparse.Namespace, argv: list[str], logs: Path) -> int:
         return EXIT_INTERRUPTED
     except Exception as e:
         if isinstance(e, _input_error_types()):
-            print(f"{prog}: error: {one_line(str(e))}", file=sys.stderr)
+            print(f"{prog}: error: {one_line(with_yaml_lines(str(e)))}", file=sys.stderr)
             if getattr(args, "traceback", False):
                 traceback.print_exc()
             return EXIT_INPUT

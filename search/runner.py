@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from search.resources import TRIAL_ACTOR_CPUS, Plan, check_device_options, plan_resources
+from search.safety import resume_command
 from search.space import SearchSpace, SpaceError, encoder_set, load_space
 from search.storage import MANIFEST, Storage, read_manifest, resolve_storage, write_manifest
 
@@ -340,7 +341,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     """
     from search.errors import InputError
     from search.preflight import PreflightContext, run_preflight
-    from search.safety import resolve_search_name
+    from search.safety import name_taken_message, resolve_search_name
     from search.storage import check_writable
 
     check_options(opts)
@@ -359,8 +360,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     except ValueError as e:
         raise InputError(str(e)) from None
     if not resume and read_manifest(st, name) is not None:
-        raise InputError(f"--name: a search named {name!r} exists in {st}; run `blemore resume {name}"
-                         f"{'' if opts.storage is None else f' --storage {opts.storage}'}` or choose another --name")
+        raise InputError(name_taken_message(name, st, opts.storage, ctx.tracking_uri))  # no resume while running
     return space, name, ctx, st
 
 
@@ -495,11 +495,10 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
         with _one_line_superseded_uploads():
             return tuner.fit()
     except TrackingServerDown as e:
-        where = "" if opts.storage is None else f" --storage {opts.storage}"
         head, _, cause = str(e).partition(" (cause: ")
         raise TrackingServerDown(
-            f"{head}; start it again, then run `blemore resume {name}{where}` (unfinished trials run again, trials "
-            f"that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
+            f"{head}; start it again, then run `{resume_command(name, opts.storage)}` (unfinished trials run again, "
+            f"trials that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
 
 
 # Ray Tune's atomic save (ray/tune/search/searcher.py, ray/tune/utils/util.py): ".<uuid4>-tmp-<name>", then rename
@@ -547,7 +546,7 @@ def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     searched = ", ".join(f"`{p.key}`" for p in space.params) or "(none)"
     return (
         f"**blemore search `{name}`**: hyperparameter search over `{space.path.name}` (preset-based config; "
-        f"searched: {searched}) on the release `{data_dir}`, {space.num_samples} trials, "
+        f"searched: {searched}) on the release `{data_dir}`, {opts.num_samples or space.num_samples} trials, "
         f"objective `{metric}` (maximised).\n\n"
         "How to read it: one parent run per trial (named `tNN` + the values searched), with `score`, "
         "`acc_presence`, `acc_salience` = mean over the folds of the headline threshold protocol "
@@ -557,7 +556,7 @@ def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: St
         "by the scheduler and keep their last epoch's numbers; `trial_status=error` runs failed (tag `error`).\n\n"
         f"Artifacts (config, out-of-fold predictions, thresholds, fold weights) are in each run; Ray state and "
         f"checkpoints in `{storage.join(name)}`; continue an interrupted search with "
-        f"`blemore resume {name} --storage {storage.uri}`. {plan.describe()}."
+        f"`{resume_command(name, storage.uri)}`. {plan.describe()}."
     )
 
 

@@ -219,6 +219,47 @@ def confined(root: str, rel: str) -> str:
     return full
 
 
+def resume_command(name: str, storage: str | None = None) -> str:
+    """``blemore resume NAME [--storage DIR]`` with both shell-quoted (:func:`shlex.quote`), ready to paste."""
+    import shlex
+
+    return f"blemore resume {shlex.quote(name)}" + ("" if storage is None else f" --storage {shlex.quote(storage)}")
+
+
+def running_owner(tracking_uri: str, name: str) -> dict | None:
+    """The live owner (host, pid, started) of the name lock of search ``name`` in the tracking store, or None when
+    no search of that name is running (or the store cannot say). Never raises."""
+    try:
+        import json
+
+        from mlflow.tracking import MlflowClient
+
+        from search.mlflow_store import LOCK_TAG_PREFIX, NameLock
+
+        client = MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            return None
+        probe = NameLock(client, exp.experiment_id, name, tracking_uri)
+        for k, v in exp.tags.items():
+            if k.startswith(LOCK_TAG_PREFIX) and not probe.is_stale(entry := json.loads(v)):
+                return entry
+    except Exception:  # noqa: BLE001 - advice only: an unreadable store means "not known to be running"
+        return None
+    return None
+
+
+def name_taken_message(name: str, storage: Any, storage_option: str | None, tracking_uri: str) -> str:
+    """The error for a new search whose name exists in the storage: resume advice (shell-quoted) when the search is
+    not running, and no resume advice while it still runs (resuming would be refused; it holds the name)."""
+    owner = running_owner(tracking_uri, name)
+    if owner is not None:
+        return (f"--name: a search named {name!r} is still running in {storage} (host {owner.get('host')}, pid "
+                f"{owner.get('pid')}); wait for it to end, stop it, or choose another --name")
+    return (f"--name: a search named {name!r} exists in {storage}; run `{resume_command(name, storage_option)}` or "
+            "choose another --name")
+
+
 # ------------------------------------------------------------------------------------------------ outputs
 
 
@@ -431,19 +472,30 @@ def command_tempdir(command: str) -> Iterator[Path]:
     block and remove it, with whatever the command left there, when the block ends (success, error, Ctrl-C).
 
     Only this process's default changes (not ``TMPDIR``): Ray's session folder and other processes are not moved.
+    Caches that torch keeps under the temporary folder on purpose (``torchinductor_<user>``, compiled kernels
+    reused by the next run) stay where torch puts them by default.
     """
+    import getpass
+
     saved = tempfile.tempdir
     base = tempfile.gettempdir()
     d = Path(tempfile.mkdtemp(prefix=f"blemore-{command}-", dir=base))
+    inductor = "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    if inductor:  # torch's default, computed before tempfile's default moves
+        user = re.sub(r'[\\/:*?"<>|]', "_", getpass.getuser())
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(base, f"torchinductor_{user}")
     tempfile.tempdir = str(d)
     try:
         yield d
     finally:
         tempfile.tempdir = saved
+        if inductor:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
         shutil.rmtree(d, ignore_errors=True)
 
 
 __all__ = ["MIN_FREE_BYTES", "MAX_NAME_LEN", "KINDS", "NoSpaceError", "mask_uri", "mask_secrets", "MaskingStream",
            "masked_console", "unmasked_tracking_uri", "check_search_name", "resolve_search_name", "confined",
-           "check_tracking_store", "tracking_inputs", "add_overwrite", "is_artifact", "free_bytes", "check_output", "disk_full_message", "replace_into", "staged",
+           "resume_command", "running_owner", "name_taken_message", "check_tracking_store",
+           "tracking_inputs", "add_overwrite", "is_artifact", "free_bytes", "check_output", "disk_full_message", "replace_into", "staged",
            "write_text_atomic", "command_tempdir"]

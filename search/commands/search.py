@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from search.safety import resume_command
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
@@ -66,8 +68,7 @@ def handle_search(args: argparse.Namespace) -> int:
     outcome = run_search(args.space, opts)
     print_summary(outcome)
     if outcome.interrupted:
-        print(f"search interrupted; continue it with: blemore resume {outcome.name}"
-              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
+        print(f"search interrupted; continue it with: {resume_command(outcome.name, args.storage)}", file=sys.stderr)
         return 130
     return 1 if any(r.error for r in outcome.results) else 0
 
@@ -84,7 +85,6 @@ def handle_resume(args: argparse.Namespace) -> int:
                                                     tracking_uri=args.tracking_uri, verbose=0 if args.quiet else 1))
     print_summary(outcome)
     if outcome.interrupted:
-        print(f"search interrupted; continue it with: blemore resume {outcome.name}"
-              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
+        print(f"search interrupted; continue it with: {resume_command(outcome.name, args.storage)}", file=sys.stderr)
         return 130
     return 1 if any(r.error for r in outcome.results) else 0

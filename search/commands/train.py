@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     from blemore_core.artifacts import load_config_file, write_cv_dir
     from blemore_core.data import ensure_demo_release
-    from blemore_core.train import PROTOCOL_KEYS, cross_validate, prepare_data
     from blemore_core.io import load_json
+    from blemore_core.train import PROTOCOL_KEYS, cross_validate, prepare_data
     from search.cli import InputError
     from search.safety import check_output
 
