@@ -97,3 +97,13 @@ def test_description_counts_the_trials_of_num_samples(tmp_path, tiny_release):
     text = _description(load_space(p), SearchOptions(num_samples=3), "s", resolve_storage(str(tmp_path)),
                         str(tiny_release), _Plan())
     assert "3 trials" in text and "8 trials" not in text
+
+
+@pytest.mark.parametrize("command", ["export", "ensemble", "report"])
+def test_a_tracking_uri_that_is_not_a_database_is_named(command, tmp_path, capsys):
+    (tmp_path / "notadb").write_text("hello")
+    argv = [command, "--experiment", "x", "--tracking-uri", f"sqlite:///{tmp_path}/notadb"]
+    assert main(argv + ([] if command == "report" else ["--out", str(tmp_path / "o.yaml")])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"blemore {command}: error: --tracking-uri ") and "is not an SQLite database" in err
+    assert not (tmp_path / "o.yaml").exists()
