@@ -40,6 +40,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from blemore_core.io import load_yaml, read_capped
+
 ENCODER_KEYS: tuple[str, ...] = ("imagebind", "videomae", "hicmae", "wavlm", "hubert", "openface", "clip", "videoswin")
 #: the threshold / epoch protocols of DESIGN 3, all recorded for every run
 PROTOCOLS: tuple[str, ...] = ("val", "train", "crossfit")
@@ -427,9 +429,9 @@ class Config:
         """
         path = Path(path)
         try:
-            text = path.read_text()
-            d = yaml.safe_load(text)
-        except (OSError, yaml.YAMLError) as e:
+            text = read_capped(path, what="YAML config").decode("utf-8")
+            d = load_yaml(path, text=text, named=False)  # bounded: size, aliases, depth (blemore_core.io)
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read YAML config: {' '.join(str(e).split())}") from e
         if d is not None and not isinstance(d, Mapping):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(d).__name__}")

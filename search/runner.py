@@ -24,6 +24,7 @@ from typing import Any
 from blemore_core.names import DEFAULT_OBJECTIVE, OBJECTIVES
 from search.defaults import DEFAULT_STORAGE
 from search.resources import TRIAL_ACTOR_CPUS, Plan, check_device_options, plan_resources
+from search.safety import resume_command
 from search.space import SearchSpace, SpaceError, encoder_set, load_space
 from search.storage import MANIFEST, Storage, read_manifest, resolve_storage, write_manifest
 
@@ -138,8 +139,7 @@ def check_options(opts: SearchOptions) -> None:
         errs.append(f"--scheduler: must be asha or none, got {opts.scheduler!r}")
     if opts.max_failures < 0:
         errs.append(f"--max-failures: must be >= 0, got {opts.max_failures}")
-    if opts.name is not None and (not opts.name or "/" in opts.name or opts.name.startswith(".")):
-        errs.append(f"--name: must be a plain directory name, got {opts.name!r}")
+    # --name: checked with the space's name by search.safety.resolve_search_name (one rule, one place)
     if errs:
         from search.errors import InputError
 
@@ -390,6 +390,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     """
     from search.errors import InputError
     from search.preflight import PreflightContext, run_preflight
+    from search.safety import name_taken_message, resolve_search_name
     from search.storage import check_writable
 
     check_options(opts)
@@ -402,7 +403,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
         worker_resources(space, opts)
     except ValueError as e:
         raise InputError(str(e)) from None
-    name = opts.name or space.name
+    name = resolve_search_name(opts.name, space)  # one path component, checked before anything is written
     ctx = run_preflight(PreflightContext(
         name=name, storage=_storage(opts), tracking_uri=opts.tracking_uri or _default_uri(), address=opts.address,
         data_dir=str(space.data_dir) if space.data_dir is not None else None, space_path=str(space.path)))
@@ -412,8 +413,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     except ValueError as e:
         raise InputError(str(e)) from None
     if not resume and read_manifest(st, name) is not None:
-        raise InputError(f"--name: a search named {name!r} exists in {st}; run `blemore resume {name}"
-                         f"{'' if opts.storage is None else f' --storage {opts.storage}'}` or choose another --name")
+        raise InputError(name_taken_message(name, st, opts.storage, ctx.tracking_uri))  # no resume while running
     return space, name, ctx, st
 
 
@@ -560,11 +560,10 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
         with one_line_superseded_uploads():
             return tuner.fit()
     except TrackingServerDown as e:
-        where = "" if opts.storage is None else f" --storage {opts.storage}"
         head, _, cause = str(e).partition(" (cause: ")
         raise TrackingServerDown(
-            f"{head}; start it again, then run `blemore resume {name}{where}` (unfinished trials run again, trials "
-            f"that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
+            f"{head}; start it again, then run `{resume_command(name, opts.storage)}` (unfinished trials run again, "
+            f"trials that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
 
 
 def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,
@@ -574,7 +573,7 @@ def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     searched = ", ".join(f"`{p.key}`" for p in space.params) or "(none)"
     return (
         f"**blemore search `{name}`**: hyperparameter search over `{space.path.name}` (preset-based config; "
-        f"searched: {searched}) on the release `{data_dir}`, {space.num_samples} trials, "
+        f"searched: {searched}) on the release `{data_dir}`, {opts.num_samples or space.num_samples} trials, "
         f"objective `{metric}` (maximised).\n\n"
         "How to read it: one parent run per trial (named `tNN` + the values searched), with `score`, "
         "`acc_presence`, `acc_salience` = mean over the folds of the headline threshold protocol "
@@ -584,7 +583,7 @@ def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: St
         "by the scheduler and keep their last epoch's numbers; `trial_status=error` runs failed (tag `error`).\n\n"
         f"Artifacts (config, out-of-fold predictions, thresholds, fold weights) are in each run; Ray state and "
         f"checkpoints in `{storage.join(name)}`; continue an interrupted search with "
-        f"`blemore resume {name} --storage {storage.uri}`. {plan.describe()}."
+        f"`{resume_command(name, storage.uri)}`. {plan.describe()}."
     )
 
 
@@ -621,6 +620,7 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
         ValueError: no such search (names the directory).
     """
     from search.errors import InputError
+    from search.safety import unmasked_tracking_uri
 
     st = resolve_storage(storage)
     doc = read_manifest(st, name)
@@ -631,6 +631,7 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
     if overrides is not None:
         keep = ("address", "num_cpus", "verbose", "tracking_uri")
         opts = replace(opts, **{k: v for k, v in asdict(overrides).items() if v is not None and k in keep})
+    opts = replace(opts, tracking_uri=unmasked_tracking_uri(opts.tracking_uri))  # the manifest stores no password
     if "space_text" not in doc:  # a manifest written before the space was stored
         return run_search(doc["space"], opts, resume=True)
     return run_search(stored_space(doc, data_dir=opts.data), opts, resume=True)

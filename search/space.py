@@ -80,6 +80,7 @@ from blemore_core.config import (
     with_lines,
     yaml_key_lines,
 )
+from blemore_core.io import load_yaml, read_capped
 
 __all__ = ["SearchSpace", "Param", "SpaceError", "load_space", "trial_config", "encoder_set", "encoder_set_name",
            "builtin_spaces", "space_summary", "SPACES_DIR", "PRESET_DIR", "DEBUG_KEYS"]
@@ -555,9 +556,9 @@ def _read_doc(path: Path, text: str | None, src: str) -> tuple[Mapping, dict[str
     """Parse the file (or ``text``): the document and the line of each key (:func:`yaml_key_lines`); raise
     :class:`SpaceError` at once if it is unreadable or not a mapping."""
     try:
-        text = path.read_text() if text is None else text
-        doc = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as e:
+        text = read_capped(path, what="search space").decode("utf-8") if text is None else text
+        doc = load_yaml(path, text=text, named=False)  # bounded: size, aliases, depth (blemore_core.io)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise SpaceError(f"{src}: cannot read search space: {e}") from e
     if not isinstance(doc, Mapping):
         raise SpaceError(f"{src}: <top>: a search space must be a mapping (got {type(doc).__name__})")

@@ -25,7 +25,7 @@ selection (a Pareto search's objectives), and writes that epoch's OOF probabilit
 every epoch it ran. ASHA, OptunaSearch, MLflow's ``score`` and the summary all see this one number. At the end the
 fold results are gathered to the lead, which writes the artifacts into the final checkpoint (the model directory
 of :func:`blemore_core.artifacts.write_cv_dir` plus ``oof_epochs.npz`` with every epoch, see :func:`_finalize`);
-the driver's MLflow callback (:mod:`search.tracking`) reads them from the search's storage. Workers never talk to
+the driver's MLflow callback (:mod:`search.records`) reads them from the search's storage. Workers never talk to
 MLflow.
 
 Reported metrics (one dict per epoch, :func:`epoch_report`): ``epoch``, ``final`` (bool), ``headline``,

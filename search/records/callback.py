@@ -12,6 +12,7 @@ from search.records.recorder import TrialInfo, TrialRecorder
 from search.records.replay import replay
 from search.records.runs import RunIndex
 from search.records.writer import TrackingServerDown, Writer, stop_all
+from search.safety import mask_uri
 
 
 class MLflowTracker(Callback):
@@ -71,7 +72,7 @@ class MLflowTracker(Callback):
 
     def describe_experiment(self, text: str) -> None:
         """Set the experiment's description (the UI shows it above the runs; Markdown)."""
-        self.client.set_experiment_tag(self.exp_id, "mlflow.note.content", text)
+        self.client.set_experiment_tag(self.exp_id, "mlflow.note.content", mask_uri(text))
 
     def flush(self) -> None:
         """Wait until every queued MLflow write is done."""

@@ -14,6 +14,7 @@ from blemore_core.names import DEFAULT_HEADLINE, FOLD_METRICS, OBJECTIVES
 from search.records.naming import ROLE_TAG, TRIAL_TAG
 from search.records.runs import RunIndex
 from search.records.upload import upload_checkpoint, upload_shards
+from search.safety import mask_uri
 
 ERROR_TAG_MAX = 4900  # characters of a failed trial's error text kept in its ``error`` tag (MLflow's limit: 5000)
 
@@ -140,14 +141,14 @@ class TrialRecorder:
                 upload_checkpoint(self.client, self.storage, ckpt, parent,
                                   {k: self.index.child(trial, k) for k in folds})
             except Exception as e:  # artifacts are best effort; the metrics are already recorded
-                self.client.set_tag(parent, "artifact_error", str(e)[:ERROR_TAG_MAX])
+                self.client.set_tag(parent, "artifact_error", mask_uri(str(e))[:ERROR_TAG_MAX])
         self.final_seen.add(trial.trial_id)
 
     def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
         self.index.parent(trial)
         for run_id in self.index.trial_runs(trial.trial_id):
             for k, v in tags.items():
-                self.client.set_tag(run_id, k, v)
+                self.client.set_tag(run_id, k, mask_uri(v))  # an error text may quote a URI with credentials
             self.client.set_terminated(run_id, status=status)
         self.index.forget(trial.trial_id)
 
@@ -169,7 +170,8 @@ class TrialRecorder:
                 try:
                     upload_shards(self.client, last["oof_shards"], self.index.parent(trial))
                 except Exception as e:  # artifacts are best effort; the metrics are already recorded
-                    self.client.set_tag(self.index.parent(trial), "artifact_error", str(e)[:ERROR_TAG_MAX])
+                    self.client.set_tag(self.index.parent(trial), "artifact_error",
+                                        mask_uri(str(e))[:ERROR_TAG_MAX])
         self._end(trial, "FINISHED", {"stopped_early": str(stopped).lower(), "trial_status": "stopped" if stopped
                                       else "completed"})
 
