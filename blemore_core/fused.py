@@ -20,7 +20,9 @@ per-fold validation probabilities equal ``execution="sequential"``'s up to float
 (tests: within 1e-4 absolute after 3 epochs, same selected epochs and thresholds). With dropout > 0 the fused
 masks are drawn under ``vmap(randomness="different")`` from one private copy of torch's generator state for the
 whole group (started from the first fold's private state), so they differ from the sequential masks (same
-distribution): fused and sequential then agree in distribution, not in numbers.
+distribution): fused and sequential then agree in distribution, not in numbers. A discontinuity can also amplify
+rounding: rank_aware's hard top-n selection may pick another encoder for a clip whose importances tie within
+float32 rounding (seen on 1 of 522 clips with top_n 1 of 2 encoders), which changes that clip's output.
 
 Which families fuse (:func:`fusable`; tests in ``tests/blemore_core/test_fused.py``): the organisers' baselines
 (``model.arch`` linear, mlp256, mlp512 on aggregated features); ``fusion`` models with ``concat``, ``attention``
