@@ -42,15 +42,17 @@ def _seconds(cfg, data, execution: str) -> float:
     return time.perf_counter() - t
 
 
-def run(quick: bool, out: Path, releases: dict[str, Path], epochs: int = 5, threads=(1, 2)) -> Result:
-    """Measure every (release, model, threads) pair; write ``<out>/fused.json``; return the Result."""
+def run(quick: bool, out: Path, releases: dict[str, Path], epochs: int = 5, threads=(1, 2),
+        models: tuple[str, ...] = tuple(MODELS)) -> Result:
+    """Measure every (release, model, threads) triple; write ``<out>/fused.json``; return the Result."""
     from blemore_core.train import prepare_data
 
     res = Result("fused", quick)
     res.inputs = {"releases": {k: str(v) for k, v in releases.items()}, "epochs": epochs, "threads": list(threads),
                   "models": {k: v[1] | {"preset": v[0]} for k, v in MODELS.items()}}
     for rel, root in releases.items():
-        for name, (preset, over) in MODELS.items():
+        for name in models:
+            preset, over = MODELS[name]
             cfg = _config(preset, over, epochs)
             data = prepare_data(cfg, root, progress=False)
             warm = cfg.override({"train.max_epochs": 1})
@@ -73,9 +75,12 @@ def main() -> None:
     ap.add_argument("--release", action="append", required=True, help="NAME=PATH of a release")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
     args = ap.parse_args()
     releases = dict(r.split("=", 1) for r in args.release)
-    run(False, args.out, {k: Path(v) for k, v in releases.items()}, args.epochs)
+    run(False, args.out, {k: Path(v) for k, v in releases.items()}, args.epochs,
+        tuple(int(t) for t in args.threads.split(",")), tuple(args.models.split(",")))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ per-fold validation probabilities equal ``execution="sequential"``'s up to float
 (tests: within 1e-4 absolute after 3 epochs, same selected epochs and thresholds). With dropout > 0 the fused
 masks are drawn under ``vmap(randomness="different")`` from one private copy of torch's generator state for the
 whole group (started from the first fold's private state), so they differ from the sequential masks (same
-distribution): fused and sequential then agree in distribution, not in numbers.
+distribution): fused and sequential then agree in distribution, not in numbers. A discontinuity can also amplify
+rounding: rank_aware's hard top-n selection may pick another encoder for a clip whose importances tie within
+float32 rounding (seen on 1 of 522 clips with top_n 1 of 2 encoders), which changes that clip's output.
 
 Which families fuse (:func:`fusable`; tests in ``tests/blemore_core/test_fused.py``): the organisers' baselines
 (``model.arch`` linear, mlp256, mlp512 on aggregated features); ``fusion`` models with ``concat``, ``attention``
@@ -46,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
+from torch.optim.adamw import adamw
 
 from blemore_core.fold_inputs import NonFiniteLossError, rng_state, set_rng_state
 from blemore_core.losses import loss_terms, structured_targets
@@ -56,56 +59,49 @@ correct, slower for that op; silenced inside the fused step."""
 
 
 class BatchedAdamW:
-    """AdamW (Loshchilov & Hutter 2019, ``torch.optim.AdamW``'s arithmetic) over K stacked parameter rows.
+    """AdamW over K stacked parameter rows, each row with its own moments, step count and learning rate.
 
-    Each row k of ``flat`` (K, P) is one fold's parameters with its own moments, step count and learning rate;
-    a step updates only the rows in ``stepped`` (the others keep parameters and moments bit for bit). Per row::
-
-        p *= 1 - lr_k * wd;  m = lerp(m, g, 1 - b1);  v = b2 v + (1 - b2) g^2;  t_k += 1
-        p -= lr_k / (1 - b1^t_k) * m / (sqrt(v) / sqrt(1 - b2^t_k) + eps)
+    Each row k of ``flat`` (K, P) is one fold's parameters. A step updates only the rows in ``stepped`` (the
+    others keep parameters, moments and step count bit for bit) with ``torch.optim.adamw.adamw``, the functional
+    form of ``torch.optim.AdamW`` (Loshchilov & Hutter 2019), one call per distinct learning rate over the rows
+    as a list of tensors: the same kernel as the folds' own optimisers (``fused`` as theirs: one pass over the
+    memory on CPU and CUDA), so each row follows exactly the arithmetic of a per-fold ``torch.optim.AdamW``.
 
     Args:
-        flat: float (K, P) parameters, updated in place.
+        flat: float (K, P) parameters, updated in place (through ``flat.detach()``).
         betas, eps, weight_decay: AdamW hyper-parameters (``trainer.opt.defaults``).
+        fused: use PyTorch's fused kernel (as ``trainer.opt.defaults["fused"]``); None: its default choice.
     """
 
-    def __init__(self, flat: Tensor, betas: tuple[float, float], eps: float, weight_decay: float):
+    def __init__(self, flat: Tensor, betas: tuple[float, float], eps: float, weight_decay: float,
+                 fused: bool | None = None):
         self.flat = flat
         self.exp_avg = torch.zeros_like(flat)
         self.exp_avg_sq = torch.zeros_like(flat)
-        self.steps = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)  # (K,) per-fold t
+        self.fused = fused
+        step_device = flat.device if fused else torch.device("cpu")  # where torch.optim.AdamW keeps "step"
+        self.steps = [torch.zeros((), dtype=torch.float32, device=step_device) for _ in range(flat.shape[0])]
         self.betas, self.eps, self.weight_decay = (float(betas[0]), float(betas[1])), float(eps), float(weight_decay)
 
     @torch.no_grad()
-    def step(self, grad: Tensor, lr: Tensor, stepped: Sequence[int]) -> None:
+    def step(self, grad: Tensor, lr: Sequence[float], stepped: Sequence[int]) -> None:
         """One AdamW step of the rows ``stepped`` (positions 0..K-1).
 
         Args:
             grad: (K, P) gradients (rows not in ``stepped`` are ignored).
-            lr: (K,) float64 learning rate of each row.
+            lr: the learning rate of each row (K floats).
             stepped: the rows that step.
         """
-        k = self.flat.shape[0]
-        rows = sorted(set(int(s) for s in stepped))
-        mask = torch.zeros(k, dtype=torch.bool, device=self.flat.device)
-        mask[rows] = True
-        self.steps += mask
-        b1, b2 = self.betas
-        t = self.steps.clamp_min(1.0)  # rows that never stepped: any finite value (their update is discarded)
-        col = lambda v: v.to(self.flat.dtype)[:, None]  # noqa: E731  (K,) float64 -> (K, 1) parameter dtype
-        step_size = col(lr / (1 - b1 ** t))
-        bc2_sqrt = col(torch.sqrt(1 - b2 ** t))
-        decay = col(1 - lr * self.weight_decay)
-        p = self.flat * decay
-        m = self.exp_avg.lerp(grad, 1 - b1)
-        v = self.exp_avg_sq.mul(b2).addcmul_(grad, grad, value=1 - b2)
-        p -= step_size * m / (v.sqrt() / bc2_sqrt + self.eps)
-        if len(rows) < k:
-            keep = mask[:, None]
-            p, m, v = torch.where(keep, p, self.flat), torch.where(keep, m, self.exp_avg), torch.where(keep, v, self.exp_avg_sq)
-        self.flat.copy_(p)
-        self.exp_avg.copy_(m)
-        self.exp_avg_sq.copy_(v)
+        data = self.flat.detach()
+        by_lr: dict[float, list[int]] = defaultdict(list)
+        for k in sorted(set(int(s) for s in stepped)):
+            by_lr[float(lr[k])].append(k)
+        for rate, rows in by_lr.items():
+            adamw(
+                [data[k] for k in rows], [grad[k] for k in rows], [self.exp_avg[k] for k in rows],
+                [self.exp_avg_sq[k] for k in rows], [], [self.steps[k] for k in rows], fused=self.fused,
+                amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=rate, weight_decay=self.weight_decay,
+                eps=self.eps, maximize=False)
 
 
 @dataclass
@@ -172,7 +168,7 @@ class FusedFolds:
                                 for tr in self.trainers])
         self.flat = flat.requires_grad_(True)
         d = t0.opt.defaults
-        self.opt = BatchedAdamW(self.flat, d["betas"], d["eps"], d["weight_decay"])
+        self.opt = BatchedAdamW(self.flat, d["betas"], d["eps"], d["weight_decay"], d.get("fused"))
         self._rng = copy.deepcopy(getattr(t0, "_rng", rng_state(self.device)))  # the group's dropout stream
         if self.cfg.model.arch == "fusion" and self.cfg.model.head == "structured" and self.cfg.loss.kl > 0:
             for tr in self.trainers:  # the vmap-safe loss does not validate label sets per batch
@@ -218,7 +214,7 @@ class FusedFolds:
             b.xt, b.mt = tr.tensors.inputs(tidx, train=True, gen=tr.gen, target=self.cfg.data.domain_target == "test")
         return b
 
-    def _step(self, batches: list[_Batch], lr: Tensor, epoch: int, check: bool = True):
+    def _step(self, batches: list[_Batch], lr: list[float], epoch: int, check: bool = True):
         """One optimiser step of the folds in ``batches`` (one vmap per group of equal batch sizes).
 
         Returns:
@@ -279,7 +275,6 @@ class FusedFolds:
                 tr.epoch += 1
             epoch = trs[0].epoch
             lr_now = [float(tr.opt.param_groups[0]["lr"]) for tr in trs]
-            lr = torch.tensor(lr_now, dtype=torch.float64, device=dev)
             perms = [tr.train_idx_t[torch.randperm(len(tr.train_idx_t), generator=tr.gen, device=dev)] for tr in trs]
             sums = torch.zeros(len(trs), dtype=torch.float64, device=dev)
             part_sums: dict[str, Tensor] = {}
@@ -287,7 +282,7 @@ class FusedFolds:
                 warnings.filterwarnings("ignore", message=_FALLBACK_WARNING)
                 for s in range(max(math.ceil(len(p) / bs) for p in perms)):
                     batches = [self._draw(k, p, s) for k, p in enumerate(perms) if s * bs < len(p)]
-                    pos, tot, parts = self._step(batches, lr, epoch)
+                    pos, tot, parts = self._step(batches, lr_now, epoch)
                     n = self._sizes(batches, pos)
                     sums.index_add_(0, pos, tot.double() * n)
                     for k, v in {**parts, "total": tot}.items():
@@ -346,8 +341,7 @@ class FusedFolds:
         first batch. Consumes the trainers' generators and torch's global generator: :func:`fusable` restores
         them. Raises whatever the batched model raises."""
         dev, bs = self.device, self.cfg.train.batch_size
-        lr = torch.tensor([float(tr.opt.param_groups[0]["lr"]) for tr in self.trainers], dtype=torch.float64,
-                          device=dev)
+        lr = [float(tr.opt.param_groups[0]["lr"]) for tr in self.trainers]
         perms = [tr.train_idx_t[torch.randperm(len(tr.train_idx_t), generator=tr.gen, device=dev)][:bs]
                  for tr in self.trainers]
         with warnings.catch_warnings():
