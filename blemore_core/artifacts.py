@@ -44,6 +44,7 @@ import torch
 from blemore_core.config import Config, ConfigError
 from blemore_core.errors import ArtifactError  # noqa: F401  (re-exported: blemore_core.artifacts.ArtifactError)
 from blemore_core.io import BoundedInputError, key_line, load_json, load_yaml
+from blemore_core.names import PROTOCOLS
 from blemore_core.results import read_oof, write_json, write_parquet
 
 MODEL_FORMAT = "blemore-model/1"
@@ -486,7 +487,7 @@ class _SectionCheck:
                     self.bad(f"{key}.pooled.{k}", "missing", None)
             for k, v in pooled.items():
                 self.number(v, f"{key}.pooled.{k}", low=0.0)
-        for proto in ("val", "train", "crossfit"):
+        for proto in PROTOCOLS:
             rows = th.get(proto)
             if rows is None:
                 continue
@@ -640,7 +641,7 @@ def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: 
     doc = metrics_document(metrics, results)
     headline = metrics["headline"]
     thresholds: dict[str, Any] = {"headline": headline}
-    for p in ("val", "train", "crossfit"):
+    for p in PROTOCOLS:
         if p in metrics:
             thresholds[p] = {"per_fold": [{"fold": r.fold, "alpha": row["alpha"], "beta": row["beta"],
                                            **({"epoch": int(row["epoch"])} if "epoch" in row else {})}

@@ -40,13 +40,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from blemore_core import names as _names
 from blemore_core.io import load_yaml, read_capped
 
 ENCODER_KEYS: tuple[str, ...] = ("imagebind", "videomae", "hicmae", "wavlm", "hubert", "openface", "clip", "videoswin")
 #: the threshold / epoch protocols of DESIGN 3, all recorded for every run
-PROTOCOLS: tuple[str, ...] = ("val", "train", "crossfit")
+PROTOCOLS: tuple[str, ...] = _names.PROTOCOLS
 #: the protocols that can be the headline (computed every epoch: the objective of a search)
-HEADLINE_PROTOCOLS: tuple[str, ...] = ("val", "crossfit")
+HEADLINE_PROTOCOLS: tuple[str, ...] = _names.HEADLINE_PROTOCOLS
 
 #: separator of the one string form of an encoder set (``"imagebind,wavlm"``, see :func:`encoder_set_name`)
 ENCODER_SET_SEP = ","

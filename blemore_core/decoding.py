@@ -45,6 +45,7 @@ import numpy as np
 
 from blemore_core.labels import NEUTRAL_INDEX, NUM_EMOTIONS
 from blemore_core.metrics import as_salience_array, evaluate, percent
+from blemore_core.names import METRICS
 
 __all__ = [
     "THRESHOLD_GRID",
@@ -91,7 +92,7 @@ class ThresholdFit:
 
     def summary(self) -> dict[str, float]:
         """``{alpha, beta, acc_presence, acc_salience, score}`` (the per-protocol record)."""
-        return {k: getattr(self, k) for k in ("alpha", "beta", "acc_presence", "acc_salience", "score")}
+        return {k: getattr(self, k) for k in ("alpha", "beta", *METRICS)}
 
 
 def _check_probs(probs: Any, name: str = "probs") -> np.ndarray:

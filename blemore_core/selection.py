@@ -30,11 +30,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from blemore_core import names as _names
 from blemore_core.config import HEADLINE_PROTOCOLS, PROTOCOLS
 from blemore_core.decoding import ThresholdFit, evaluate_thresholds, fit_thresholds
+from blemore_core.names import OBJECTIVES
 
 #: the metrics of one protocol's choice for one fold (and of the fold means)
-METRICS: tuple[str, ...] = ("acc_presence", "acc_salience", "score")
+METRICS: tuple[str, ...] = _names.METRICS
 
 __all__ = ["METRICS", "Choice", "Objective", "EpochCurves"]
 
@@ -213,15 +215,14 @@ class EpochCurves:
 
     def per_epoch_protocols(self) -> tuple[str, ...]:
         """The protocols computable per epoch here: ``("val", "crossfit")``, or ``("val",)`` with one fold."""
-        return ("val", "crossfit") if len(self.run_folds) >= 2 else ("val",)
+        return HEADLINE_PROTOCOLS if len(self.run_folds) >= 2 else ("val",)
 
     def objective(self) -> Objective:
         """Fold means of the headline protocol's choices (NaN before the first eligible epoch)."""
         ch = [self.choice(self.headline, k) for k in self.run_folds]
         if any(c is None for c in ch):
             return Objective(float("nan"), float("nan"), float("nan"))
-        return Objective(*(float(np.mean([getattr(c, m) for c in ch])) for m in ("score", "acc_presence",
-                                                                                  "acc_salience")))
+        return Objective(*(float(np.mean([getattr(c, m) for c in ch])) for m in OBJECTIVES))
 
     def kept_epochs(self, fold: int) -> set[int]:
         """Epochs whose weights ``fold`` must keep now: the current choice of every per-epoch protocol."""

@@ -43,9 +43,10 @@ from blemore_core.fold_inputs import (  # noqa: F401  (TrainData, prepare_data, 
 )
 from blemore_core.losses import compute_loss
 from blemore_core.models import build_model
+from blemore_core.names import FOLD_METRICS
 from blemore_core.selection import EpochCurves
 
-METRIC_KEYS: tuple[str, ...] = ("acc_presence", "acc_salience", "score", "alpha", "beta")
+METRIC_KEYS: tuple[str, ...] = FOLD_METRICS
 
 
 def fold_seeds(seed: int, key: int) -> tuple[int, int]:
@@ -324,7 +325,7 @@ class FoldTrainer:
         return FoldResult(
             fold=self.fold, val_idx=self.val_idx, filenames=[self.data.filenames[i] for i in self.val_idx],
             oof_probs=curves.probs_at(choices[headline].epoch)[self.val_idx].copy(),
-            selected_epochs={p: int(thresholds[p]["epoch"]) for p in ("val", "train", "crossfit") if p in thresholds},
+            selected_epochs={p: int(thresholds[p]["epoch"]) for p in PROTOCOL_KEYS if p in thresholds},
             best_epoch=choices[headline].epoch, epochs_run=self.epoch, stopped=stopped, thresholds=thresholds,
             history=self.history, state_dict=weights[headline], state_dicts=weights, importances=importances,
             config=cfg,

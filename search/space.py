@@ -81,6 +81,7 @@ from blemore_core.config import (
     yaml_key_lines,
 )
 from blemore_core.io import load_yaml, read_capped
+from blemore_core.names import OBJECTIVES
 
 __all__ = ["SearchSpace", "Param", "SpaceError", "load_space", "trial_config", "encoder_set", "encoder_set_name",
            "builtin_spaces", "space_summary", "SPACES_DIR", "PRESET_DIR", "DEBUG_KEYS"]
@@ -104,7 +105,7 @@ PRESET_DIR = SPACES_DIR / "presets"
 TOP_KEYS = ("name", "preset", "data", "fixed", "params", "metric", "scheduler", "budget", "fold_layout")
 #: ``fold_layout:`` values (``search --fold-layout``): all folds of a trial in one worker, or one worker per fold
 FOLD_LAYOUTS = ("packed", "workers")
-METRICS = ("score", "acc_presence", "acc_salience")
+METRICS = OBJECTIVES
 SCHEDULERS = ("asha", "none")
 #: ``fixed:`` keys that are interpreted by the trainable, not by Config (debugging knobs, documented in README):
 #: ``debug.fail_trial``: index (0-based Optuna trial number, i.e. the order in which trials are proposed) of a trial whose fold-0 worker raises

@@ -44,9 +44,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blemore_core.names import FOLD_METRICS, PROTOCOLS
 from search.compat import RAY_TRAIN_ENV  # the Ray Train switches live in compat (issue 19)
 
-FINAL_METRICS: tuple[str, ...] = ("acc_presence", "acc_salience", "score", "alpha", "beta")
+FINAL_METRICS: tuple[str, ...] = FOLD_METRICS
 #: the per-epoch OOF probabilities of a trial (arrays ``probs`` float32 (N, 6, E), ``folds`` int64 (N,),
 #: ``filenames`` str (N,)), in every checkpoint of the trial; read with ``np.load(path, allow_pickle=False)``
 OOF_EPOCHS = "oof_epochs.npz"
@@ -306,7 +307,7 @@ def final_report(results: list[Any], curves: Any) -> dict[str, Any]:
     obj = curves.objective()
     final: dict[str, Any] = {"epoch": curves.epochs, "final": True, "headline": headline, "score": obj.score,
                              "acc_presence": obj.acc_presence, "acc_salience": obj.acc_salience}
-    for proto in ("val", "train", "crossfit"):
+    for proto in PROTOCOLS:
         if proto in metrics:
             for m in FINAL_METRICS:
                 final[f"{proto}/{m}_mean"] = metrics[proto]["mean"][m]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from blemore_core.names import METRICS, OBJECTIVES, PROTOCOLS
 from search.safety import add_overwrite
 
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a search's best (or K-th) trial as a self-contained config YAML",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", required=True, help="the search name (= MLflow experiment)")
-    p.add_argument("--metric", default="score", choices=("score", "acc_presence", "acc_salience"),
+    p.add_argument("--metric", default="score", choices=OBJECTIVES,
                    help="rank finished trials by this fold mean (headline protocol; default score)")
     p.add_argument("--rank", type=int, default=1, help="export the K-th best trial (default 1)")
     p.add_argument("--out", type=Path, required=True, help="output YAML (e.g. best.yaml)")
@@ -71,7 +72,7 @@ def trial_document(client: Any, uri: str, experiment: str, trial: Any, dest: Pat
         epochs = {k: int(r.data.metrics["best_epoch"]) for k, r in fold_runs(client, trial).items()
                   if "best_epoch" in r.data.metrics}
     headline = metrics.get("headline", cfg.thresholds.protocol)
-    protos = [p for p in ("val", "train", "crossfit") if p in metrics]
+    protos = [p for p in PROTOCOLS if p in metrics]
     export = {
         "experiment": experiment,
         "run_id": trial.run_id,
@@ -79,7 +80,7 @@ def trial_document(client: Any, uri: str, experiment: str, trial: Any, dest: Pat
         "run_name": trial.name,
         "tracking_uri": uri,
         "headline": headline,
-        "score": {m: trial.metrics.get(m) for m in ("score", "acc_presence", "acc_salience")},
+        "score": {m: trial.metrics.get(m) for m in OBJECTIVES},
         "selected_epochs": {int(k): int(v) for k, v in sorted(epochs.items())},
         "thresholds": {
             "pooled": {k: float(v) for k, v in pooled.items()},
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             t.add_row(str(k), f"{row['acc_presence']:.4f}", f"{row['acc_salience']:.4f}", f"{row['score']:.4f}",
                       f"{row['alpha']:.3f}", f"{row['beta']:.3f}", str(ex["selected_epochs"].get(k, "-")))
         mu, sd = fm["mean"], fm["std"]
-        t.add_row("mean ± std", *(f"{mu[c]:.4f} ± {sd[c]:.4f}" for c in ("acc_presence", "acc_salience", "score")),
+        t.add_row("mean ± std", *(f"{mu[c]:.4f} ± {sd[c]:.4f}" for c in METRICS),
                   "", "", "", style="bold")
         console.print(t)
     p = ex["thresholds"]["pooled"]

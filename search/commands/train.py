@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blemore_core.names import METRICS
 from search.safety import add_overwrite
 
 
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             tab.add_row(str(k), f"{row['acc_presence']:.4f}", f"{row['acc_salience']:.4f}",
                         f"{row['score']:.4f}", f"{row['alpha']:.3f}", f"{row['beta']:.3f}", str(row["epoch"]))
         mu, sd = m["mean"], m["std"]
-        tab.add_row("mean ± std", *(f"{mu[c]:.4f} ± {sd[c]:.4f}" for c in ("acc_presence", "acc_salience", "score")),
+        tab.add_row("mean ± std", *(f"{mu[c]:.4f} ± {sd[c]:.4f}" for c in METRICS),
                     "", "", "", style="bold")
         console.print(tab)
     if "encoder_importances" in doc:
