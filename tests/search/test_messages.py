@@ -73,16 +73,16 @@ def test_advice_is_shell_quoted():
 def test_resume_is_not_advised_for_a_running_search(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from search.records.store import NameLock
+    from search.records.store import NameLock, running_owner
 
     uri = f"sqlite:///{tmp_path}/m.db"
     client = MlflowClient(uri)
     exp = client.create_experiment("s1")
-    msg = safety.name_taken_message("s1", tmp_path, None, uri)
+    msg = safety.name_taken_message("s1", tmp_path, None, running_owner(uri, "s1"))
     assert "blemore resume s1" in msg  # nothing running: resume is the advice
     lock = NameLock(client, exp, "s1", uri).acquire()
     try:
-        msg = safety.name_taken_message("s1", tmp_path, None, uri)
+        msg = safety.name_taken_message("s1", tmp_path, None, running_owner(uri, "s1"))
     finally:
         lock.release()
     assert "still running" in msg and "blemore resume" not in msg
