@@ -390,6 +390,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     """
     from search.errors import InputError
     from search.preflight import PreflightContext, run_preflight
+    from search.records.store import running_owner
     from search.safety import name_taken_message, resolve_search_name
     from search.storage import check_writable
 
@@ -413,7 +414,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     except ValueError as e:
         raise InputError(str(e)) from None
     if not resume and read_manifest(st, name) is not None:
-        raise InputError(name_taken_message(name, st, opts.storage, ctx.tracking_uri))  # no resume while running
+        raise InputError(name_taken_message(name, st, opts.storage, running_owner(ctx.tracking_uri, name)))
     return space, name, ctx, st
 
 

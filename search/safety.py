@@ -226,33 +226,10 @@ def resume_command(name: str, storage: str | None = None) -> str:
     return f"blemore resume {shlex.quote(name)}" + ("" if storage is None else f" --storage {shlex.quote(storage)}")
 
 
-def running_owner(tracking_uri: str, name: str) -> dict | None:
-    """The live owner (host, pid, started) of the name lock of search ``name`` in the tracking store, or None when
-    no search of that name is running (or the store cannot say). Never raises."""
-    try:
-        import json
-
-        from mlflow.tracking import MlflowClient
-
-        from search.records.store import LOCK_TAG_PREFIX, NameLock
-
-        client = MlflowClient(tracking_uri)
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            return None
-        probe = NameLock(client, exp.experiment_id, name, tracking_uri)
-        for k, v in exp.tags.items():
-            if k.startswith(LOCK_TAG_PREFIX) and not probe.is_stale(entry := json.loads(v)):
-                return entry
-    except Exception:  # noqa: BLE001 - advice only: an unreadable store means "not known to be running"
-        return None
-    return None
-
-
-def name_taken_message(name: str, storage: Any, storage_option: str | None, tracking_uri: str) -> str:
+def name_taken_message(name: str, storage: Any, storage_option: str | None, owner: dict | None) -> str:
     """The error for a new search whose name exists in the storage: resume advice (shell-quoted) when the search is
-    not running, and no resume advice while it still runs (resuming would be refused; it holds the name)."""
-    owner = running_owner(tracking_uri, name)
+    not running (``owner`` None), and no resume advice while it still runs (``owner``: its live name-lock entry,
+    :func:`search.records.store.running_owner`; resuming would be refused, it holds the name)."""
     if owner is not None:
         return (f"--name: a search named {name!r} is still running in {storage} (host {owner.get('host')}, pid "
                 f"{owner.get('pid')}); wait for it to end, stop it, or choose another --name")
@@ -261,31 +238,6 @@ def name_taken_message(name: str, storage: Any, storage_option: str | None, trac
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-
-
-def check_tracking_store(uri: str | None) -> None:
-    """An existing SQLite tracking store must be a complete MLflow store (a file that is not a database is named
-    here, before MLflow fails on it with a runtime error).
-
-    Raises:
-        InputError: naming the URI and the problem.
-    """
-    from search.preflight import sqlite_path, sqlite_store_problem
-
-    db = sqlite_path(uri or "")
-    if db is not None and db.exists():
-        problem = "is a directory, not an MLflow SQLite store" if db.is_dir() else sqlite_store_problem(db)
-        if problem:
-            raise InputError(f"--tracking-uri {uri}: {problem}")
-
-
-def tracking_inputs(uri: str | None) -> list[Path]:
-    """The local files a tracking URI reads (the SQLite database and its ``mlruns`` folder), for
-    :func:`check_output`'s ``inputs``."""
-    from search.preflight import sqlite_path
-
-    db = sqlite_path(uri or "sqlite:///mlflow.db")
-    return [] if db is None else [db, db.parent / "mlruns"]
 
 
 def add_overwrite(p: Any) -> None:
@@ -496,6 +448,5 @@ def command_tempdir(command: str) -> Iterator[Path]:
 
 __all__ = ["MIN_FREE_BYTES", "MAX_NAME_LEN", "KINDS", "NoSpaceError", "mask_uri", "mask_secrets", "MaskingStream",
            "masked_console", "unmasked_tracking_uri", "check_search_name", "resolve_search_name", "confined",
-           "resume_command", "running_owner", "name_taken_message", "check_tracking_store",
-           "tracking_inputs", "add_overwrite", "is_artifact", "free_bytes", "check_output", "disk_full_message", "replace_into", "staged",
+           "resume_command", "name_taken_message", "add_overwrite", "is_artifact", "free_bytes", "check_output", "disk_full_message", "replace_into", "staged",
            "write_text_atomic", "command_tempdir"]

@@ -119,9 +119,9 @@ def run(args: argparse.Namespace) -> int:
     """Handler of ``blemore ensemble``: 0 on success; an error raises :class:`InputError` (exit 2, nothing
     written)."""
     from blemore_core.artifacts import ArtifactError
-    from search.commands.export import write_yaml
+    from search.commands.export import check_tracking_store, tracking_inputs, write_yaml
     from search.errors import InputError
-    from search.safety import check_output, check_tracking_store, tracking_inputs
+    from search.safety import check_output
     from search.trials import TrialsError
 
     check_output(args.out, "ensemble", inputs=tracking_inputs(args.tracking_uri), overwrite=args.overwrite)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     incomplete prediction file or a bad label table."""
     from blemore_core.metrics import align, evaluate
     from blemore_core.submission import check_coverage, read_label_table, read_predictions
-    from search.cli import InputError
+    from search.errors import InputError
 
     table = args.metadata or args.labels
     with warnings.catch_warnings(record=True) as caught:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from blemore_core.names import METRICS, OBJECTIVES, PROTOCOLS
+from search.errors import InputError
 from search.safety import add_overwrite
 
 
@@ -23,6 +24,31 @@ def add_tracking(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI: the local store (default sqlite:///./mlflow.db, as `blemore search`) "
                    "or a tracking server http://HOST:PORT")
+
+
+def check_tracking_store(uri: str | None) -> None:
+    """An existing SQLite tracking store must be a complete MLflow store (a file that is not a database is named
+    here, before MLflow fails on it with a runtime error).
+
+    Raises:
+        InputError: naming the URI and the problem.
+    """
+    from search.preflight import sqlite_path, sqlite_store_problem
+
+    db = sqlite_path(uri or "")
+    if db is not None and db.exists():
+        problem = "is a directory, not an MLflow SQLite store" if db.is_dir() else sqlite_store_problem(db)
+        if problem:
+            raise InputError(f"--tracking-uri {uri}: {problem}")
+
+
+def tracking_inputs(uri: str | None) -> list[Path]:
+    """The local files a tracking URI reads (the SQLite database and its ``mlruns`` folder), for
+    :func:`check_output`'s ``inputs``."""
+    from search.preflight import sqlite_path
+
+    db = sqlite_path(uri or "sqlite:///mlflow.db")
+    return [] if db is None else [db, db.parent / "mlruns"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -144,8 +170,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from blemore_core.artifacts import ArtifactError
-    from search.errors import InputError
-    from search.safety import check_output, check_tracking_store, tracking_inputs
+    from search.safety import check_output
     from search.trials import TrialsError
 
     check_output(args.out, "export", inputs=tracking_inputs(args.tracking_uri), overwrite=args.overwrite)

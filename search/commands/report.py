@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     written whole or not at all)."""
     import contextlib
 
+    from search.commands.export import check_tracking_store, tracking_inputs
     from search.errors import InputError
     from search.report import search_report
-    from search.safety import check_output, check_tracking_store, staged, tracking_inputs
+    from search.safety import check_output, staged
     from search.trials import TrialsError
 
     if args.out is not None:

@@ -196,8 +196,9 @@ def run(args: argparse.Namespace) -> int:
     written); 1 when the model directory is written but MLflow logging failed."""
     from blemore_core.artifacts import ArtifactError
     from blemore_core.config import ConfigError
+    from search.commands.export import check_tracking_store
     from search.errors import InputError
-    from search.safety import check_output, check_tracking_store
+    from search.safety import check_output
     from search.trials import TrialsError
 
     if not args.data.is_dir():

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from blemore_core.data import ensure_demo_release
     from blemore_core.io import load_json
     from blemore_core.train import PROTOCOL_KEYS, cross_validate, prepare_data
-    from search.cli import InputError
+    from search.errors import InputError
     from search.safety import check_output
 
     console = Console()

@@ -193,4 +193,23 @@ class NameLock:
             self.client.delete_experiment_tag(self.exp_id, self.key)
 
 
-__all__ = ["ensure_sqlite_store", "NameLock", "NameInUse", "owner_token", "OWNER_TAG", "LOCK_TAG_PREFIX"]
+def running_owner(tracking_uri: str, name: str) -> dict | None:
+    """The live owner (host, pid, started) of the name lock of search ``name`` in the tracking store, or None when
+    no search of that name is running (or the store cannot say). Never raises."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            return None
+        probe = NameLock(client, exp.experiment_id, name, tracking_uri)
+        for k, v in exp.tags.items():
+            if k.startswith(LOCK_TAG_PREFIX) and not probe.is_stale(entry := json.loads(v)):
+                return entry
+    except Exception:  # noqa: BLE001 - advice only: an unreadable store means "not known to be running"
+        return None
+    return None
+
+
+__all__ = ["running_owner", "ensure_sqlite_store", "NameLock", "NameInUse", "owner_token", "OWNER_TAG", "LOCK_TAG_PREFIX"]

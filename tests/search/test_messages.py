@@ -10,21 +10,28 @@ from search import safety
 from search.cli import main, with_yaml_lines
 
 
+def _has_line(err: str, file: str, text: str, *lines: int) -> bool:
+    """One error line names ``file``, ``text`` and one of ``lines``: ``file: line N: text`` (search.cli) or
+    ``file: text ... (line N)`` (the config and space validators)."""
+    return any(file in ln and text in ln and any(f"line {n}: " in ln or f"(line {n})" in ln for n in lines)
+               for ln in err.splitlines())
+
+
 def test_config_and_space_errors_name_the_line(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {encoders: [imagebind], features: aggregated}\nmodel:\n  arch: mlp512\n  nope: 1\n"
                    "train: {lr: abc}\n")
     assert main(["train", str(cfg), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert f"{cfg}: line 4: unknown key 'model.nope'" in err
-    assert f"{cfg}: line 5: train.lr: expected a number, got 'abc'" in err
+    assert _has_line(err, f"{cfg}: ", "unknown key 'model.nope'", 4)
+    assert _has_line(err, f"{cfg}: ", "train.lr: expected a number, got 'abc'", 5)
     space = tmp_path / "s.yaml"
     space.write_text("name: s\npreset: baseline\nfixed:\n  model.nope: 1\nparams:\n"
                      "  train.lr: {type: loguniform, low: 1, high: 0.1}\n")
     assert main(["search", str(space)]) == 2
     err = capsys.readouterr().err
-    assert f"{space}: line 4: fixed: unknown key 'model.nope'" in err
-    assert f"{space}: line 6: params.train.lr: empty range" in err
+    assert _has_line(err, f"{space}: ", "fixed: unknown key 'model.nope'", 3, 4)  # the line of fixed: or its key
+    assert _has_line(err, f"{space}: ", "params.train.lr: empty range", 6)
 
 
 def test_line_annotation_leaves_other_messages_alone(tmp_path):
@@ -66,16 +73,16 @@ def test_advice_is_shell_quoted():
 def test_resume_is_not_advised_for_a_running_search(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from search.records.store import NameLock
+    from search.records.store import NameLock, running_owner
 
     uri = f"sqlite:///{tmp_path}/m.db"
     client = MlflowClient(uri)
     exp = client.create_experiment("s1")
-    msg = safety.name_taken_message("s1", tmp_path, None, uri)
+    msg = safety.name_taken_message("s1", tmp_path, None, running_owner(uri, "s1"))
     assert "blemore resume s1" in msg  # nothing running: resume is the advice
     lock = NameLock(client, exp, "s1", uri).acquire()
     try:
-        msg = safety.name_taken_message("s1", tmp_path, None, uri)
+        msg = safety.name_taken_message("s1", tmp_path, None, running_owner(uri, "s1"))
     finally:
         lock.release()
     assert "still running" in msg and "blemore resume" not in msg
