@@ -205,6 +205,18 @@ def trial_worker(loop_config: dict) -> None:
         whatever the fold steps raise (e.g. ``NonFiniteLossError``); ``FloatingPointError`` for the
         ``debug.fail_trial`` knob; ValueError when the release's folds do not match the workers.
     """
+    setup: TrialSetup = loop_config["setup"]
+    saved_tmp, work_tmp = tempfile.tempdir, tempfile.mkdtemp(prefix="blemore-worker-")
+    tempfile.tempdir = work_tmp  # whatever the trial's libraries put in the temporary folder goes with it
+    try:
+        _train_folds(loop_config, setup)
+    finally:
+        tempfile.tempdir = saved_tmp
+        shutil.rmtree(work_tmp, ignore_errors=True)
+
+
+def _train_folds(loop_config: dict, setup: TrialSetup) -> None:
+    """The body of :func:`trial_worker` (run inside the worker's own temporary folder)."""
     import numpy as np
     import ray.train
     import torch
@@ -215,7 +227,6 @@ def trial_worker(loop_config: dict) -> None:
     from search.oof_shards import ShardWriter
     from search.placement import PG_RESULT_KEY, current_placement_group_hex
 
-    setup: TrialSetup = loop_config["setup"]
     torch.set_num_threads(torch_threads(setup.cpus_per_worker))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -396,15 +407,6 @@ def run_trial(config: dict, setup: TrialSetup) -> None:
     finally:
         if exchange is not None:
             close_exchange(exchange)
-
-
-def read_checkpoint_dir(path: str, dest: str | None = None) -> Path:
-    """A local directory with the artifacts of a trial's final checkpoint (``path`` may be a URI)."""
-    if "://" not in path and Path(path).is_dir():
-        return Path(path)
-    import ray.train
-
-    return Path(ray.train.Checkpoint(path).to_directory(dest or tempfile.mkdtemp(prefix="blemore-ckpt-")))
 
 
 def set_process_env() -> None:
