@@ -53,6 +53,8 @@ class SearchOptions:
         seed: seed of the Optuna sampler.
         max_failures: retries of a failed trial (Tune FailureConfig).
         verbose: Tune verbosity (0 silent, 1 status table, 2 + per-result lines).
+        warm_start: earlier search names whose finished trials seed the sampler (``--warm-start``, issue 20; added
+            to the space's ``warm_start:``; see :mod:`search.warmstart`).
     """
 
     name: str | None = None
@@ -72,6 +74,7 @@ class SearchOptions:
     seed: int = 0
     max_failures: int = 1
     verbose: int = 1
+    warm_start: tuple[str, ...] = ()  # issue 20 (i20): --warm-start NAME, repeatable
 
 
 @dataclass
@@ -136,6 +139,8 @@ def check_options(opts: SearchOptions) -> None:
         errs.append(f"--scheduler: must be asha or none, got {opts.scheduler!r}")
     if opts.max_failures < 0:
         errs.append(f"--max-failures: must be >= 0, got {opts.max_failures}")
+    if any(not isinstance(n, str) or not n for n in opts.warm_start or ()):  # issue 20 (i20)
+        errs.append(f"--warm-start: must name an earlier search, got {list(opts.warm_start)!r}")
     if opts.name is not None and (not opts.name or "/" in opts.name or opts.name.startswith(".")):
         errs.append(f"--name: must be a plain directory name, got {opts.name!r}")
     if errs:
@@ -303,6 +308,10 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     else:
         searcher = OptunaSearch(space=_DefineByRun(space), metric=metrics[0], mode="max", sampler=sampler,
                                 seed=opts.seed)
+    # issue 20 (i20): seed the study with earlier searches' finished trials; records this search's release
+    from search.warmstart import names_of, warm_start_searcher
+
+    warm_start_searcher(searcher, space, names_of(space, opts), tracking_uri, name, data_dir)
     sched_name = opts.scheduler or space.scheduler
     if sched_name == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",

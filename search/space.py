@@ -19,6 +19,7 @@ DESIGN.md section 6. A space file starts from a preset (``spaces/presets/<name>.
     scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: none}
     budget: {num_samples: 6, max_concurrent: 1, max_epochs: 8, time_budget_s: 840}
     fold_layout: packed                   # optional: packed (default) | workers, see search.trainable
+    warm_start: [rank_aware]              # optional: earlier searches seeding the sampler (search.warmstart)
 
 Parameter types: ``choice`` (``values``), ``uniform`` / ``loguniform`` (``low`` < ``high``, loguniform needs
 ``low`` > 0) and ``int`` (``low`` < ``high``, optional ``step``). ``when`` makes a parameter conditional: it is
@@ -47,7 +48,8 @@ from blemore_core.config import Config, ConfigError
 
 #: where ``preset: NAME`` is looked up (relative to the repository / installed package root)
 PRESET_DIR = Path(__file__).resolve().parent.parent / "spaces" / "presets"
-TOP_KEYS = ("name", "preset", "data", "fixed", "params", "metric", "scheduler", "budget", "fold_layout")
+TOP_KEYS = ("name", "preset", "data", "fixed", "params", "metric", "scheduler", "budget", "fold_layout",
+            "warm_start")
 #: ``fold_layout:`` values (``search --fold-layout``): all folds of a trial in one worker, or one worker per fold
 FOLD_LAYOUTS = ("packed", "workers")
 DATA_KEYS = ("dir", "encoders")
@@ -138,6 +140,7 @@ class SearchSpace:
         scheduler: ``"asha"`` or ``"none"``; grace_period / reduction_factor for ASHA (epochs).
         num_samples, max_concurrent, max_epochs, time_budget_s: budgets (time in seconds; None = unlimited).
         fold_layout: ``"packed"`` or ``"workers"``, or None (the search's default, ``--fold-layout``).
+        warm_start: names of earlier searches whose finished trials seed the sampler (:mod:`search.warmstart`).
     """
 
     path: Path
@@ -156,6 +159,7 @@ class SearchSpace:
     max_epochs: int = 8
     time_budget_s: float | None = None
     fold_layout: str | None = None
+    warm_start: tuple[str, ...] = ()
 
     @property
     def pareto(self) -> bool:
@@ -275,6 +279,7 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
     layout = doc.get("fold_layout")
     if layout is not None and layout not in FOLD_LAYOUTS:
         errs.err("fold_layout", f"must be one of {', '.join(FOLD_LAYOUTS)}", layout)
+    warm = _load_warm_start(doc, errs)
     errs.raise_if_any()
     assert base is not None
     return SearchSpace(
@@ -282,8 +287,18 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
         debug=debug, params=params, metrics=metrics, **sched,
         num_samples=budget["num_samples"], max_concurrent=budget["max_concurrent"],
         max_epochs=budget["max_epochs"] or base.train.max_epochs, time_budget_s=budget["time_budget_s"],
-        fold_layout=layout,
+        fold_layout=layout, warm_start=warm,
     )
+
+
+def _load_warm_start(doc: Mapping, errs: _Errors) -> tuple[str, ...]:
+    """``warm_start:``: a search name or a list of them (issue 20, search.warmstart)."""
+    names = doc.get("warm_start") or []
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        errs.err("warm_start", "must be a search name or a list of search names", doc.get("warm_start"))
+        return ()
+    return tuple(dict.fromkeys(names))
 
 
 def _read_doc(path: Path, text: str | None, src: str) -> Mapping:
