@@ -313,7 +313,12 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
 
     warm_start_searcher(searcher, space, names_of(space, opts), tracking_uri, name, data_dir)
     sched_name = opts.scheduler or space.scheduler
-    if sched_name == "asha":
+    if sched_name == "asha" and space.pareto:  # issue 20 (i20): Pareto spaces stop by non-dominated sorting
+        from search.pareto import ParetoASHAScheduler
+
+        scheduler = ParetoASHAScheduler(metrics, max_t=space.max_epochs + 2, grace_period=space.grace_period,
+                                        reduction_factor=space.reduction_factor)
+    elif sched_name == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",
                                   max_t=space.max_epochs + 2, grace_period=space.grace_period,
                                   reduction_factor=space.reduction_factor)
