@@ -36,6 +36,7 @@ Targets (each in the JSON, met or missed, with a note giving the reason):
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 
@@ -75,7 +76,7 @@ params:
   reg.modality_dropout: {type: uniform, low: 0.0, high: 0.9}
 metric: score
 scheduler: {type: asha, grace_period: 1, reduction_factor: 3}
-budget: {num_samples: 30, max_epochs: 6}
+budget: {num_samples: 30, max_epochs: 5}
 """
 
 
@@ -149,7 +150,7 @@ def search(space, data, sampler: str, seed: int, budget: int, stop: str | None, 
     if seeded:
         warm = warmstart.WarmStart()
         for t in seeded:
-            ft, _ = warmstart.frozen_trial(space if not pareto else _pareto(space), _past(t), warm.notes)
+            ft, _ = warmstart.frozen_trial(space, _past(t), warm.notes)
             if ft is not None:
                 warm.trials.append(ft)
         warmstart.seed_study(study, warm)
@@ -216,35 +217,70 @@ def _best(trials: list[dict]) -> float:
     return max(r[0] for t in trials for r in t["rows"])
 
 
-def run(quick: bool, out: Path) -> Result:
-    import tempfile
+#: worker processes of the benchmark (searches of different seeds and methods are independent)
+WORKERS = int(os.environ.get("BLEMORE_EFFICIENCY_WORKERS", "5"))
+_W: dict = {}
 
-    import torch
+
+def _load(quick: bool):
+    """The benchmark's space (max_epochs 2 when quick) and the tiny release's training data."""
+    import tempfile
 
     from blemore_core.train import prepare_data
     from search.space import load_space
 
-    torch.set_num_threads(1)  # the trials of one process: one thread each (the machine is shared)
-    res = Result("efficiency", quick)
     with tempfile.TemporaryDirectory(prefix="bench_efficiency_") as d:
         path = Path(d) / "efficiency_rare.yaml"
         path.write_text(RARE_SPACE)
         space = load_space(path)
-    seeds, n_random = ((0, 1), 1) if quick else ((0, 1, 2, 3, 4), 5)
     if quick:
         space = _with_max_epochs(space, 2)
-    root = release("tiny")
-    data = prepare_data(space.base, root, progress=False)
+    return space, prepare_data(space.base, release("tiny"), progress=False)
+
+
+def _init_worker(quick: bool) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one thread per worker process (the machine is shared)
+    _W["space"], _W["data"] = _load(quick)
+
+
+def _task(job: tuple) -> list[dict]:
+    """One search in a worker: ``(kind, seed, budget, seeded)``."""
+    kind, seed, budget, seeded = job
+    space, data = _W["space"], _W["data"]
+    if kind == "random":
+        return search(space, data, "random", seed, budget, None)
+    if kind in ("tpe_asha", "warm"):
+        return search(space, data, "tpe", seed, budget, "asha", seeded=seeded)
+    return search(_pareto(space), data, "tpe", seed, budget, "pareto" if kind == "pareto_stop" else "asha",
+                  pareto=True)
+
+
+def run(quick: bool, out: Path) -> Result:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    res = Result("efficiency", quick)
+    space, _ = _load(quick)
+    seeds, n_random = ((0, 1), 1) if quick else ((0, 1, 2, 3, 4), 3)
     budget = n_random * space.max_epochs * N_FOLDS
     res.inputs = {"profile": "tiny", "space": RARE_SPACE.strip(), "max_epochs": space.max_epochs,
                   "grace_period": space.grace_period, "reduction_factor": space.reduction_factor,
                   "random_trials": n_random, "budget_fold_epochs": budget, "seeds": list(seeds), "patience": "off",
-                  "training_seed": 0}
-    runs = {s: {"random": search(space, data, "random", s, budget, None),
-                "tpe_asha": search(space, data, "tpe", s, budget, "asha")} for s in seeds}
+                  "training_seed": 0, "workers": WORKERS}
+    kinds = ("random", "tpe_asha", "pareto_stop", "pareto_asha")
+    with ProcessPoolExecutor(WORKERS, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(quick,)) as pool:
+        jobs = {(k, s): pool.submit(_task, (k, s, budget, None)) for s in seeds for k in kinds}
+        runs = {s: {k: jobs[(k, s)].result() for k in kinds} for s in seeds}
+        nxt = {s: seeds[(seeds.index(s) + 1) % len(seeds)] for s in seeds}  # warm: seeded from s, sampler seed s+1
+        warm = {s: pool.submit(_task, ("warm", nxt[s], budget, runs[s]["tpe_asha"])) for s in seeds}
+        for s in seeds:
+            runs[s]["warm_from_tpe_asha"] = warm[s].result()
     _score_targets(res, runs, budget)
-    _warm_targets(res, space, data, runs, budget)
-    _pareto_targets(res, space, data, seeds, budget)
+    _warm_targets(res, runs, budget)
+    _pareto_targets(res, runs, budget)
     res.extra = {f"seed{s}": r for s, r in runs.items()}
     return res
 
@@ -281,14 +317,12 @@ def _score_targets(res: Result, runs: dict, budget: int) -> None:
         f"{_med(facts['share'])}; budget {budget} fold-epochs")))
 
 
-def _warm_targets(res: Result, space, data, runs: dict, budget: int) -> None:
+def _warm_targets(res: Result, runs: dict, budget: int) -> None:
     seeds = sorted(runs)
     ratios, facts = [], {"warm": [], "cold": []}
     for s in seeds:
         s2 = seeds[(seeds.index(s) + 1) % len(seeds)]
-        earlier, cold = runs[s]["tpe_asha"], runs[s2]["tpe_asha"]
-        warm = search(space, data, "tpe", s2, budget, "asha", seeded=earlier)
-        runs[s]["warm_from_tpe_asha"] = warm
+        earlier, cold, warm = runs[s]["tpe_asha"], runs[s2]["tpe_asha"], runs[s]["warm_from_tpe_asha"]
         level = _best(earlier)
         fw, fc = fold_epochs_to_reach(warm, level), fold_epochs_to_reach(cold, level)
         res.figure(f"seed{s}/earlier_best_score", level, "Score")
@@ -310,12 +344,11 @@ def _warm_targets(res: Result, space, data, runs: dict, budget: int) -> None:
         f"{_med([v for v in facts['warm'] if v is not None])}, cold {_med([v for v in facts['cold'] if v is not None])}")))
 
 
-def _pareto_targets(res: Result, space, data, seeds, budget: int) -> None:
+def _pareto_targets(res: Result, runs: dict, budget: int) -> None:
     ratios, hv = [], {"pareto": [], "asha": []}
-    for s in seeds:
-        p = _pareto(space)
-        hv_p = front_hypervolume(search(p, data, "tpe", s, budget, "pareto", pareto=True), budget)
-        hv_a = front_hypervolume(search(p, data, "tpe", s, budget, "asha", pareto=True), budget)
+    for s in sorted(runs):
+        hv_p = front_hypervolume(runs[s]["pareto_stop"], budget)
+        hv_a = front_hypervolume(runs[s]["pareto_asha"], budget)
         res.figure(f"seed{s}/hypervolume_pareto_stopping", hv_p, "ACC_presence x ACC_salience")
         res.figure(f"seed{s}/hypervolume_score_asha", hv_a, "ACC_presence x ACC_salience")
         if hv_a > 0:
