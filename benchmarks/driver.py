@@ -116,7 +116,7 @@ def mlflow_throughput(tmp: Path, n_runs: int, n_batches: int) -> dict:
         from mlflow.entities import Metric, Param
         from mlflow.tracking import MlflowClient
 
-        from search.tracking import quiet_mlflow_console
+        from search.compat import quiet_mlflow_console
 
         quiet_mlflow_console()  # as the search's writer: no URL print (and no extra get_run) per ended run
         c = MlflowClient(uri)

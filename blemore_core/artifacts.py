@@ -28,7 +28,7 @@ half-written directory behind.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import os
 import shutil
 import tempfile
@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from blemore_core.config import Config, ConfigError
+from blemore_core.errors import ArtifactError  # noqa: F401  (re-exported: blemore_core.artifacts.ArtifactError)
+from blemore_core.io import BoundedInputError, key_line, load_json, load_yaml
 from blemore_core.results import read_oof, write_json, write_parquet
 
 MODEL_FORMAT = "blemore-model/1"
@@ -52,11 +53,6 @@ MODEL_KINDS: tuple[str, ...] = ("cv", "full", "folds", "ensemble")
 EXPORT_KEY = "export"
 #: top-level section of an ensemble YAML (``blemore ensemble``)
 ENSEMBLE_KEY = "ensemble"
-
-
-class ArtifactError(ValueError):
-    """A model directory, weights file or exported YAML is missing, malformed, truncated or was modified; the
-    message names the file."""
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -247,6 +243,7 @@ def write_model_dir(
             shutil.copytree(m, tmp / name)
             member_names.append(name)
         files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files.update({f"{m}/model.json": file_sha256(tmp / m / "model.json") for m in member_names})
         doc = {"format": MODEL_FORMAT, "kind": kind, "weights": [w.name for w in weights], "members": member_names,
                "files": files, **_plain(dict(info or {}))}
         write_json(doc, tmp / "model.json")
@@ -310,12 +307,15 @@ class ModelDir:
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; :class:`ArtifactError` naming it when missing or malformed."""
+    """Parse a JSON file with the bounds of :func:`blemore_core.io.load_json` (size cap, nesting depth);
+    :class:`ArtifactError` naming it when missing, malformed or refused."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return load_json(path)
     except FileNotFoundError:
         raise ArtifactError(f"{path}: file not found") from None
+    except BoundedInputError as e:
+        raise ArtifactError(str(e)) from None
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{path}: not valid JSON: {e}") from None
 
@@ -363,7 +363,9 @@ def read_model_dir(path: str | Path, verify: bool = True) -> ModelDir:
             raise
         except Exception as e:
             raise ArtifactError(f"{path / 'oof.parquet'}: cannot read OOF predictions: {e}") from None
-    members = [read_model_dir(path / m, verify=False) for m in info.get("members") or []]
+    # each member is verified as a single model (its own model.json lists its files' digests; the ensemble's
+    # model.json lists the digest of each member's model.json)
+    members = [read_model_dir(path / m, verify=verify) for m in info.get("members") or []]
     return ModelDir(path, kind, cfg, read_json(path / "thresholds.json"), read_json(path / "metrics.json"), oof,
                     list(info.get("weights") or []), members, info)
 
@@ -398,9 +400,11 @@ def load_config_file(path: str | Path, overrides: Mapping[str, Any] | None = Non
     """
     path = Path(path)
     try:
-        d = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        d = load_yaml(path)
+    except OSError:
         d = None
+    except BoundedInputError as e:  # too large, an alias, too deep, or not YAML: refused before any walk
+        raise ConfigError(f"{path}: cannot read YAML config: {str(e).removeprefix(f'{path}: ')}") from None
     if not isinstance(d, dict) or (EXPORT_KEY not in d and ENSEMBLE_KEY not in d):
         return ConfigFile(Config.from_yaml(path, overrides))  # a plain config: its errors, as Config reports them
     cf = _load_sections(path, d)
@@ -412,19 +416,141 @@ def load_config_file(path: str | Path, overrides: Mapping[str, Any] | None = Non
 def _load_sections(path: Path, d: dict) -> ConfigFile:
     if ENSEMBLE_KEY in d:
         ens = d[ENSEMBLE_KEY]
-        members = ens.get("members") if isinstance(ens, dict) else None
-        if not members or not isinstance(members, list):
-            raise ConfigError(f"{path}: ensemble.members: expected a non-empty list")
-        for i, m in enumerate(members):
-            if not isinstance(m, dict) or not isinstance(m.get("config"), dict):
-                raise ConfigError(f"{path}: ensemble.members[{i}].config: missing")
+        _SectionCheck(path).ensemble(ens, d)
+        for i, m in enumerate(ens["members"]):
             Config.from_dict(m["config"], source=f"{path} (ensemble.members[{i}].config)")
-        return ConfigFile(Config.from_dict(members[0]["config"], source=f"{path} (ensemble.members[0].config)"),
-                          ensemble=ens)
+        return ConfigFile(Config.from_dict(ens["members"][0]["config"],
+                                           source=f"{path} (ensemble.members[0].config)"), ensemble=ens)
     exp = d.pop(EXPORT_KEY, None)
-    if exp is not None and not isinstance(exp, dict):
-        raise ConfigError(f"{path}: {EXPORT_KEY}: expected a mapping, got {type(exp).__name__}")
+    _SectionCheck(path).export(exp, EXPORT_KEY)
     return ConfigFile(Config.from_dict(d, source=str(path)), export=exp)
+
+
+#: keys of an exported trial's ``export:`` section (``blemore export``) and the checks of their values
+EXPORT_FIELDS: tuple[str, ...] = ("experiment", "run_id", "trial_id", "run_name", "tracking_uri", "headline", "score",
+                                  "selected_epochs", "thresholds", "fold_metrics", "metric", "rank", "n_finished")
+#: keys of an ensemble file's ``ensemble:`` section (``blemore ensemble``) and of each of its members
+ENSEMBLE_FIELDS: tuple[str, ...] = ("experiment", "tracking_uri", "protocol", "top_k", "rounds", "init_size", "score",
+                                    "best_single", "trajectory", "thresholds", "members")
+MEMBER_FIELDS: tuple[str, ...] = ("run_id", "run_name", "weight", "count", "single_score", "config", "export")
+
+
+class _SectionCheck:
+    """Validation of the ``export:`` and ``ensemble:`` sections, like a config's: unknown keys, wrong types and
+    non-finite numbers, each error naming the file, the dotted key, its line and the value (ConfigError)."""
+
+    def __init__(self, path: Path):
+        self.path, self.errors = path, []
+
+    def bad(self, key: str, problem: str, value: Any) -> None:
+        line = key_line(self.path, key)
+        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        self.errors.append(f"{self.path}: {key}" + (f" (line {line})" if line else "") + f": {problem}, got {shown}")
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigError("invalid exported file:\n  " + "\n  ".join(self.errors))
+
+    def mapping(self, v: Any, key: str, fields: Sequence[str] | None = None) -> bool:
+        if not isinstance(v, Mapping):
+            self.bad(key, "expected a mapping", v)
+            return False
+        for k in v:
+            if fields is not None and k not in fields:
+                self.bad(f"{key}.{k}", f"unknown key (valid: {', '.join(fields)})", v[k])
+        return True
+
+    def number(self, v: Any, key: str, low: float | None = None, optional: bool = False) -> None:
+        if v is None and optional:
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            self.bad(key, "expected a finite number", v)
+        elif low is not None and v < low:
+            self.bad(key, f"must be >= {low:g}", v)
+
+    def integer(self, v: Any, key: str, low: int = 0) -> None:
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            self.bad(key, f"expected an integer >= {low}", v)
+
+    def text(self, v: Any, key: str) -> None:
+        if v is not None and not isinstance(v, str):
+            self.bad(key, "expected a string", v)
+
+    def thresholds(self, th: Any, key: str) -> None:
+        if not self.mapping(th, key, ("pooled", "val", "train", "crossfit")):
+            return
+        pooled = th.get("pooled")
+        if self.mapping(pooled, f"{key}.pooled"):
+            for k in ("alpha", "beta"):
+                if k not in pooled:
+                    self.bad(f"{key}.pooled.{k}", "missing", None)
+            for k, v in pooled.items():
+                self.number(v, f"{key}.pooled.{k}", low=0.0)
+        for proto in ("val", "train", "crossfit"):
+            rows = th.get(proto)
+            if rows is None:
+                continue
+            if not isinstance(rows, list):
+                self.bad(f"{key}.{proto}", "expected a list of {fold, alpha, beta}", rows)
+                continue
+            for i, r in enumerate(rows):
+                if self.mapping(r, f"{key}.{proto}.{i}", ("fold", "alpha", "beta", "score", "epoch")):
+                    self.integer(r.get("fold"), f"{key}.{proto}.{i}.fold")
+                    for k in ("alpha", "beta", "score"):
+                        self.number(r.get(k), f"{key}.{proto}.{i}.{k}", low=0.0, optional=k == "score")
+
+    def export(self, exp: Any, key: str, final: bool = True) -> None:
+        """Check an ``export:`` section at dotted ``key``; raise when ``final`` (else keep the errors)."""
+        if exp is not None and self.mapping(exp, key, EXPORT_FIELDS):
+            for k in ("experiment", "run_id", "trial_id", "run_name", "tracking_uri", "headline", "metric"):
+                self.text(exp.get(k), f"{key}.{k}")
+            ep = exp.get("selected_epochs")
+            if ep is not None and self.mapping(ep, f"{key}.selected_epochs"):
+                for fold, e in ep.items():
+                    if not (isinstance(fold, int) and not isinstance(fold, bool) and fold >= 0
+                            or isinstance(fold, str) and fold.isdigit()):
+                        self.bad(f"{key}.selected_epochs.{fold}", "the fold must be an integer >= 0", fold)
+                    self.integer(e, f"{key}.selected_epochs.{fold}", low=1)
+            if exp.get("thresholds") is not None:
+                self.thresholds(exp["thresholds"], f"{key}.thresholds")
+            if exp.get("score") is not None and self.mapping(exp["score"], f"{key}.score"):
+                for k, v in exp["score"].items():
+                    self.number(v, f"{key}.score.{k}", optional=True)
+            for k in ("rank", "n_finished"):
+                if k in exp:
+                    self.integer(exp[k], f"{key}.{k}", low=1)
+        if final:
+            self.raise_if_any()
+
+    def ensemble(self, ens: Any, doc: Mapping) -> None:
+        """Check an ``ensemble:`` section (and that nothing else is at the top level) and raise on any error."""
+        for k in doc:
+            if k != ENSEMBLE_KEY:
+                self.bad(k, f"unknown key next to {ENSEMBLE_KEY!r}", doc[k])
+        if self.mapping(ens, ENSEMBLE_KEY, ENSEMBLE_FIELDS):
+            for k in ("top_k", "rounds", "init_size"):
+                if k in ens:
+                    self.integer(ens[k], f"{ENSEMBLE_KEY}.{k}", low=0)
+            if "score" in ens:
+                self.number(ens["score"], f"{ENSEMBLE_KEY}.score")
+            self.thresholds(ens.get("thresholds"), f"{ENSEMBLE_KEY}.thresholds")
+            self.members(ens.get("members"))
+        self.raise_if_any()
+
+    def members(self, members: Any) -> None:
+        key = f"{ENSEMBLE_KEY}.members"
+        if not isinstance(members, list) or not members:
+            self.bad(key, "expected a non-empty list", members)
+            return
+        for i, m in enumerate(members):
+            if not self.mapping(m, f"{key}.{i}", MEMBER_FIELDS):
+                continue
+            self.number(m.get("weight"), f"{key}.{i}.weight", low=0.0)
+            if not isinstance(m.get("config"), Mapping):
+                self.bad(f"{key}.{i}.config", "expected the member's config (a mapping)", m.get("config"))
+            if m.get("export") is None:
+                self.bad(f"{key}.{i}.export", "missing (the member's export section)", None)
+            self.export(m.get("export"), f"{key}.{i}.export", final=False)
 
 
 # ------------------------------------------------------------------------------------------------ cross-validation
@@ -475,7 +601,7 @@ def oof_importances(results: Sequence[Any], data: Any, all_folds: Sequence[int])
     standardised with the fold's training statistics, exactly as in training)."""
     import dataclasses
 
-    from blemore_core.refit import predict_weights
+    from blemore_core.predict import predict_weights
 
     as_target = dataclasses.replace(data, target=data.release)
     out = []

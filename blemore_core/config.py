@@ -1,29 +1,75 @@
-"""Run configuration: frozen dataclasses loaded from and saved to YAML.
+"""Run configuration: frozen dataclasses loaded from and saved to YAML, validated declaratively by pydantic.
 
 The dotted names of the fields (``model.fusion``, ``loss.kl``, ``train.lr`` ...) are the vocabulary of the
-search spaces in ``spaces/``. Loading rejects unknown keys and wrong types and gathers every error into one
-``ConfigError`` message naming the file and the key (DESIGN.md section 9).
+search spaces in ``spaces/``. Each field's type states its rule: a ``Literal`` for a fixed choice, a range for a
+number (:data:`Number`, :data:`Integer`, ``Ge``, ``Interval``), a registry for the model blocks (checked against
+:mod:`blemore_core.models.registry`, the only list of names); rules across fields are validators on the class that
+holds them. The classes are pydantic dataclasses (``extra="forbid"``: an unknown key is an error), so they stay
+plain frozen dataclasses for their users (``dataclasses.fields``, ``asdict``, equality, pickling).
+
+Loading (:meth:`Config.from_dict`, :meth:`Config.from_yaml`, :meth:`Config.override`) gathers every problem into
+one :class:`ConfigError` whose lines name the file and the dotted key (DESIGN.md section 9); pydantic's errors
+are rendered as one-line messages by :func:`_explain` (the table :data:`_TYPE_TEXT` and the constraints of the
+field), e.g. ``train.lr: expected a number, got 'fast'`` or ``reg.dropout: must be in [0, 1), got 1.5``.
+
+Encoder sets have ONE string form, :func:`encoder_set_name` (``"imagebind,wavlm"``): ``Config.flat()`` (MLflow
+params), an encoder-set choice of a search space (an Optuna categorical value) and the report all use it;
+:func:`encoder_set` reads it back (and the older ``"imagebind+wavlm"`` spelling of space files).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import types
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from annotated_types import Ge, Gt, Interval
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
+from pydantic_core import PydanticCustomError
+
+from blemore_core.io import load_yaml, read_capped
 
 ENCODER_KEYS: tuple[str, ...] = ("imagebind", "videomae", "hicmae", "wavlm", "hubert", "openface", "clip", "videoswin")
 #: the threshold / epoch protocols of DESIGN 3, all recorded for every run
 PROTOCOLS: tuple[str, ...] = ("val", "train", "crossfit")
 #: the protocols that can be the headline (computed every epoch: the objective of a search)
 HEADLINE_PROTOCOLS: tuple[str, ...] = ("val", "crossfit")
+
+#: separator of the one string form of an encoder set (``"imagebind,wavlm"``, see :func:`encoder_set_name`)
+ENCODER_SET_SEP = ","
+#: separators :func:`encoder_set` reads: the canonical one and the ``a+b`` spelling of older space files
+_ENCODER_SET_SEPS = (",", "+")
+
+
+def encoder_set_name(encoders: str | Iterable[str]) -> str:
+    """The one string form of an encoder set: ``["imagebind", "wavlm"]`` -> ``"imagebind,wavlm"`` (what
+    ``Config.flat()`` records and what a search space offers Optuna as a choice). A string is normalised
+    (``"imagebind+wavlm"`` -> ``"imagebind,wavlm"``)."""
+    return ENCODER_SET_SEP.join(encoder_set(encoders))
+
+
+def encoder_set(value: str | Iterable[str]) -> tuple[str, ...]:
+    """An encoder set as a tuple of encoder keys: ``"imagebind,wavlm"`` (or ``"imagebind+wavlm"``, or one key)
+    -> ``("imagebind", "wavlm")``; a list or tuple is returned as a tuple. Names are not checked here (the Config
+    does that)."""
+    if isinstance(value, str):
+        for sep in _ENCODER_SET_SEPS:
+            value = value.replace(sep, ENCODER_SET_SEP)
+        return tuple(v.strip() for v in value.split(ENCODER_SET_SEP))
+    return tuple(value)
 
 
 def _registry_names() -> dict[str, tuple[str, ...]]:
@@ -36,16 +82,141 @@ def _registry_names() -> dict[str, tuple[str, ...]]:
             "arch": ("fusion", *ARCH.names())}
 
 
+def _integral(v: Any) -> Any:
+    """An integral float (``8.0``, as YAML or a sampler may write it) is the integer it names."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _one_or_many(v: Any) -> Any:
+    """A string is one encoder or an encoder set in its string form (:func:`encoder_set`)."""
+    return encoder_set(v) if isinstance(v, str) else v
+
+
+#: a finite number (an int is accepted; bools, strings, NaN and +-inf are not: a NaN loss weight trains nothing)
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+#: an integer (an integral float such as 8.0 is accepted; bools and strings are not)
+Integer = Annotated[int, BeforeValidator(_integral), Strict()]
+Flag = Annotated[bool, Strict()]
+NonNegative = Annotated[Number, Ge(0)]
+Positive = Annotated[Number, Gt(0)]
+Rate = Annotated[Number, Interval(ge=0, lt=1)]
+Count = Annotated[Integer, Ge(1)]
+NonNegativeInt = Annotated[Integer, Ge(0)]
+EncoderKey = Literal[ENCODER_KEYS]
+HeadlineProtocol = Literal[HEADLINE_PROTOCOLS]
+
+#: every config class: unknown keys are errors; the values are checked as they are (no coercion by pydantic
+#: beyond what the field types above allow)
+_SECTION = ConfigDict(extra="forbid")
+
+
+def _registered(kind: str) -> AfterValidator:
+    """A validator accepting the names registered in the model registry of ``kind`` (pooling, fusion, head,
+    arch): the registries are the only list of valid names (DESIGN 9)."""
+
+    def check(value: str) -> str:
+        valid = _registry_names()[kind]
+        if value not in valid:
+            raise PydanticCustomError("choice", "{text}", {"text": f"{value!r} is not one of {list(valid)}"})
+        return value
+
+    return AfterValidator(check)
+
+
+def _apply_rules(obj: Any) -> Any:
+    """Validator of a config class: its ``_rules()`` (the rules across its fields, checked once every field is
+    valid), raised together."""
+    _check(obj._rules())
+    return obj
+
+
+#: marks a config class whose ``_rules()`` apply (on the fields of :class:`Config` and on Config itself)
+_RULES = AfterValidator(_apply_rules)
+
+
+def _check(problems: list[tuple[str, str]]) -> None:
+    """Raise the broken cross-field rules (``(dotted key, "key: message")`` pairs) as ONE pydantic error, so that
+    all of them reach the :class:`ConfigError` (a validator can raise only one error)."""
+    if problems:
+        raise PydanticCustomError("rules", "{text}", {"text": "; ".join(t for _, t in problems),
+                                                      "problems": tuple(problems)})
+
+
 class ConfigError(ValueError):
-    """A configuration is invalid; the message lists every problem found, each naming its key."""
+    """A configuration is invalid; the message lists every problem found, each naming its key.
+
+    Attributes:
+        problems: the problems as ``(dotted key, "key: message")`` pairs, without the file, in the order of the
+            message's lines (for callers that re-attribute them, e.g. a search space checking a choice value);
+            empty when not known.
+        lines: per problem, the line of the YAML file that writes its key (or the key's nearest written section),
+            None when the value did not come from the file; :meth:`with_lines` adds them to the message.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = (),
+                 lines: tuple[int | None, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+        self.lines = tuple(lines)
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.problems, self.lines)
+
+    def with_lines(self) -> str:
+        """The message with ``(line N)`` appended to each problem whose key the YAML file writes (README: errors
+        name the file, line, field and value); the CLI prints this."""
+        return with_lines(str(self), self.lines)
 
 
+def with_lines(message: str, lines: tuple[int | None, ...]) -> str:
+    """``message`` (a header, then one line per problem) with ``(line N)`` appended to problem i when
+    ``lines[i]`` is a line number; unchanged when the counts do not match."""
+    out = message.split("\n")
+    if len(out) != len(lines) + 1:
+        return message
+    return "\n".join([out[0], *(t if n is None else f"{t} (line {n})" for t, n in zip(out[1:], lines))])
+
+
+def key_line(lines: Mapping[str, int], key: str | None) -> int | None:
+    """The line of dotted ``key`` in a :func:`yaml_key_lines` map, or of its longest written prefix (a rule on a
+    section, a default the file did not write); None when no part of it is written."""
+    parts = (key or "").split(".")
+    return next((lines[k] for k in (".".join(parts[:n]) for n in range(len(parts), 0, -1)) if k in lines), None)
+
+
+def yaml_key_lines(text: str) -> dict[str, int]:
+    """``{dotted key path: 1-based line}`` of every mapping key of a YAML document (``{"train": 3, "train.lr": 4}``;
+    a space's ``params: {train.lr: {low: ...}}`` gives ``"params.train.lr.low"``). A compose pass: nodes carry
+    their marks and nothing is constructed; a node reached twice through an alias is walked once. Unreadable YAML
+    gives ``{}`` (the loader reports it)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        node, prefix = stack.pop()
+        if not isinstance(node, yaml.MappingNode) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                key = f"{prefix}{k.value}"
+                out.setdefault(key, k.start_mark.line + 1)
+                stack.append((v, key + "."))
+    return out
+
+
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class DataConfig:
     """Which inputs a model sees.
 
     Attributes:
-        encoders: encoder keys (see :data:`ENCODER_KEYS`), in model input order.
+        encoders: encoder keys (see :data:`ENCODER_KEYS`), in model input order; at least one, no repeats. A
+            string is read as one encoder or an encoder set's string form (:func:`encoder_set`).
         features: ``"sequence"`` (per-frame features, standardised to ``model.seq_len`` frames) or
             ``"aggregated"`` (the 7 statistics per dimension, (7*D,), the organisers' baseline input).
         standardise: z-score features with statistics fitted on the training folds of each split only.
@@ -53,12 +224,21 @@ class DataConfig:
             ``"test"`` (the test split's features). Labels of the target are never read.
     """
 
-    encoders: tuple[str, ...] = ("imagebind", "wavlm")
-    features: str = "sequence"
-    standardise: bool = True
-    domain_target: str = "val"
+    encoders: Annotated[tuple[EncoderKey, ...], BeforeValidator(_one_or_many)] = ("imagebind", "wavlm")
+    features: Literal["sequence", "aggregated"] = "sequence"
+    standardise: Flag = True
+    domain_target: Literal["val", "test"] = "val"
+
+    def _rules(self) -> list[tuple[str, str]]:
+        p = []
+        if not self.encoders:
+            p.append(("data.encoders", "data.encoders: at least one encoder is required"))
+        if len(set(self.encoders)) != len(self.encoders):
+            p.append(("data.encoders", f"data.encoders: duplicate encoder in {list(self.encoders)}"))
+        return p
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class ModelConfig:
     """Model architecture (DESIGN.md section 4).
@@ -71,30 +251,35 @@ class ModelConfig:
         head: softmax | presence_salience | structured.
         latent_dim: width of each unimodal branch output (B, latent_dim).
         shared_dim: width of the shared space of attention / rank-aware fusion.
-        top_n: encoders kept per sample by rank-aware fusion (1..number of encoders).
+        top_n: encoders kept per sample by rank-aware fusion (1..number of encoders; checked by :class:`Config`,
+            which knows the encoders).
         seq_len: L, frames per encoder after temporal standardisation.
         layers: transformer / LSTM layers in pooling and attention fusion.
         heads: attention heads of transformer layers (must divide the model width).
         mixed_pretrain_epochs: epochs the concat and attention branches of ``mixed`` are trained before they
             are frozen and the combining attention is trained (seed 002's staged schedule).
+
+    The names of ``arch``, ``pooling``, ``fusion`` and ``head`` are checked against the model registries.
     """
 
-    arch: str = "fusion"
-    pooling: str = "attention"
-    fusion: str = "concat"
-    head: str = "softmax"
-    latent_dim: int = 128
-    shared_dim: int = 128
-    top_n: int = 2
-    seq_len: int = 16
-    layers: int = 1
-    heads: int = 4
-    mixed_pretrain_epochs: int = 20
+    arch: Annotated[str, Strict(), _registered("arch")] = "fusion"
+    pooling: Annotated[str, Strict(), _registered("pooling")] = "attention"
+    fusion: Annotated[str, Strict(), _registered("fusion")] = "concat"
+    head: Annotated[str, Strict(), _registered("head")] = "softmax"
+    latent_dim: Count = 128
+    shared_dim: Count = 128
+    top_n: Integer = 2
+    seq_len: Count = 16
+    layers: Count = 1
+    heads: Count = 4
+    mixed_pretrain_epochs: NonNegativeInt = 20
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss coefficients (DESIGN.md section 4, Losses). A coefficient of 0 switches a term off.
+    """Loss coefficients (DESIGN.md section 4, Losses). A coefficient of 0 switches a term off; at least one of
+    kl, bce, rank is > 0.
 
     Attributes:
         kl: weight of KL(soft label || p).
@@ -106,15 +291,21 @@ class LossConfig:
         domain_kind: ``"mmd"`` (Gaussian-kernel MMD) or ``"coral"``.
     """
 
-    kl: float = 1.0
-    bce: float = 0.0
-    rank: float = 0.0
-    margin: float = 0.1
-    label_smoothing: float = 0.0
-    domain: float = 0.0
-    domain_kind: str = "mmd"
+    kl: NonNegative = 1.0
+    bce: NonNegative = 0.0
+    rank: NonNegative = 0.0
+    margin: NonNegative = 0.1
+    label_smoothing: Rate = 0.0
+    domain: NonNegative = 0.0
+    domain_kind: Literal["mmd", "coral"] = "mmd"
+
+    def _rules(self) -> list[tuple[str, str]]:
+        if self.kl + self.bce + self.rank == 0:
+            return [("loss", "loss: at least one of loss.kl, loss.bce, loss.rank must be > 0")]
+        return []
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class RegConfig:
     """Regularisation rates, each a probability in [0, 1).
@@ -125,18 +316,19 @@ class RegConfig:
         temporal_dropout: probability of masking one real frame in training.
     """
 
-    dropout: float = 0.1
-    modality_dropout: float = 0.0
-    temporal_dropout: float = 0.0
+    dropout: Rate = 0.1
+    modality_dropout: Rate = 0.0
+    temporal_dropout: Rate = 0.0
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation (DESIGN.md section 5).
 
     Attributes:
-        lr: initial learning rate of AdamW.
-        lr_min: final learning rate of the cosine decay.
+        lr: initial learning rate of AdamW (> 0).
+        lr_min: final learning rate of the cosine decay (in [0, lr]).
         weight_decay: AdamW weight decay.
         batch_size: clips per step.
         max_epochs: upper bound on epochs.
@@ -148,16 +340,22 @@ class TrainConfig:
             CPU with AVX512-BF16 (benchmarks/bench_trainer.py) and standard on recent GPUs; Scores move by a few thousandths (benchmarks/).
     """
 
-    lr: float = 1e-3
-    lr_min: float = 1e-5
-    weight_decay: float = 1e-4
-    batch_size: int = 64
-    max_epochs: int = 100
-    patience: int = 20
-    device: str = "auto"
-    precision: str = "fp32"
+    lr: Positive = 1e-3
+    lr_min: Number = 1e-5
+    weight_decay: NonNegative = 1e-4
+    batch_size: Count = 64
+    max_epochs: Count = 100
+    patience: NonNegativeInt = 20
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    def _rules(self) -> list[tuple[str, str]]:
+        if not 0 <= self.lr_min <= self.lr:
+            return [("train.lr_min", f"train.lr_min: must be in [0, train.lr={self.lr}], got {self.lr_min}")]
+        return []
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class ThresholdConfig:
     """Presence threshold alpha / salience threshold beta fitting (DESIGN.md section 3).
@@ -170,21 +368,43 @@ class ThresholdConfig:
         presence_weight: weight w of ACC_presence in the fitting objective w*ACC_presence + (1-w)*ACC_salience.
     """
 
-    protocol: str = "crossfit"
-    presence_weight: float = 0.5
+    protocol: HeadlineProtocol = "crossfit"
+    presence_weight: Annotated[Number, Interval(ge=0, le=1)] = 0.5
 
 
+@with_config(_SECTION)
 @dataclass(frozen=True)
 class Config:
-    """A complete, resolved run configuration (one trial of a search, or one ``blemore train``)."""
+    """A complete, resolved run configuration (one trial of a search, or one ``blemore train``).
 
-    data: DataConfig = field(default_factory=DataConfig)
+    Built directly (``Config()``, ``dataclasses.replace``) it is a plain frozen dataclass and is not checked (the
+    model builders check what they need); the loaders below validate and raise :class:`ConfigError` with one line
+    per problem, and :meth:`problems` checks an instance.
+    """
+
+    data: Annotated[DataConfig, _RULES] = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: Annotated[LossConfig, _RULES] = field(default_factory=LossConfig)
     reg: RegConfig = field(default_factory=RegConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: Annotated[TrainConfig, _RULES] = field(default_factory=TrainConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
-    seed: int = 0
+    seed: Integer = 0
+
+    def _rules(self) -> list[tuple[str, str]]:
+        """The rules across sections (checked once every section is valid)."""
+        d, m, t = self.data, self.model, self.train
+        p = []
+        if m.arch != "fusion" and d.features != "aggregated":
+            p.append(("model.arch", f"model.arch: baseline {m.arch!r} needs data.features: aggregated, "
+                                    f"got {d.features!r}"))
+        if m.arch == "fusion" and m.fusion == "mixed" and m.mixed_pretrain_epochs >= t.max_epochs:
+            p.append(("model.mixed_pretrain_epochs",
+                      f"model.mixed_pretrain_epochs: mixed fusion must train its combined stage, so it must be < "
+                      f"train.max_epochs={t.max_epochs}, got {m.mixed_pretrain_epochs}"))
+        if m.fusion == "rank_aware" and not 1 <= m.top_n <= len(d.encoders):
+            p.append(("model.top_n", f"model.top_n: must be in 1..{len(d.encoders)} (the number of encoders), "
+                                     f"got {m.top_n}"))
+        return p
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -195,13 +415,7 @@ class Config:
             ConfigError: listing every unknown key, wrong type and broken rule, each with ``source`` and the
                 dotted key.
         """
-        errors: list[str] = []
-        bad: set[str] = set()
-        cfg = _build(cls, d or {}, "", errors, source, bad)
-        errors.extend(f"{source}: {e}" for e in _without_follow_ons(cfg.problems(), bad))
-        if errors:
-            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-        return cfg
+        return _load(d or {}, lambda key: source)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None,
@@ -215,32 +429,19 @@ class Config:
         """
         path = Path(path)
         try:
-            d = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as e:
+            text = read_capped(path, what="YAML config").decode("utf-8")
+            d = load_yaml(path, text=text, named=False)  # bounded: size, aliases, depth (blemore_core.io)
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read YAML config: {' '.join(str(e).split())}") from e
         if d is not None and not isinstance(d, Mapping):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(d).__name__}")
-        if not overrides:
-            return cls.from_dict(d, source=str(path))
         d = _plain(dict(d or {}))
-        errors: list[str] = []
-        for key, value in overrides.items():
-            node, parts = d, key.split(".")
-            for p in parts[:-1]:
-                node = node.setdefault(p, {}) if isinstance(node, dict) else None
-                if not isinstance(node, dict):
-                    break
-            if isinstance(node, dict):
-                node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-        try:
-            return cls.from_dict(d, source=str(path))
-        except ConfigError as e:
-            lines = str(e).split("\n  ")[1:]
-        for line in lines:
-            rest = line[len(str(path)) + 2:] if line.startswith(f"{path}: ") else line
-            m = re.match(r"(?:unknown key )?'?([A-Za-z_][\w.]*)'?", rest)
-            errors.append(f"{overrides_source}: {rest}" if m and m.group(1) in overrides else line)
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+        overrides = dict(overrides or {})
+        lost = [k for k, v in overrides.items() if not _set_dotted(d, k, v)]
+        written = yaml_key_lines(text)
+        return _load(d, lambda key: overrides_source if key in overrides else str(path),
+                     [(k, f"unknown key {k!r}") for k in lost],
+                     lambda key: None if key in overrides else key_line(written, key))
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain-Python dict (tuples as lists), YAML-safe."""
@@ -254,7 +455,8 @@ class Config:
         return text
 
     def flat(self) -> dict[str, Any]:
-        """Flattened ``{"model.fusion": "concat", ...}`` view (lists joined by commas), e.g. for MLflow params."""
+        """Flattened ``{"model.fusion": "concat", ...}`` view, e.g. for MLflow params; the encoder set in its one
+        string form (``"imagebind,wavlm"``, :func:`encoder_set_name`)."""
         out: dict[str, Any] = {}
 
         def rec(prefix: str, v: Any) -> None:
@@ -262,7 +464,7 @@ class Config:
                 for k, x in v.items():
                     rec(f"{prefix}.{k}" if prefix else k, x)
             elif isinstance(v, list):
-                out[prefix] = ",".join(map(str, v))
+                out[prefix] = encoder_set_name(map(str, v))
             else:
                 out[prefix] = v
 
@@ -273,90 +475,53 @@ class Config:
         """Return a copy with dotted-key updates applied (``{"model.top_n": 3}``), validated.
 
         Raises:
-            ConfigError: for unknown dotted keys or invalid values.
+            ConfigError: for unknown dotted keys or invalid values, each naming ``source``.
         """
         d = self.to_dict()
-        errors = []
-        for key, value in updates.items():
-            parts = key.split(".")
-            node = d
-            for p in parts[:-1]:
-                if not isinstance(node.get(p), dict):
-                    errors.append(f"{source}: unknown key {key!r}")
-                    break
-                node = node[p]
-            else:
-                if parts[-1] not in node:
-                    errors.append(f"{source}: unknown key {key!r}")
-                else:
-                    node[parts[-1]] = list(value) if isinstance(value, tuple) else value
-        if errors:
-            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-        return Config.from_dict(d, source=source)
+        lost = [k for k, v in updates.items() if not _set_dotted(d, k, v)]
+        return _load(d, lambda key: source, [(k, f"unknown key {k!r}") for k in lost])
 
     # ------------------------------------------------------------------ validation
     def problems(self) -> list[str]:
-        """Every broken rule of this config, as ``"key: message"`` strings (empty when valid)."""
-        p: list[str] = []
-        d, m, lo, r, t, th = self.data, self.model, self.loss, self.reg, self.train, self.thresholds
+        """Every broken rule of this config, as ``"key: message"`` strings (empty when valid; a config built
+        before a registry changed can become invalid)."""
+        try:
+            _ADAPTER.validate_python(self.to_dict())
+        except ValidationError as e:
+            return [text for err in e.errors(include_url=False) for _, text in _explain(err)]
+        return []
 
-        def choice(key: str, value: Any, valid: tuple) -> None:
-            if value not in valid:
-                p.append(f"{key}: {value!r} is not one of {list(valid)}")
 
-        if not d.encoders:
-            p.append("data.encoders: at least one encoder is required")
-        for e in d.encoders:
-            choice("data.encoders", e, ENCODER_KEYS)
-        if len(set(d.encoders)) != len(d.encoders):
-            p.append(f"data.encoders: duplicate encoder in {list(d.encoders)}")
-        choice("data.features", d.features, ("sequence", "aggregated"))
-        choice("data.domain_target", d.domain_target, ("val", "test"))
-        names = _registry_names()
-        choice("model.arch", m.arch, names["arch"])
-        choice("model.pooling", m.pooling, names["pooling"])
-        choice("model.fusion", m.fusion, names["fusion"])
-        choice("model.head", m.head, names["head"])
-        if m.arch != "fusion" and d.features != "aggregated":
-            p.append(f"model.arch: baseline {m.arch!r} needs data.features: aggregated, got {d.features!r}")
-        for key in ("latent_dim", "shared_dim", "seq_len", "layers", "heads"):
-            if getattr(m, key) < 1:
-                p.append(f"model.{key}: must be >= 1, got {getattr(m, key)}")
-        if m.mixed_pretrain_epochs < 0:
-            p.append(f"model.mixed_pretrain_epochs: must be >= 0, got {m.mixed_pretrain_epochs}")
-        if m.arch == "fusion" and m.fusion == "mixed" and m.mixed_pretrain_epochs >= t.max_epochs:
-            p.append(f"model.mixed_pretrain_epochs: mixed fusion must train its combined stage, so it must be < "
-                     f"train.max_epochs={t.max_epochs}, got {m.mixed_pretrain_epochs}")
-        if m.fusion == "rank_aware" and d.encoders and not (1 <= m.top_n <= len(d.encoders)):
-            p.append(f"model.top_n: must be in 1..{len(d.encoders)} (the number of encoders), got {m.top_n}")
-        for key in ("kl", "bce", "rank", "margin", "domain"):
-            if getattr(lo, key) < 0:
-                p.append(f"loss.{key}: must be >= 0, got {getattr(lo, key)}")
-        if lo.kl + lo.bce + lo.rank == 0:
-            p.append("loss: at least one of loss.kl, loss.bce, loss.rank must be > 0")
-        if not 0 <= lo.label_smoothing < 1:
-            p.append(f"loss.label_smoothing: must be in [0, 1), got {lo.label_smoothing}")
-        choice("loss.domain_kind", lo.domain_kind, ("mmd", "coral"))
-        for key in ("dropout", "modality_dropout", "temporal_dropout"):
-            if not 0 <= getattr(r, key) < 1:
-                p.append(f"reg.{key}: must be in [0, 1), got {getattr(r, key)}")
-        if t.lr <= 0:
-            p.append(f"train.lr: must be > 0, got {t.lr}")
-        if not 0 <= t.lr_min <= t.lr:
-            p.append(f"train.lr_min: must be in [0, train.lr={t.lr}], got {t.lr_min}")
-        if t.weight_decay < 0:
-            p.append(f"train.weight_decay: must be >= 0, got {t.weight_decay}")
-        for key in ("batch_size", "max_epochs"):
-            if getattr(t, key) < 1:
-                p.append(f"train.{key}: must be >= 1, got {getattr(t, key)}")
-        if t.patience < 0:
-            p.append(f"train.patience: must be >= 0, got {t.patience}")
-        choice("train.device", t.device, ("auto", "cpu", "cuda"))
-        choice("train.precision", t.precision, ("fp32", "bf16"))
-        choice("thresholds.protocol", th.protocol, HEADLINE_PROTOCOLS)
-        if not 0 <= th.presence_weight <= 1:
-            p.append(f"thresholds.presence_weight: must be in [0, 1], got {th.presence_weight}")
-        return p
+_ADAPTER = TypeAdapter(Annotated[Config, _RULES])
+
+
+def _load(d: Any, source_of: Callable[[str], str], early: list[tuple[str, str]] = (),
+          line_of: Callable[[str], int | None] = lambda key: None) -> Config:
+    """Validate the nested mapping ``d``; raise one :class:`ConfigError` whose lines are ``"<source>: <problem>"``
+    (``source_of(dotted key)`` names where the key's value came from). ``early``: problems found before
+    validation (dotted keys that could not be set), listed first; ``line_of(dotted key)``: its YAML line."""
+    problems = list(early)
+    cfg = None
+    try:
+        cfg = _ADAPTER.validate_python(d)
+    except ValidationError as e:
+        problems += [p for err in e.errors(include_url=False) for p in _explain(err)]
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(f"{source_of(k)}: {t}" for k, t in problems),
+                          tuple(problems), tuple(line_of(k) for k, _ in problems))
+    return cfg
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> bool:
+    """Set ``d[a][b] = value`` for ``key = "a.b"`` (creating missing sections); False when a part of the path
+    is a value, not a section."""
+    node, parts = d, key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return False
+    node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+    return True
 
 
 def _plain(v: Any) -> Any:
@@ -367,102 +532,60 @@ def _plain(v: Any) -> Any:
     return v
 
 
-class _Invalid:
-    """Marker returned by :func:`_coerce` for a value of the wrong type (the error is already recorded)."""
+#: pydantic's error type -> the one-line message of a wrong type (followed by ", got <value>")
+_TYPE_TEXT = {
+    "float_type": "expected a number", "finite_number": "expected a finite number",
+    "int_type": "expected an integer", "bool_type": "expected true/false", "string_type": "expected a string",
+    "tuple_type": "expected a list", "list_type": "expected a list", "dataclass_type": "expected a mapping",
+}
+_BOUND_TYPES = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
 
 
-_INVALID = _Invalid()
+def _explain(err: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One pydantic error -> ``[(dotted key, "key: message")]`` in the config's one-line wording."""
+    kind, value = err["type"], err.get("input")
+    names = [x for x in err["loc"] if isinstance(x, str)]
+    key = ".".join(names)
+    if kind == "rules":
+        return list(err["ctx"]["problems"])
+    if kind == "unexpected_keyword_argument":
+        section = _field_types(names[:-1])
+        valid = sorted(f.name for f in dataclasses.fields(section))
+        return [(key, f"unknown key {key!r} (valid: {', '.join(valid)})")]
+    if kind in _TYPE_TEXT:
+        return [(key, f"{key or '<top>'}: {_TYPE_TEXT[kind]}, got {value!r}")]
+    if kind == "literal_error":
+        return [(key, f"{key}: {value!r} is not one of {list(_literal_args(_field_types(names)))}")]
+    if kind in _BOUND_TYPES:
+        return [(key, f"{key}: must be {_bounds(names)}, got {value}")]
+    return [(key, f"{key}: {err['msg']}")]
 
 
-def _coerce(value: Any, tp: Any, key: str, errors: list[str], source: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples.
-
-    Floats must be finite (NaN and +-inf are rejected: a NaN loss weight trains nothing). Returns ``_INVALID``
-    after recording ONE error for the key; :func:`_build` then keeps the field's default and marks the key so
-    that no follow-on rule error is reported for a value the user never wrote."""
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        (item_tp, _) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            errors.append(f"{source}: {key}: expected a list, got {value!r}")
-            return _INVALID
-        items = []
-        for x in value:
-            v = _coerce(x, item_tp, key, errors, source)
-            if v is _INVALID:
-                return _INVALID
-            items.append(v)
-        return tuple(items)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key, errors, source)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            errors.append(f"{source}: {key}: expected a number, got {value!r}")
-            return _INVALID
-        if not math.isfinite(value):
-            errors.append(f"{source}: {key}: expected a finite number, got {value!r}")
-            return _INVALID
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            errors.append(f"{source}: {key}: expected an integer, got {value!r}")
-            return _INVALID
-        return int(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            errors.append(f"{source}: {key}: expected true/false, got {value!r}")
-            return _INVALID
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            errors.append(f"{source}: {key}: expected a string, got {value!r}")
-            return _INVALID
-        return value
-    return value
+def _field_types(names: list[str]) -> Any:
+    """The annotated type at a dotted path of :class:`Config` (``[]`` -> Config itself)."""
+    tp: Any = Config
+    for name in names:
+        tp = typing.get_type_hints(tp, include_extras=True)[name]
+        while typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+    return tp
 
 
-def _build(cls: type, d: Any, prefix: str, errors: list[str], source: str, bad: set[str] | None = None) -> Any:
-    """Dataclass ``cls`` from mapping ``d``; a field of the wrong type keeps its default and its dotted key is
-    added to ``bad``."""
-    bad = set() if bad is None else bad
-    if not isinstance(d, Mapping):
-        errors.append(f"{source}: {prefix.rstrip('.') or '<top>'}: expected a mapping, got {d!r}")
-        bad.add(prefix.rstrip("."))
-        return cls()
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    for k in d:
-        if k not in known:
-            errors.append(f"{source}: unknown key {prefix + str(k)!r} (valid: {', '.join(sorted(known))})")
-    kwargs = {}
-    for f in fields(cls):
-        if f.name not in d:
-            continue
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, d[f.name], f"{prefix}{f.name}.", errors, source, bad)
-        else:
-            v = _coerce(d[f.name], tp, prefix + f.name, errors, source)
-            if v is _INVALID:
-                bad.add(prefix + f.name)
-            else:
-                kwargs[f.name] = v
-    return cls(**kwargs)
+def _literal_args(tp: Any) -> tuple:
+    """The choices of the first ``Literal`` inside ``tp`` (``tuple[Literal[...], ...]`` included)."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    for arg in typing.get_args(tp):
+        found = _literal_args(arg)
+        if found:
+            return found
+    return ()
 
 
-def _without_follow_ons(problems: list[str], bad: set[str]) -> list[str]:
-    """Drop rule errors that mention a key whose value already had a type error (one message per key)."""
-    if not bad:
-        return problems
-    out = []
-    for msg in problems:
-        keys = set(re.findall(r"[a-z_]+\.[a-z_]+", msg))
-        if keys & bad or any(msg.startswith(b.split(".")[0] + ":") for b in bad if "." not in b):
-            continue
-        out.append(msg)
-    return out
+def _bounds(names: list[str]) -> str:
+    """The range of a numeric field as the messages state it: ``>= 1``, ``> 0``, ``in [0, 1)``, ``in [0, 1]``."""
+    meta = typing.get_args(typing.get_type_hints(_field_types(names[:-1]), include_extras=True)[names[-1]])[1:]
+    b = {k: getattr(m, k) for m in meta for k in ("ge", "gt", "lt", "le") if getattr(m, k, None) is not None}
+    if "ge" in b and ("lt" in b or "le" in b):
+        return f"in [{b['ge']}, {b['lt']})" if "lt" in b else f"in [{b['ge']}, {b['le']}]"
+    return f">= {b['ge']}" if "ge" in b else f"> {b['gt']}"

@@ -16,6 +16,11 @@ coefficient skips the term's computation):
 
 Outputs with ``aux`` (mixed fusion, pretrain stage) get the supervised terms summed over their auxiliary
 outputs; the domain term uses the main output's embedding.
+
+:func:`loss_terms` returns the same terms as tensors; with ``vmap_safe=True`` it uses formulations without
+data-dependent control flow or host synchronisation (masked means instead of boolean indexing, a tensor MMD
+bandwidth, no label-set validation), so that it runs per fold under ``torch.func.vmap``
+(:mod:`blemore_core.fused`). Those agree with the default ones to float32 rounding.
 """
 
 from __future__ import annotations
@@ -42,11 +47,13 @@ def _set_lookup(device: torch.device) -> Tensor:
     return lut.to(device)
 
 
-def structured_targets(target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def structured_targets(target: Tensor, validate: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Label-set, pair and ratio targets of salience arrays.
 
     Args:
         target: (B, 6) salience arrays (unsmoothed).
+        validate: raise on rows that are not a valid label set (a host synchronisation; ``False`` under
+            ``vmap``, where the caller validates the labels beforehand; invalid rows then get index -1).
 
     Returns:
         ``(set_idx (B,), pair_idx (B,), ratio (B,))`` int64: the LABEL_SETS index; for blends the pair index
@@ -59,7 +66,7 @@ def structured_targets(target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     present = target > 0
     code = (present.long() << torch.arange(NUM_EMOTIONS, device=target.device)).sum(dim=1)
     set_idx = _set_lookup(target.device)[code]
-    if (set_idx < 0).any():
+    if validate and (set_idx < 0).any():
         bad = torch.nonzero(set_idx < 0).squeeze(1)[:5].tolist()
         raise ValueError(f"losses.py: target rows {bad} are not valid BlEmoRe label sets "
                          f"(e.g. {target[bad[0]].tolist()})")
@@ -94,11 +101,26 @@ def margin_ranking(probs: Tensor, target: Tensor, margin: float) -> Tensor:
     return hinge[unequal].mean()
 
 
+def margin_ranking_masked(probs: Tensor, target: Tensor, margin: float) -> Tensor:
+    """:func:`margin_ranking` as a masked mean (no data-dependent branch or shape: runs under ``vmap``).
+
+    Equal to :func:`margin_ranking` to float32 rounding; 0 (with graph) when the batch has no unequal blend.
+    """
+    top2 = target.topk(2, dim=1)
+    unequal = (top2.values[:, 1] > 0) & (top2.values[:, 0] - top2.values[:, 1] > 1e-3)
+    p_dom = probs.gather(1, top2.indices[:, :1]).squeeze(1)
+    p_sub = probs.gather(1, top2.indices[:, 1:2]).squeeze(1)
+    hinge = F.relu(margin - (p_dom - p_sub))
+    w = unequal.to(hinge.dtype)
+    return (hinge * w).sum() / w.sum().clamp_min(1.0)
+
+
 def _pairwise_sq_dists(a: Tensor, b: Tensor) -> Tensor:
     return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
 
 
-def mmd(source: Tensor, target: Tensor, bandwidths: tuple[float, ...] | None = None) -> Tensor:
+def mmd(source: Tensor, target: Tensor, bandwidths: tuple[float, ...] | None = None,
+        vmap_safe: bool = False) -> Tensor:
     """Biased squared MMD with a multi-bandwidth Gaussian kernel (Gretton et al. 2012).
 
     k(x, y) = sum_s exp(-||x - y||^2 / s) over bandwidths s; MMD^2 = mean k(S, S) + mean k(T, T) - 2 mean k(S, T).
@@ -107,13 +129,20 @@ def mmd(source: Tensor, target: Tensor, bandwidths: tuple[float, ...] | None = N
 
     Args:
         source: (N, H). target: (M, H). bandwidths: explicit s values (squared-distance units).
+        vmap_safe: keep the default bandwidths as (detached) tensors instead of Python floats, so that the
+            function runs under ``torch.func.vmap`` (no host synchronisation); equal to float32 rounding.
     """
     if bandwidths is None:
         with torch.no_grad():
             pooled = torch.cat([source, target])
             d = _pairwise_sq_dists(pooled, pooled)
-            med = d[~torch.eye(len(pooled), dtype=torch.bool, device=d.device)].median() if len(pooled) > 1 else d.sum()
-            base = float(med.clamp_min(1e-6))
+            n = len(pooled)
+            if n > 1:
+                off = torch.nonzero(~torch.eye(n, dtype=torch.bool, device=d.device).flatten()).squeeze(1)
+                med = d.flatten()[off].median()
+            else:
+                med = d.sum()
+            base = med.clamp_min(1e-6) if vmap_safe else float(med.clamp_min(1e-6))
         bandwidths = tuple(base * s for s in MMD_SCALES)
 
     def k(a: Tensor, b: Tensor) -> Tensor:
@@ -142,6 +171,15 @@ def domain_loss(source_emb: Tensor, target_emb: Tensor, kind: str) -> Tensor:
     Raises:
         ValueError: for an unknown kind, mismatched widths, or fewer than 2 rows on a side for CORAL.
     """
+    return _domain_loss(source_emb, target_emb, kind, vmap_safe=False)
+
+
+def _domain_loss(source_emb: Tensor, target_emb: Tensor, kind: str, vmap_safe: bool) -> Tensor:
+    """:func:`domain_loss`; ``vmap_safe`` as in :func:`mmd`.
+
+    Raises:
+        ValueError: for an unknown kind, mismatched widths, or fewer than 2 rows on a side for CORAL.
+    """
     if kind not in DOMAIN_KINDS:
         raise ValueError(f"losses.py: loss.domain_kind must be one of {list(DOMAIN_KINDS)}, got {kind!r}")
     if source_emb.dim() != 2 or target_emb.dim() != 2 or source_emb.shape[1] != target_emb.shape[1]:
@@ -151,22 +189,39 @@ def domain_loss(source_emb: Tensor, target_emb: Tensor, kind: str) -> Tensor:
         if len(source_emb) < 2 or len(target_emb) < 2:
             raise ValueError(f"losses.py coral: needs >= 2 rows per side, got {len(source_emb)} and {len(target_emb)}")
         return coral(source_emb, target_emb)
-    return mmd(source_emb, target_emb.to(source_emb.dtype))
+    return mmd(source_emb, target_emb.to(source_emb.dtype), vmap_safe=vmap_safe)
 
 
-def _supervised(out: ModelOutput, target: Tensor, cfg: LossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+def _structured(out: ModelOutput, target: Tensor, cfg: LossConfig, vmap_safe: bool) -> dict[str, Tensor]:
+    """The ``set`` and ``ratio`` terms of the structured head (weighted by ``cfg.kl``)."""
+    eps = cfg.label_smoothing
+    set_idx, pair_idx, ratio = structured_targets(target, validate=not vmap_safe)
+    parts = {"set": cfg.kl * F.cross_entropy(out.set_logits, set_idx, label_smoothing=eps)}
+    if out.pair_ratio_logits is None:
+        parts["ratio"] = out.set_logits.sum() * 0.0
+        return parts
+    blend = pair_idx >= 0
+    if vmap_safe:  # masked mean over blend rows: no data-dependent shape
+        logits = out.pair_ratio_logits.gather(
+            1, pair_idx.clamp_min(0)[:, None, None].expand(-1, 1, out.pair_ratio_logits.shape[2])).squeeze(1)
+        ce = F.cross_entropy(logits, ratio.clamp_min(0), reduction="none")
+        w = blend.to(ce.dtype)
+        parts["ratio"] = cfg.kl * ((ce * w).sum() / w.sum().clamp_min(1.0))
+    elif blend.any():
+        rows = torch.nonzero(blend).squeeze(1)
+        parts["ratio"] = cfg.kl * F.cross_entropy(out.pair_ratio_logits[rows, pair_idx[rows]], ratio[rows])
+    else:
+        parts["ratio"] = out.set_logits.sum() * 0.0
+    return parts
+
+
+def _supervised(out: ModelOutput, target: Tensor, cfg: LossConfig,
+                vmap_safe: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     parts: dict[str, Tensor] = {}
     eps = cfg.label_smoothing
     if cfg.kl > 0:
         if out.set_logits is not None:
-            set_idx, pair_idx, ratio = structured_targets(target)
-            parts["set"] = cfg.kl * F.cross_entropy(out.set_logits, set_idx, label_smoothing=eps)
-            blend = pair_idx >= 0
-            if blend.any() and out.pair_ratio_logits is not None:
-                rows = torch.nonzero(blend).squeeze(1)
-                parts["ratio"] = cfg.kl * F.cross_entropy(out.pair_ratio_logits[rows, pair_idx[rows]], ratio[rows])
-            else:
-                parts["ratio"] = out.set_logits.sum() * 0.0
+            parts.update(_structured(out, target, cfg, vmap_safe))
         else:
             smooth = (1 - eps) * target + eps / NUM_EMOTIONS
             parts["kl"] = cfg.kl * kl_divergence(smooth, torch.log_softmax(out.logits, dim=1))
@@ -178,8 +233,47 @@ def _supervised(out: ModelOutput, target: Tensor, cfg: LossConfig) -> tuple[Tens
             bce = F.binary_cross_entropy(out.probs.clamp(_PROB_EPS, 1 - _PROB_EPS), presence)
         parts["bce"] = cfg.bce * bce
     if cfg.rank > 0:
-        parts["rank"] = cfg.rank * margin_ranking(out.probs, target, cfg.margin)
+        rank = margin_ranking_masked if vmap_safe else margin_ranking
+        parts["rank"] = cfg.rank * rank(out.probs, target, cfg.margin)
     total = sum(parts.values()) if parts else out.probs.sum() * 0.0
+    return total, parts
+
+
+def loss_terms(out: ModelOutput, target: Tensor, cfg: LossConfig, target_embedding: Tensor | None = None, *,
+               vmap_safe: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total training loss of one batch and its weighted terms, as tensors (see :func:`compute_loss`).
+
+    Args:
+        out, target, cfg, target_embedding: as in :func:`compute_loss` (no target labels are accepted).
+        vmap_safe: use the formulations that run under ``torch.func.vmap`` (module docstring); label sets of a
+            structured head are then not validated here (the caller validates them once).
+
+    Returns:
+        ``(total, parts)``: scalar Tensor with graph, and ``{term: scalar Tensor}`` of each weighted term
+        (``kl`` or ``set``/``ratio``, ``bce``, ``rank``, ``domain``; no ``total`` entry).
+
+    Raises:
+        ValueError: as :func:`compute_loss`.
+    """
+    if target.dim() != 2 or target.shape != out.probs.shape:
+        raise ValueError(f"losses.py compute_loss: target must be (B, 6) like out.probs {tuple(out.probs.shape)}, "
+                         f"got {tuple(target.shape)}")
+    target = target.to(out.probs.dtype)
+    if out.aux:
+        total, parts = 0.0, {}
+        for o in out.aux:
+            t, p = _supervised(o, target, cfg, vmap_safe)
+            total = total + t
+            for k, v in p.items():
+                parts[k] = parts.get(k, 0.0) + v
+    else:
+        total, parts = _supervised(out, target, cfg, vmap_safe)
+    if cfg.domain > 0:
+        if target_embedding is None:
+            raise ValueError(f"losses.py compute_loss: loss.domain={cfg.domain} > 0 needs target_embedding "
+                             "(embeddings of unlabeled target inputs)")
+        parts["domain"] = cfg.domain * _domain_loss(out.embedding, target_embedding, cfg.domain_kind, vmap_safe)
+        total = total + parts["domain"]
     return total, parts
 
 
@@ -196,31 +290,14 @@ def compute_loss(out: ModelOutput, target: Tensor, cfg: LossConfig,
 
     Returns:
         ``(total, parts)``: scalar Tensor with graph, and a dict of floats of each weighted term (``kl`` or
-        ``set``/``ratio``, ``bce``, ``rank``, ``domain``) plus ``total``.
+        ``set``/``ratio``, ``bce``, ``rank``, ``domain``) plus ``total`` (:func:`loss_terms` with the values as
+        floats).
 
     Raises:
         ValueError: for a target of the wrong shape, invalid label sets (structured head), or ``cfg.domain > 0``
             without ``target_embedding``.
     """
-    if target.dim() != 2 or target.shape != out.probs.shape:
-        raise ValueError(f"losses.py compute_loss: target must be (B, 6) like out.probs {tuple(out.probs.shape)}, "
-                         f"got {tuple(target.shape)}")
-    target = target.to(out.probs.dtype)
-    if out.aux:
-        total, parts = 0.0, {}
-        for o in out.aux:
-            t, p = _supervised(o, target, cfg)
-            total = total + t
-            for k, v in p.items():
-                parts[k] = parts.get(k, 0.0) + v
-    else:
-        total, parts = _supervised(out, target, cfg)
-    if cfg.domain > 0:
-        if target_embedding is None:
-            raise ValueError(f"losses.py compute_loss: loss.domain={cfg.domain} > 0 needs target_embedding "
-                             "(embeddings of unlabeled target inputs)")
-        parts["domain"] = cfg.domain * domain_loss(out.embedding, target_embedding, cfg.domain_kind)
-        total = total + parts["domain"]
+    total, parts = loss_terms(out, target, cfg, target_embedding)
     floats = {k: float(v.detach()) for k, v in parts.items()}
     floats["total"] = float(total.detach())
     return total, floats

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from blemore_core.io import MAX_TABLE_BYTES, BoundedInputError, loads_json, read_capped
 from blemore_core.labels import (
     EMOTION_INDEX,
     EMOTIONS,
@@ -136,38 +137,68 @@ def write_submission(
     return path
 
 
+def _zip_member(path: Path, zf: zipfile.ZipFile) -> tuple[bytes, str]:
+    """The one JSON member of a submission zip, read up to :data:`blemore_core.io.MAX_TABLE_BYTES` (a zip bomb
+    stops there)."""
+    members = [m for m in zf.namelist() if m.lower().endswith(".json") and not m.startswith("__MACOSX")]
+    if len(members) != 1:
+        raise SubmissionError(f"{path}: a submission zip must hold exactly one .json file, found {members}")
+    where = f"{path}!{members[0]}"
+    if zf.getinfo(members[0]).file_size > MAX_TABLE_BYTES:
+        raise SubmissionError(f"{where}: larger than the {MAX_TABLE_BYTES // 2**20} MiB cap; refused")
+    with zf.open(members[0]) as fh:
+        raw = fh.read(MAX_TABLE_BYTES + 1)
+    if len(raw) > MAX_TABLE_BYTES:
+        raise SubmissionError(f"{where}: larger than the {MAX_TABLE_BYTES // 2**20} MiB cap; refused")
+    return raw, where
+
+
 def _load_json(path: Path) -> Any:
     if path.is_dir():
         raise SubmissionError(f"{path}: is a directory; expected a submission .zip or .json file")
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-        if magic[:2] == b"PK" and not zipfile.is_zipfile(path):
+        raw = read_capped(path, MAX_TABLE_BYTES, "prediction file")
+        if raw[:2] == b"PK" and not zipfile.is_zipfile(io.BytesIO(raw)):
             raise SubmissionError(f"{path}: truncated or corrupt zip (no zip directory found); re-create the file")
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                members = [m for m in zf.namelist() if m.lower().endswith(".json") and not m.startswith("__MACOSX")]
-                if len(members) != 1:
-                    raise SubmissionError(f"{path}: a submission zip must hold exactly one .json file, found {members}")
-                raw = zf.read(members[0])
-                where = f"{path}!{members[0]}"
+        if zipfile.is_zipfile(io.BytesIO(raw)):
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+                raw, where = _zip_member(path, zf)
         else:
-            raw = path.read_bytes()
             where = str(path)
     except FileNotFoundError:
         raise SubmissionError(f"{path}: no such file") from None
+    except BoundedInputError as e:
+        raise SubmissionError(str(e)) from None
     except (zipfile.BadZipFile, EOFError, OSError) as e:  # CRC error, truncated member, unreadable
         raise SubmissionError(f"{path}: truncated or corrupt zip ({type(e).__name__}: {e})") from None
     try:
-        return json.loads(raw.decode("utf-8")), where
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SubmissionError(f"{where}: not valid JSON ({e})") from None
+        return loads_json(raw, where), where
+    except BoundedInputError as e:
+        raise SubmissionError(str(e)) from None
 
 
 def _is_usual(v: np.ndarray) -> bool:
     nz = v[v > 0]
     pct = {int(x) for x in np.round(np.round(100.0 * nz, 4))}
     return (len(nz) == 1 and pct == {100}) or (len(nz) == 2 and pct in ({50}, {70, 30}))
+
+
+#: tolerance (percent) on a clip's salience sum: the file's values are rounded to one decimal
+SUM_TOLERANCE_PCT = 0.1
+
+
+def _check_percents(where: str, key: str, items: Sequence[dict], v: np.ndarray) -> None:
+    """Saliences are percents: each in (0, 100] (a fraction of the clip: [0, 1] once divided by 100), and a
+    clip's saliences sum to at most 100."""
+    for it in items:
+        s = float(it["salience"])
+        if not 0.0 < s <= 100.0:
+            raise SubmissionError(f"{where}: clip {key!r}, field 'salience' of {it['emotion']!r}: must be a percent "
+                                  f"in (0, 100] (the file's saliences are percents), got {it['salience']!r}")
+    total = 100.0 * float(v.sum())
+    if total > 100.0 + SUM_TOLERANCE_PCT:
+        raise SubmissionError(f"{where}: clip {key!r}, field 'salience': the saliences sum to {total:g} percent, "
+                              "more than 100")
 
 
 def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -178,9 +209,10 @@ def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         SubmissionError: naming the file (and the clip), for: a missing file, a zip without exactly one JSON, invalid
-            JSON, no top-level object with key ``"predictions"`` mapping names to lists, an unknown emotion code, a
-            non-numeric, negative or zero salience, the same emotion twice, more than two emotions, or the same clip
-            twice (names are compared without extension).
+            JSON (also larger than :data:`blemore_core.io.MAX_TABLE_BYTES` or nested too deep), no top-level object
+            with key ``"predictions"`` mapping names to lists, an unknown emotion code, a non-numeric salience or
+            one outside (0, 100] percent, saliences summing to more than 100, the same emotion twice, more than two
+            emotions, or the same clip twice (names are compared without extension).
 
     Warns:
         UserWarning (``warnings.warn``) for well-formed but unusual predictions (a pair other than 50/50 or
@@ -209,6 +241,7 @@ def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
             v[EMOTION_INDEX[it["emotion"]]] = float(it["salience"]) / 100.0
         if (v32 > 0).sum() != len(items):
             raise SubmissionError(f"{where}: clip {key!r}: a listed emotion has salience 0 ({items!r})")
+        _check_percents(where, key, items, v)
         if not _is_usual(v):
             unusual.append(key)
         out[name] = v
@@ -264,10 +297,12 @@ def read_label_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
     import pandas as pd
 
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype={"filename": str})
+    try:  # read up to the size cap: an endless or huge file is refused, not read into memory
+        df = pd.read_csv(io.BytesIO(read_capped(path, MAX_TABLE_BYTES, "label table")), dtype={"filename": str})
     except FileNotFoundError:
         raise SubmissionError(f"{path}: no such file") from None
+    except BoundedInputError as e:
+        raise SubmissionError(str(e)) from None
     except Exception as e:  # pandas parser errors
         raise SubmissionError(f"{path}: cannot read as CSV ({e})") from None
     if "filename" not in df.columns:

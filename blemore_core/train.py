@@ -9,10 +9,12 @@ probabilities, thresholds refit every epoch), which chooses each fold's epoch an
 (``val``, ``crossfit``; ``train`` at the end) and decides the stop: patience on the fold-mean headline Score.
 Each fold keeps CPU copies of the weights of its currently chosen epochs only.
 
-The search's fold worker (``search/trainable.py``) runs the same steps with one fold per process, so
-``cross_validate`` and a search trial give the same numbers for the same config, seed, device and torch thread
-count. Reproducibility: all randomness flows from per-fold seeds (``seed * 1009 + fold`` for torch's generator,
-whose state each fold keeps privately, and ``seed * 7919 + fold`` for batches).
+The epoch loop is :func:`run_lockstep`, the one loop of the project: ``cross_validate`` runs it in one process
+(:class:`LocalExchange`), a search trial runs it in its Ray Train worker(s) (``search/trainable.py``: all folds in
+one worker, or one worker per fold joined by a Ray actor), so ``cross_validate`` and a search trial give the same
+numbers for the same config, seed, device, torch thread count and fold execution (:func:`fold_group`: fused or
+sequential). Reproducibility: all randomness flows from per-fold seeds (:func:`fold_seeds`: one seed for torch's
+generator, whose state each fold keeps privately, and one for its batches).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# GPU packing check (run on a CUDA machine): the same small search with each fold worker reserving SHARE of a GPU,
-# for each SHARE given; records trials per hour and the GPU memory of every fold worker process (nvidia-smi, sampled
+# GPU packing check (run on a CUDA machine): the same small search with each Ray Train worker reserving SHARE of a
+# GPU, for each SHARE given; records trials per hour and the GPU memory of every worker process (nvidia-smi, sampled
 # every second) into OUT/gpu_packing.json.
 # Usage: cluster/gpu_packing_check.sh OUT [SHARE...]        (default shares: 0.2 0.1)
 #   env: SPACE (default spaces/rank_aware.yaml), DATA (a release; default: a `full`-profile synthetic release
-#   generated under OUT), NUM_SAMPLES (8), MAX_CONCURRENT (default: what the plan allows), CPUS_PER_FOLD (1).
+#   generated under OUT), NUM_SAMPLES (8), MAX_CONCURRENT (default: what the plan allows), CPUS_PER_WORKER (1),
+#   FOLD_LAYOUT (packed: SHARE is per trial; workers: set UNIT=fold too, SHARE is per fold worker).
 set -euo pipefail
 OUT="$(realpath -m "${1:?usage: gpu_packing_check.sh OUT [SHARE...]}")"; shift
 SHARES=("$@"); [ ${#SHARES[@]} -gt 0 ] || SHARES=(0.2 0.1)
@@ -27,7 +28,8 @@ for share in "${SHARES[@]}"; do
   t0=$(date +%s.%N)
   set +e
   python3 -m search.cli search "$SPACE" --data "$DATA" --name "$name" --storage "$OUT/$name/ray_results" \
-      --tracking-uri "sqlite:///$OUT/$name/mlflow.db" --gpus-per-fold "$share" --cpus-per-fold "${CPUS_PER_FOLD:-1}" \
+      --tracking-uri "sqlite:///$OUT/$name/mlflow.db" --fold-layout "${FOLD_LAYOUT:-packed}" \
+      --gpus-per-${UNIT:-trial} "$share" --cpus-per-${UNIT:-trial} "${CPUS_PER_WORKER:-1}" \
       --num-samples "${NUM_SAMPLES:-8}" ${MAX_CONCURRENT:+--max-concurrent "$MAX_CONCURRENT"} --scheduler none \
       --quiet > "$OUT/$name/search.log" 2>&1
   rc=$?

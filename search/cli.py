@@ -13,6 +13,10 @@ One error contract for every command (handled here, so that no command can diffe
 * runtime failure (anything else): exit code 1, the cause in one line and the path of a log file holding the full
   traceback. Tracebacks go to the terminal only with ``-v``.
 * Ctrl-C: exit code 130.
+* disk full while writing ``--out``: exit code 1, ``... error: <path>: no space left on device``.
+
+Everything a command prints goes through :func:`search.safety.mask_uri` (credentials in URIs masked), and its
+temporary files live in one folder removed when it ends (:func:`search.safety.command_tempdir`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import datetime
 import importlib
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -34,6 +39,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "search.commands.train",
     "search.commands.evaluate",
     "search.commands.search",
+    "search.commands.spaces",
     "search.commands.report",
     "search.commands.export",
     "search.commands.retrain",
@@ -58,11 +64,39 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that are bad input by nature (imported lazily: the CLI must start fast)."""
     types: list[type[BaseException]] = [InputError]
     for mod, name in (("blemore_core.config", "ConfigError"), ("search.space", "SpaceError"),
-                      ("blemore_core.submission", "SubmissionError"), ("search.preflight", "PreflightError")):
+                      ("blemore_core.submission", "SubmissionError"), ("search.preflight", "PreflightError"),
+                      ("blemore_core.io", "BoundedInputError"), ("blemore_core.artifacts", "ArtifactError"),
+                      ("search.trials", "TrialsError")):
         m = sys.modules.get(mod)  # only a module a handler already imported can have raised it
         if m is not None and hasattr(m, name):
             types.append(getattr(m, name))
     return tuple(types)
+
+
+_YAML_ERROR = re.compile(r"^(?P<indent>\s*)(?P<file>[^\s:]+\.ya?ml)(?: \((?P<sub>[\w.\[\]]+)\))?: (?P<rest>.*)$")
+_ERROR_KEY = re.compile(r"^(?:(?P<lead>[\w.\[\]]+): )?(?:unknown key '(?P<unknown>[\w.]+)'|)")
+
+
+def with_yaml_lines(message: str) -> str:
+    """Config and space errors (``<file>.yaml: <key>: <problem>``, ``<file>.yaml: unknown key '<key>'``, a member's
+    ``<file>.yaml (ensemble.members[0].config): ...``) with the YAML line of the key inserted after the file:
+    ``<file>.yaml: line 7: train.lr: expected a number, got 'abc'`` (README: "file, line, field and value"). Lines
+    that already give one, or whose key is not found, are left as they are."""
+    from blemore_core.io import key_line
+
+    out = []
+    for ln in str(message).split("\n"):
+        m = _YAML_ERROR.match(ln)
+        if m and not re.match(r"line \d+", m["rest"]) and "(line " not in m["rest"]:
+            k = _ERROR_KEY.match(m["rest"])
+            key = ".".join(p for p in (m["sub"], k["lead"] if k else None, k["unknown"] if k else None) if p)
+            key = re.sub(r"\[(\d+)\]", r".\1", key)
+            line = key_line(m["file"], key) if key and Path(m["file"]).is_file() else None
+            if line:
+                sub = f" ({m['sub']})" if m["sub"] else ""
+                ln = f"{m['indent']}{m['file']}{sub}: line {line}: {m['rest']}"
+        out.append(ln)
+    return "\n".join(out)
 
 
 def one_line(message: str) -> str:
@@ -79,14 +113,16 @@ def log_dir() -> Path:
     return Path(os.environ.get("BLEMORE_LOG_DIR") or Path(tempfile.gettempdir()) / "blemore-logs")
 
 
-def _write_log(command: str, argv: list[str], exc: BaseException) -> Path | None:
+def _write_log(command: str, argv: list[str], exc: BaseException, d: Path | None = None) -> Path | None:
+    from search.safety import mask_uri
+
     try:
-        d = log_dir()
+        d = d or log_dir()
         d.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = d / f"blemore-{command}-{stamp}-{os.getpid()}.log"
-        path.write_text("blemore " + " ".join(argv) + "\n\n" + "".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        path.write_text(mask_uri("blemore " + " ".join(argv) + "\n\n" + "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))))
         return path
     except OSError:
         return None
@@ -127,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_INPUT
+    from search.safety import command_tempdir, masked_console
+
+    logs = log_dir()  # before the command's own temporary folder becomes tempfile's default
+    with masked_console(), command_tempdir(args.command):
+        return _run(args, argv, logs)
+
+
+def _run(args: argparse.Namespace, argv: list[str], logs: Path) -> int:
+    """Run the handler under the error contract (module docstring); messages go out through the masking console."""
+    from search.safety import disk_full_message
+
     prog = f"blemore {args.command}"
     try:
         return int(args.func(args) or 0)
@@ -135,11 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as e:
         if isinstance(e, _input_error_types()):
-            print(f"{prog}: error: {one_line(str(e))}", file=sys.stderr)
+            text = e.with_lines() if hasattr(e, "with_lines") else str(e)  # structured lines (config, space)
+            print(f"{prog}: error: {one_line(with_yaml_lines(text))}", file=sys.stderr)
             if getattr(args, "traceback", False):
                 traceback.print_exc()
             return EXIT_INPUT
-        log = _write_log(args.command, argv, e)
+        full = disk_full_message(e, getattr(args, "out", None))
+        if full:
+            print(f"{prog}: error: {full}", file=sys.stderr)
+            return EXIT_RUNTIME
+        log = _write_log(args.command, argv, e, logs)
         first = " ".join(str(e).split()) or "(no message)"
         print(f"{prog}: failed: {type(e).__name__}: {first[:500]}"
               + (f" (full log: {log}" if log else " (")

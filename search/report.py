@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from blemore_core.names import OBJECTIVES
+
 REPORT_ROLE = "search_report"
 
 
@@ -338,13 +340,13 @@ def search_report(experiment: str, tracking_uri: str | None = None, out_dir: str
     """
     import pandas as pd
 
-    from search.trials import TrialsError, client_for, finished
+    from search.trials import TrialsError, client_for, finished, search_objectives
     from search.trials import trials as all_trials
 
     client, uri = client_for(tracking_uri)
     every = all_trials(client, experiment, uri)
     space = _space_of(every)
-    objectives = tuple(space.metrics) if space is not None else ("score",)
+    objectives = tuple(space.metrics) if space is not None else search_objectives(client, experiment, uri)
     pool = [t for t in finished(every) if all(math.isfinite(t.metrics.get(m, math.nan)) for m in objectives)]
     if len(pool) < 2:  # too few completed trials: also use those stopped early (their last recorded numbers)
         pool = [t for t in every if t.status in ("completed", "stopped")
@@ -373,12 +375,23 @@ def search_report(experiment: str, tracking_uri: str | None = None, out_dir: str
     keys = list(study_params(pool, space)[0])
     ordered = sorted(pool, key=lambda t: -t.metrics[objectives[0]])
     top = [{"trial": t.name, "run_id": t.run_id, "status": t.status,
-            **{m: t.metrics.get(m) for m in ("score", "acc_presence", "acc_salience")},
+            **{m: t.metrics.get(m) for m in OBJECTIVES},
             **{k: t.params.get(k) for k in keys}} for t in ordered[:top_k]]
     df = pd.DataFrame(top)
     df.to_csv(out / "top_trials.csv", index=False)
     (out / "top_trials.md").write_text(df.to_markdown(index=False) if _has_tabulate() else df.to_string(index=False))
     files += [out / "top_trials.csv", out / "top_trials.md"]
+
+    run_id = _log_report_run(client, uri, experiment, out, named, pool, objectives, analyse_best)
+    return SearchReport(experiment, run_id, objectives, named, len(pool), top, files)
+
+
+def _log_report_run(client: Any, uri: str, experiment: str, out: Path, named: dict, pool: list,
+                    objectives: tuple[str, ...], analyse_best: bool) -> str:
+    """Log the report (importances, ``n_trials``, ``best/<objective>``, the files of ``out``, with
+    ``analyse_best`` the best finished trial's analyses) to the search-level run (tag ``role=search_report``,
+    reopened if it exists); the run ends FINISHED, or FAILED on an error. Returns its id."""
+    from search.trials import TrialsError
 
     exp_id = client.get_experiment_by_name(experiment).experiment_id
     found = client.search_runs([exp_id], filter_string=f"tags.role = '{REPORT_ROLE}'", max_results=1)
@@ -401,8 +414,7 @@ def search_report(experiment: str, tracking_uri: str | None = None, out_dir: str
         client.log_artifacts(run_id, str(out))
         if analyse_best:
             try:
-                from search.commands.export import trial_document
-                from search.trials import ranked
+                from search.trials import ranked, trial_document
 
                 best = ranked(client, experiment, uri, objectives[0])[0]
                 doc, oof = trial_document(client, uri, experiment, best)
@@ -414,7 +426,7 @@ def search_report(experiment: str, tracking_uri: str | None = None, out_dir: str
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
-    return SearchReport(experiment, run_id, objectives, named, len(pool), top, files)
+    return run_id
 
 
 def _has_tabulate() -> bool:
@@ -423,6 +435,26 @@ def _has_tabulate() -> bool:
     except ImportError:
         return False
     return True
+
+
+def print_report(rep: SearchReport) -> None:
+    """The importances as a rich table (one column per objective) and the search-level run id."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=110)
+    t = Table(title=f"what mattered in {rep.experiment!r} (fANOVA importance, {rep.n_trials} trials)")
+    t.add_column("parameter")
+    for o in rep.objectives:
+        t.add_column(o, justify="right")
+    first = rep.importances.get(rep.objectives[0], {})
+    keys = list(first) + [k for o in rep.objectives for k in rep.importances.get(o, {}) if k not in first]
+    for k in dict.fromkeys(keys):
+        t.add_row(k, *(f"{rep.importances.get(o, {}).get(k, float('nan')):.3f}" for o in rep.objectives))
+    console.print(t)
+    if not first:
+        console.print("(importances need at least two trials with the objective recorded)")
+    console.print(f"search-level MLflow run {rep.run_id}")
 
 
 def report_after_search(experiment: str, tracking_uri: str, verbose: int = 1) -> SearchReport | None:
@@ -436,7 +468,5 @@ def report_after_search(experiment: str, tracking_uri: str, verbose: int = 1) ->
         print(f"warning: search-level report not written: {e}", file=sys.stderr)
         return None
     if verbose:
-        from search.commands.report import print_report
-
         print_report(rep)
     return rep

@@ -1,10 +1,10 @@
 """Running and resuming a search: Ray Tune + OptunaSearch (seeded TPE / multi-objective TPE) + ASHA, trials from
-:mod:`search.trainable`, records from :mod:`search.tracking` (DESIGN.md section 6).
+:mod:`search.trainable`, records from :mod:`search.records` (DESIGN.md section 6).
 
 Order of events in :func:`run_search`: validate the space and options (no Ray yet) -> preflight
 (:mod:`search.preflight`: paths made absolute, the tracking store and the Ray address answer within seconds;
 nothing is written before it passes) -> create the tracking store atomically and take the search-name lock
-(:mod:`search.mlflow_store`) -> resolve the release (the embedded demo release when none is named) -> build the
+(:mod:`search.records.store`) -> resolve the release (the embedded demo release when none is named) -> build the
 feature cache once in the driver -> start Ray bound to 127.0.0.1 (token authentication on) or join the given
 cluster -> write the search manifest (``<storage>/<name>/blemore_search.json``, what :func:`resume_search`
 needs) -> ``Tuner.fit()`` -> end the MLflow runs of this search still RUNNING (also on Ctrl-C or a crash) ->
@@ -13,18 +13,18 @@ release the name lock -> summary of the best trials.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from blemore_core.names import DEFAULT_OBJECTIVE, OBJECTIVES
+from search.defaults import DEFAULT_STORAGE
 from search.resources import TRIAL_ACTOR_CPUS, Plan, check_device_options, plan_resources
+from search.safety import resume_command
 from search.space import SearchSpace, SpaceError, encoder_set, load_space
 from search.storage import MANIFEST, Storage, read_manifest, resolve_storage, write_manifest
 
@@ -90,6 +90,8 @@ class SearchOutcome:
         interrupted: Tune stopped before the budget was spent (Ctrl-C).
         leaked_cpus: logical CPUs still held 20 s after Tune returned (0 when every trial's Ray Train run, including
             those of trials stopped early by ASHA, released its fold workers).
+        ui_link: the MLflow UI link to the search's trials, best first.
+        objectives: the space's objectives (what the summary ranks by).
     """
 
     name: str
@@ -100,6 +102,7 @@ class SearchOutcome:
     interrupted: bool = False
     leaked_cpus: float = 0.0
     ui_link: str = ""
+    objectives: tuple[str, ...] = (DEFAULT_OBJECTIVE,)
 
 
 class _DefineByRun:
@@ -141,8 +144,7 @@ def check_options(opts: SearchOptions) -> None:
         errs.append(f"--max-failures: must be >= 0, got {opts.max_failures}")
     if any(not isinstance(n, str) or not n for n in opts.warm_start or ()):  # issue 20 (i20)
         errs.append(f"--warm-start: must name an earlier search, got {list(opts.warm_start)!r}")
-    if opts.name is not None and (not opts.name or "/" in opts.name or opts.name.startswith(".")):
-        errs.append(f"--name: must be a plain directory name, got {opts.name!r}")
+    # --name: checked with the space's name by search.safety.resolve_search_name (one rule, one place)
     if errs:
         from search.errors import InputError
 
@@ -180,26 +182,19 @@ def worker_resources(space: SearchSpace, opts: SearchOptions) -> tuple[float | N
 
 
 def _storage(opts: SearchOptions) -> str:
-    s = opts.storage or "ray_results"
+    s = opts.storage or DEFAULT_STORAGE
     return s if "://" in s else str(Path(s).expanduser().resolve())
-
-
-#: environment of a local Ray: every Ray process binds to loopback (Ray's switch for single-machine clusters:
-#: with it the node address is 127.0.0.1 and the GCS, raylet, workers and the driver listen on it only). Token
-#: authentication: Ray >= 2.52 turns it on for a new local ``ray.init`` unless ``RAY_AUTH_MODE`` says otherwise
-#: (it creates the token in ~/.ray/auth_token); setting the variable here, after ray's import, would desynchronise
-#: the driver and the GCS, so it is left to Ray.
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def _init_ray(opts: SearchOptions) -> bool:
     """Start (or join) Ray with the search's Train environment; returns True when this call started it.
 
-    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`LOCAL_RAY_ENV`), with Ray's
-    token authentication."""
+    A local Ray (no ``--address``) is a new private instance bound to 127.0.0.1 (:data:`search.compat.LOCAL_RAY_ENV`,
+    :func:`search.compat.bind_local_ray_to_loopback`), with Ray's token authentication."""
     import ray
 
-    from search.trainable import RAY_TRAIN_ENV, set_process_env
+    from search.compat import RAY_TRAIN_ENV, bind_local_ray_to_loopback
+    from search.trainable import set_process_env
 
     set_process_env()
     if ray.is_initialized():
@@ -210,12 +205,7 @@ def _init_ray(opts: SearchOptions) -> bool:
         ray.init(address=opts.address, runtime_env={"env_vars": {**RAY_TRAIN_ENV, **forwarded_env()}},
                  log_to_driver=opts.verbose > 1)
     else:
-        from ray._private import ray_constants
-
-        for k, v in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(k, v)
-        # ray_constants read the switch when ray was imported (before this function could set it)
-        ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] not in ("0", "false")
+        bind_local_ray_to_loopback()
         # address="local": always a new private Ray, never a cluster someone started with `ray start` here
         # the dashboard (loopback only) serves Ray's State API, which Ray Train's PlacementGroupCleaner needs to
         # release the fold workers' placement group of a trial that Tune stopped (ASHA, time budget, Ctrl-C)
@@ -282,12 +272,21 @@ def make_sampler(seed: int, num_samples: int) -> Any:
 
 
 def _tracker(space: SearchSpace, name: str, storage: Storage, tracking_uri: str) -> Any:
-    """The search's MLflow callback (:class:`search.tracking.MLflowTracker`)."""
-    from search.tracking import MLflowTracker
+    """The search's MLflow callback (:class:`search.records.callback.MLflowTracker`)."""
+    from search.records.callback import MLflowTracker
 
     return MLflowTracker(tracking_uri, name, base=space.base.to_dict(),
                          search_tags={"search": name, "space": str(space.path)}, storage=storage.uri,
-                         searched=[p.key for p in space.params], metric=space.metrics[0])
+                         searched=[p.key for p in space.params], metric=space.metrics[0],
+                         objectives=list(space.metrics))
+
+
+def scheduler_metric(space: SearchSpace) -> str:
+    """The one number ASHA stops trials on: the space's objective; for a Pareto search (two objectives, ASHA
+    takes one scalar) its FIRST objective as the space lists it after loading (``acc_presence``), never ``score``,
+    which a Pareto search does not optimise. With ``scheduler: asha`` a Pareto search is stopped by
+    :class:`search.pareto.ParetoASHAScheduler` instead (issue 20); this is the number the scalar ASHA ranks on."""
+    return space.metrics[0]
 
 
 def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage | str, data_dir: str,
@@ -319,7 +318,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
         scheduler = ParetoASHAScheduler(metrics, max_t=space.max_epochs + 2, grace_period=space.grace_period,
                                         reduction_factor=space.reduction_factor)
     elif sched_name == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=scheduler_metric(space), mode="max",
                                   max_t=space.max_epochs + 2, grace_period=space.grace_period,
                                   reduction_factor=space.reduction_factor)
     else:
@@ -402,6 +401,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     """
     from search.errors import InputError
     from search.preflight import PreflightContext, run_preflight
+    from search.safety import name_taken_message, resolve_search_name
     from search.storage import check_writable
 
     check_options(opts)
@@ -414,7 +414,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
         worker_resources(space, opts)
     except ValueError as e:
         raise InputError(str(e)) from None
-    name = opts.name or space.name
+    name = resolve_search_name(opts.name, space)  # one path component, checked before anything is written
     ctx = run_preflight(PreflightContext(
         name=name, storage=_storage(opts), tracking_uri=opts.tracking_uri or _default_uri(), address=opts.address,
         data_dir=str(space.data_dir) if space.data_dir is not None else None, space_path=str(space.path)))
@@ -424,8 +424,7 @@ def _checked_inputs(space_path: str | Path | SearchSpace, opts: SearchOptions,
     except ValueError as e:
         raise InputError(str(e)) from None
     if not resume and read_manifest(st, name) is not None:
-        raise InputError(f"--name: a search named {name!r} exists in {st}; run `blemore resume {name}"
-                         f"{'' if opts.storage is None else f' --storage {opts.storage}'}` or choose another --name")
+        raise InputError(name_taken_message(name, st, opts.storage, ctx.tracking_uri))  # no resume while running
     return space, name, ctx, st
 
 
@@ -443,6 +442,27 @@ def _restored(tuner: Any, trainable: Any, path: str, resume: bool) -> Any:
     return tuner
 
 
+def _checked_plan(ctx: Any, space: SearchSpace, opts: SearchOptions, st: Storage, data_dir: str,
+                  n_folds: int) -> Plan:
+    """With Ray up: the preflight's Ray checks, every node able to run the trials (it reads the release, shares a
+    filesystem storage path and has its feature cache built), then the resource plan.
+
+    Raises:
+        InputError: a check failed (one line naming the node, path or resource).
+    """
+    from search.errors import InputError
+    from search.preflight import RAY_CHECKS, run_preflight
+    from search.resources import check_nodes
+
+    run_preflight(ctx, RAY_CHECKS)
+    try:
+        check_nodes(data_dir, st, encoder_sets=encoder_sets(space))
+        return _plan_resources(space, opts, n_folds, opts.max_concurrent or space.max_concurrent,
+                               local=opts.address is None)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
 def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = SearchOptions(),
                resume: bool = False) -> SearchOutcome:
     """Run (or with ``resume=True``, continue) a search; see the module docstring for the order of events.
@@ -456,8 +476,7 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         TrackingServerDown: the MLflow server stopped answering mid-search (the message says how to resume).
     """
     from search.errors import InputError
-    from search.mlflow_store import NameLock
-    from search.preflight import run_preflight
+    from search.records.store import NameLock
 
     space, name, ctx, st = _checked_inputs(space_path, opts, resume)
     storage, tracking_uri = ctx.storage, ctx.tracking_uri
@@ -476,22 +495,13 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         except (ValueError, OSError) as e:
             raise InputError(" ".join(str(e).split())) from None
         started = _init_ray(opts)
-        from search.preflight import RAY_CHECKS
-        from search.resources import check_nodes
-        from search.tracking import runs_link
-
-        run_preflight(ctx, RAY_CHECKS)
-        try:
-            # every node reads the release, shares a filesystem storage path and has its feature cache built
-            check_nodes(data_dir, st, encoder_sets=encoder_sets(space))
-            plan = _plan_resources(space, opts, n_folds, opts.max_concurrent or space.max_concurrent,
-                                   local=opts.address is None)
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        plan = _checked_plan(ctx, space, opts, st, data_dir, n_folds)
         cpus, max_conc = plan.cpus_per_worker, plan.trials_at_once
         tuner = _restored(*_build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri),
                           exp_path, resume)
         tracker.describe_experiment(_description(space, opts, name, st, data_dir, plan))
+        from search.records.naming import runs_link
+
         link = runs_link(tracking_uri, exp_id, space.metrics[0])
         if opts.verbose:
             print(f"search {name!r}: space {space.path}, data {data_dir}, storage {exp_path}; MLflow {tracking_uri}")
@@ -512,7 +522,7 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
                   file=sys.stderr)
         return SearchOutcome(name, exp_path, tracking_uri, results, summary,
                              interrupted=_interrupted(results, opts.num_samples or space.num_samples, elapsed, space),
-                             leaked_cpus=leaked, ui_link=link)
+                             leaked_cpus=leaked, ui_link=link, objectives=tuple(space.metrics))
     finally:
         try:
             tracker.close()
@@ -554,55 +564,17 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
     Raises:
         TrackingServerDown: the MLflow server stopped answering; the message says how to resume.
     """
-    from search.tracking import TrackingServerDown
+    from search.compat import one_line_superseded_uploads
+    from search.records.writer import TrackingServerDown
 
     try:
-        with _one_line_superseded_uploads():
+        with one_line_superseded_uploads():
             return tuner.fit()
     except TrackingServerDown as e:
-        where = "" if opts.storage is None else f" --storage {opts.storage}"
         head, _, cause = str(e).partition(" (cause: ")
         raise TrackingServerDown(
-            f"{head}; start it again, then run `blemore resume {name}{where}` (unfinished trials run again, trials "
-            f"that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
-
-
-# Ray Tune's atomic save (ray/tune/search/searcher.py, ray/tune/utils/util.py): ".<uuid4>-tmp-<name>", then rename
-_TUNE_TMP_FILE = re.compile(r"/\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-tmp-[^/'\"]+")
-TUNE_STATE_LOGGER = "ray.tune.execution.experiment_state"
-
-
-class SupersededUploadFilter(logging.Filter):
-    """Turns Ray Tune's traceback for a superseded experiment-state upload into one warning line.
-
-    Ray Tune 2.60 (``ray/tune/execution/experiment_state.py``, ``sync_up_experiment_state``) writes the searcher state
-    (a ``.<uuid>-tmp-...`` file, then a rename) *before* it waits for the previous background upload of the same
-    folder. That upload can list the temporary file and then not find it; Tune logs the ``FileNotFoundError`` with a
-    full traceback (seen on Ctrl-C), although the upload it launches right after carries the state, and the search
-    resumes from it. Only that case is rewritten: any other failed upload keeps its traceback and level.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if (isinstance(exc, FileNotFoundError) and str(record.msg).startswith("Saving experiment state")
-                and (m := _TUNE_TMP_FILE.search(str(exc)))):
-            record.msg = ("Ray Tune: an experiment-state upload overlapped the next state write (its temporary file "
-                          "%s was renamed meanwhile); the upload launched next carries the state")
-            record.args = (m.group(0).rsplit("/", 1)[-1],)
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-@contextlib.contextmanager
-def _one_line_superseded_uploads():
-    """:class:`SupersededUploadFilter` on Tune's experiment-state logger while the block runs."""
-    log, flt = logging.getLogger(TUNE_STATE_LOGGER), SupersededUploadFilter()
-    log.addFilter(flt)
-    try:
-        yield
-    finally:
-        log.removeFilter(flt)
+            f"{head}; start it again, then run `{resume_command(name, opts.storage)}` (unfinished trials run again, "
+            f"trials that ended meanwhile are recorded once; Tune's state: {exp_path}) (cause: {cause}") from None
 
 
 def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,
@@ -612,7 +584,7 @@ def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     searched = ", ".join(f"`{p.key}`" for p in space.params) or "(none)"
     return (
         f"**blemore search `{name}`**: hyperparameter search over `{space.path.name}` (preset-based config; "
-        f"searched: {searched}) on the release `{data_dir}`, {space.num_samples} trials, "
+        f"searched: {searched}) on the release `{data_dir}`, {opts.num_samples or space.num_samples} trials, "
         f"objective `{metric}` (maximised).\n\n"
         "How to read it: one parent run per trial (named `tNN` + the values searched), with `score`, "
         "`acc_presence`, `acc_salience` = mean over the folds of the headline threshold protocol "
@@ -622,7 +594,7 @@ def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: St
         "by the scheduler and keep their last epoch's numbers; `trial_status=error` runs failed (tag `error`).\n\n"
         f"Artifacts (config, out-of-fold predictions, thresholds, fold weights) are in each run; Ray state and "
         f"checkpoints in `{storage.join(name)}`; continue an interrupted search with "
-        f"`blemore resume {name} --storage {storage.uri}`. {plan.describe()}."
+        f"`{resume_command(name, storage.uri)}`. {plan.describe()}."
     )
 
 
@@ -646,7 +618,7 @@ def _interrupted(results: Any, want: int, elapsed: float, space: SearchSpace) ->
 
 
 def _default_uri() -> str:
-    from search.tracking import default_tracking_uri
+    from search.defaults import default_tracking_uri
 
     return default_tracking_uri(".")
 
@@ -659,6 +631,7 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
         ValueError: no such search (names the directory).
     """
     from search.errors import InputError
+    from search.safety import unmasked_tracking_uri
 
     st = resolve_storage(storage)
     doc = read_manifest(st, name)
@@ -669,26 +642,41 @@ def resume_search(name: str, storage: str | None = None, overrides: SearchOption
     if overrides is not None:
         keep = ("address", "num_cpus", "verbose", "tracking_uri")
         opts = replace(opts, **{k: v for k, v in asdict(overrides).items() if v is not None and k in keep})
+    opts = replace(opts, tracking_uri=unmasked_tracking_uri(opts.tracking_uri))  # the manifest stores no password
     if "space_text" not in doc:  # a manifest written before the space was stored
         return run_search(doc["space"], opts, resume=True)
     return run_search(stored_space(doc, data_dir=opts.data), opts, resume=True)
 
 
 def summarize(results: Any, space: SearchSpace, top: int = 5) -> list[dict]:
-    """Best trials by the objective ``score`` (fold-mean headline Score; for a stopped trial, at its last epoch:
-    the same number OptunaSearch received), best first: trial id, status, metrics and params."""
+    """Best trials by the space's objective (fold means of the headline protocol; for a stopped trial, at its last
+    epoch: the same numbers OptunaSearch received), best first: trial id, status, metrics, epochs and params.
+    A Pareto search has no single best: the trials on the front of its objectives (column ``front`` = ``yes``)
+    come first, each group by the first objective; it is never ranked on ``score``."""
     rows = []
     for r in results:
         m = r.metrics or {}
         row = {"trial": str(m.get("trial_id", "?")), "status": "error" if r.error else
-               ("completed" if m.get("final") else "stopped"),
-               "score": m.get("score"), "acc_presence": m.get("acc_presence"), "acc_salience": m.get("acc_salience"),
+               ("completed" if m.get("final") else "stopped"), **{k: m.get(k) for k in OBJECTIVES},
                "epochs": m.get("epoch")}
         for p in space.params:
             row[p.key] = (r.config or {}).get(p.key, "-")
         rows.append(row)
-    key = "score"
-    rows.sort(key=lambda x: -(x[key] if isinstance(x[key], (int, float)) else -math.inf))
+    objectives = space.metrics
+
+    def value(row: dict, key: str) -> float:
+        v = row[key]
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
+
+    if space.pareto and rows:
+        import numpy as np
+
+        from search.report import pareto_mask
+
+        front = pareto_mask(np.array([[value(r, k) for k in objectives] for r in rows]))
+        for r, on in zip(rows, front):
+            r["front"] = "yes" if on else ""
+    rows.sort(key=lambda r: (r.get("front", "yes") != "yes", -value(r, objectives[0])))
     return rows[:top]
 
 
@@ -697,10 +685,12 @@ def print_summary(outcome: SearchOutcome) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from search.tracking import ui_command
+    from search.defaults import ui_command
 
     console = Console(width=max(Console().width, 120))
-    table = Table(title=f"best trials of {outcome.name!r} (score = fold mean, headline protocol)")
+    by = " and ".join(outcome.objectives)
+    kind = "Pareto front first" if len(outcome.objectives) > 1 else "best first"
+    table = Table(title=f"trials of {outcome.name!r} by {by} ({kind}; fold means, headline protocol)")
     short = {"acc_presence": "ACC_pres", "acc_salience": "ACC_sal", "epochs": "ep"}
     if outcome.summary:
         for col in outcome.summary[0]:

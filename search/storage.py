@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blemore_core.io import loads_json
+from search.defaults import DEFAULT_STORAGE
+from search.safety import confined, mask_secrets
+
 #: file of the search manifest under ``<storage>/<name>/`` (what ``blemore resume`` reads)
 MANIFEST = "blemore_search.json"
 #: environment variables that say WHERE the object store is (forwarded to Ray workers); credentials are not
@@ -46,7 +50,7 @@ class Storage:
 
     def join(self, *parts: str) -> str:
         """``<uri>/<part>/...`` (a path or a URI, as Ray Tune and Train take them)."""
-        return "/".join([self.uri.rstrip("/"), *[p.strip("/") for p in parts]])
+        return confined(self.uri, "/".join(p.strip("/") for p in parts))  # never outside the root
 
     def filesystem(self) -> tuple[Any, str]:
         """``(pyarrow filesystem, path on it)`` of the root (the bucket-prefixed path for object stores).
@@ -67,7 +71,7 @@ class Storage:
         return self.uri
 
 
-def resolve_storage(value: str | None, default: str = "ray_results") -> Storage:
+def resolve_storage(value: str | None, default: str = DEFAULT_STORAGE) -> Storage:
     """The storage root of ``--storage`` (default ``./ray_results``): local paths made absolute, URIs kept.
 
     Raises:
@@ -98,7 +102,7 @@ def write_bytes(storage: Storage, rel: str, data: bytes) -> str:
         OSError: the store is unreachable or not writable (message names the location).
     """
     fs, root = storage.filesystem()
-    path = f"{root.rstrip('/')}/{rel.strip('/')}"
+    path = confined(root, rel.strip("/"))
     try:
         if storage.is_local:
             p = Path(path)
@@ -129,7 +133,7 @@ def read_text(storage: Storage, rel: str) -> str | None:
     import pyarrow.fs as pafs
 
     fs, root = storage.filesystem()
-    path = f"{root.rstrip('/')}/{rel.strip('/')}"
+    path = confined(root, rel.strip("/"))
     try:
         if fs.get_file_info(path).type != pafs.FileType.File:
             return None
@@ -141,13 +145,13 @@ def read_text(storage: Storage, rel: str) -> str | None:
 
 def write_manifest(storage: Storage, name: str, doc: dict) -> str:
     """Write the search manifest ``<storage>/<name>/blemore_search.json``; returns its location."""
-    return write_text(storage, f"{name}/{MANIFEST}", json.dumps(doc, indent=2))
+    return write_text(storage, f"{name}/{MANIFEST}", json.dumps(mask_secrets(doc), indent=2))  # no credentials
 
 
 def read_manifest(storage: Storage, name: str) -> dict | None:
     """The search manifest of ``name`` (None when there is none)."""
     text = read_text(storage, f"{name}/{MANIFEST}")
-    return None if text is None else json.loads(text)
+    return None if text is None else loads_json(text, storage.join(name, MANIFEST))  # bounded (depth)
 
 
 def check_writable(storage: Storage) -> None:

@@ -25,7 +25,7 @@ selection (a Pareto search's objectives), and writes that epoch's OOF probabilit
 every epoch it ran. ASHA, OptunaSearch, MLflow's ``score`` and the summary all see this one number. At the end the
 fold results are gathered to the lead, which writes the artifacts into the final checkpoint (the model directory
 of :func:`blemore_core.artifacts.write_cv_dir` plus ``oof_epochs.npz`` with every epoch, see :func:`_finalize`);
-the driver's MLflow callback (:mod:`search.tracking`) reads them from the search's storage. Workers never talk to
+the driver's MLflow callback (:mod:`search.records`) reads them from the search's storage. Workers never talk to
 MLflow.
 
 Reported metrics (one dict per epoch, :func:`epoch_report`): ``epoch``, ``final`` (bool), ``headline``,
@@ -43,6 +43,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from search.compat import RAY_TRAIN_ENV  # the Ray Train switches live in compat (issue 19)
 
 FINAL_METRICS: tuple[str, ...] = ("acc_presence", "acc_salience", "score", "alpha", "beta")
 #: the per-epoch OOF probabilities of a trial (arrays ``probs`` float32 (N, 6, E), ``folds`` int64 (N,),
@@ -87,17 +89,7 @@ class FoldRecord:
 def fold_records(result: dict[str, Any]) -> list[FoldRecord]:
     """The :class:`FoldRecord` list of a Tune result (empty when it has none)."""
     return [FoldRecord.from_dict(d) for d in result.get("folds") or []]
-#: environment of the Ray processes of a search: lighter Ray Train controller (no preemption watcher, no
-#: metrics agent callbacks), faster controller polling (Train's default 2 s health-check period quantises every
-#: report and the end of each trial), no print patching.
-RAY_TRAIN_ENV: dict[str, str] = {
-    "RAY_TRAIN_V2_ENABLED": "1",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_METRICS_ENABLED": "0",
-    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-}
+
 
 _DATA_MEMO: dict[tuple, Any] = {}
 
@@ -241,7 +233,8 @@ def trial_worker(loop_config: dict) -> None:
     should_fail = fail is not None and loop_config.get("trial_index") == fail and rank == 0
     lead = rank == 0
     shards = ShardWriter(setup.storage, trial_id, data) if lead else None
-    pg = {PG_RESULT_KEY: current_placement_group_hex(), "fold_execution": group.execution} if lead else {}
+    pg = ({PG_RESULT_KEY: current_placement_group_hex(), "fold_layout": setup.fold_layout,
+           "fold_execution": group.execution} if lead else {})
 
     def on_epoch(curves: Any, rows: dict[int, tuple[float, float]]) -> None:
         if should_fail:

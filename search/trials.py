@@ -1,7 +1,7 @@
 """Reading a finished search back from MLflow: its trials, their ranking and their artifacts (DESIGN.md section 7).
 
 Used by ``blemore export``, ``ensemble`` and ``report``. A trial is the parent run (tag ``role=parent``) of
-:mod:`search.tracking`; a *finished* trial is one that ran every epoch and its final protocols (status
+:mod:`search.records`; a *finished* trial is one that ran every epoch and its final protocols (status
 ``FINISHED``, tag ``trial_status=completed``): only those carry the headline ``score`` and the artifacts
 (``config.yaml``, ``oof.parquet``, ``thresholds.json``, ``metrics.json``). Trials stopped early by the scheduler
 and failed trials are not ranked.
@@ -19,19 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blemore_core.names import DEFAULT_OBJECTIVE, OBJECTIVES, PROTOCOLS
+from search.errors import InputError
+
 #: metrics ``export``/``ensemble`` may rank by (fold means of the headline protocol)
-RANK_METRICS: tuple[str, ...] = ("score", "acc_presence", "acc_salience")
+RANK_METRICS: tuple[str, ...] = OBJECTIVES
 #: artifacts of a finished trial's parent run
 TRIAL_ARTIFACTS: tuple[str, ...] = ("config.yaml", "metrics.json", "thresholds.json", "oof.parquet")
 
 
-class TrialsError(ValueError):
-    """The experiment, a finished trial, a metric or an artifact is missing; the message names it."""
+class TrialsError(InputError):
+    """The experiment, a finished trial, a metric or an artifact is missing; the message names it (bad input:
+    the CLI reports it as ``blemore <command>: error: ...``, exit 2)."""
 
 
 def default_uri() -> str:
     """The tracking URI ``blemore search`` uses by default (``sqlite:///./mlflow.db``)."""
-    from search.tracking import default_tracking_uri
+    from search.defaults import default_tracking_uri
 
     return default_tracking_uri(".")
 
@@ -60,7 +64,7 @@ def client_for(tracking_uri: str | None) -> tuple[Any, str]:
         except (urllib.error.URLError, OSError) as e:
             raise TrialsError(f"--tracking-uri {uri}: the MLflow tracking server does not answer ({e}); start it "
                               "(e.g. cluster/ scripts, or `mlflow server --host 127.0.0.1`)") from None
-    from search.tracking import quiet_mlflow_console
+    from search.compat import quiet_mlflow_console
 
     quiet_mlflow_console()
     return MlflowClient(uri), uri
@@ -101,7 +105,7 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
 
 def trials(client: Any, name: str, uri: str) -> list[Trial]:
     """Every trial (parent run) of experiment ``name``, in start order."""
-    from search.tracking import ROLE_TAG, TRIAL_TAG
+    from search.records.naming import ROLE_TAG, TRIAL_TAG
 
     exp = experiment_id(client, name, uri)
     runs = client.search_runs([exp], filter_string=f"tags.{ROLE_TAG} = 'parent'", max_results=50000,
@@ -123,13 +127,34 @@ def finished(all_trials: list[Trial]) -> list[Trial]:
     return [t for t in all_trials if t.status == "completed"]
 
 
-def ranked(client: Any, name: str, uri: str, metric: str = "score") -> list[Trial]:
-    """Finished trials of experiment ``name`` best first by ``metric`` (ties: earlier trial first).
+def search_objectives(client: Any, name: str, uri: str) -> tuple[str, ...]:
+    """The objectives of search ``name`` as its experiment records them (tag
+    :data:`search.records.naming.OBJECTIVES_TAG`); ``("score",)`` for a search recorded before the tag existed.
 
     Raises:
-        TrialsError: unknown experiment, no finished trial, or ``metric`` recorded by none of them (names the
-            metrics that were recorded).
+        TrialsError: no such experiment.
     """
+    from search.records.naming import OBJECTIVES_TAG
+
+    tag = client.get_experiment(experiment_id(client, name, uri)).tags.get(OBJECTIVES_TAG)
+    return tuple(m for m in tag.split(",") if m) if tag else (DEFAULT_OBJECTIVE,)
+
+
+def ranked(client: Any, name: str, uri: str, metric: str | None = None) -> list[Trial]:
+    """Finished trials of experiment ``name`` best first by ``metric`` (ties: earlier trial first); ``metric`` None:
+    the search's objective (:func:`search_objectives`).
+
+    Raises:
+        TrialsError: unknown experiment, no finished trial, ``metric`` recorded by none of them (names the
+            metrics that were recorded), or ``metric`` None for a Pareto search (two objectives, no single best:
+            the message names them, to choose one).
+    """
+    if metric is None:
+        objectives = search_objectives(client, name, uri)
+        if len(objectives) > 1:
+            raise TrialsError(f"--metric: {name!r} is a Pareto search of {', '.join(objectives)} (no single best "
+                              f"trial); choose one with --metric {'|'.join(objectives)}")
+        metric = objectives[0]
     if metric not in RANK_METRICS:
         raise TrialsError(f"--metric {metric!r}: not a ranking metric (valid: {', '.join(RANK_METRICS)})")
     all_t = trials(client, name, uri)
@@ -166,9 +191,65 @@ def download(client: Any, uri: str, run_id: str, names: tuple[str, ...] | list[s
     return dest
 
 
+def trial_document(client: Any, uri: str, experiment: str, trial: Any, dest: Path | None = None) -> tuple[dict, Any]:
+    """The exported document of one finished trial and its OOF table (``blemore export`` writes the document;
+    the search report analyses the OOF table).
+
+    Returns:
+        (``{**config, "export": {...}}``, OOF DataFrame).
+
+    Raises:
+        TrialsError: an artifact is missing; ArtifactError / ConfigError: naming a malformed artifact.
+    """
+    import numpy as np
+
+    from blemore_core.artifacts import ArtifactError, pooled_thresholds, read_json, selected_epochs
+    from blemore_core.config import Config
+    from blemore_core.labels import soft_labels
+    from blemore_core.results import PROB_COLUMNS, read_oof
+
+    d = download(client, uri, trial.run_id, TRIAL_ARTIFACTS, dest)
+    cfg = Config.from_yaml(d / "config.yaml")
+    metrics = read_json(d / "metrics.json")
+    thresholds = read_json(d / "thresholds.json")
+    try:
+        oof = read_oof(d / "oof.parquet")
+    except Exception as e:
+        raise ArtifactError(f"run {trial.run_id}: oof.parquet: {e}") from None
+    probs = oof[list(PROB_COLUMNS)].to_numpy(np.float32)
+    pooled = thresholds.get("pooled") or pooled_thresholds(probs, soft_labels(oof["filename"]),
+                                                             cfg.thresholds.presence_weight)
+    epochs = selected_epochs(metrics)
+    if not epochs:  # older trials: the fold runs' best_epoch
+        epochs = {k: int(r.data.metrics["best_epoch"]) for k, r in fold_runs(client, trial).items()
+                  if "best_epoch" in r.data.metrics}
+    headline = metrics.get("headline", cfg.thresholds.protocol)
+    protos = [p for p in PROTOCOLS if p in metrics]
+    export = {
+        "experiment": experiment,
+        "run_id": trial.run_id,
+        "trial_id": trial.trial_id,
+        "run_name": trial.name,
+        "tracking_uri": uri,
+        "headline": headline,
+        "score": {m: trial.metrics.get(m) for m in OBJECTIVES},
+        "selected_epochs": {int(k): int(v) for k, v in sorted(epochs.items())},
+        "thresholds": {
+            "pooled": {k: float(v) for k, v in pooled.items()},
+            **{p: [{"fold": int(r["fold"]), "alpha": float(r["alpha"]), "beta": float(r["beta"])}
+                   for r in thresholds[p]["per_fold"]] for p in protos if p in thresholds},
+        },
+        "fold_metrics": {p: {"folds": [int(k) for k in metrics.get("folds", [])],
+                             "per_fold": [{k: float(v) for k, v in row.items()} for row in metrics[p]["per_fold"]],
+                             "mean": {k: float(v) for k, v in metrics[p]["mean"].items()},
+                             "std": {k: float(v) for k, v in metrics[p]["std"].items()}} for p in protos},
+    }
+    return {**cfg.to_dict(), "export": export}, oof
+
+
 def fold_runs(client: Any, parent: Trial) -> dict[int, Any]:
     """``{fold: child run}`` of a trial."""
-    from search.tracking import ROLE_TAG, TRIAL_TAG
+    from search.records.naming import ROLE_TAG, TRIAL_TAG
 
     exp = client.get_run(parent.run_id).info.experiment_id
     runs = client.search_runs([exp], filter_string=f"tags.{TRIAL_TAG} = '{parent.trial_id}' and "

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..names import cache_root
 from .specs import OPENFACE_AUS, EncoderSpec
 
 CACHE_FORMAT_VERSION = 1
@@ -37,7 +38,7 @@ _CSV_FEATURES = ("emotion_index", "gaze_yaw", "gaze_pitch") + OPENFACE_AUS
 
 def default_cache_dir(root: Path) -> Path:
     """``<root>/.blemore_cache`` when it can be created and written, else ``$BLEMORE_CACHE/features`` or
-    ``~/.cache/blemore/features``."""
+    ``~/.cache/blemore/features`` (:func:`blemore_core.names.cache_root`)."""
     cand = Path(root) / ".blemore_cache"
     try:
         cand.mkdir(exist_ok=True)
@@ -45,9 +46,7 @@ def default_cache_dir(root: Path) -> Path:
             return cand
     except OSError:
         pass
-    env = os.environ.get("BLEMORE_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "blemore"
-    return base / "features"
+    return cache_root() / "features"
 
 
 def scan_folder(folder: Path, extension: str) -> dict[str, tuple[int, int]]:

@@ -17,6 +17,7 @@ against the metadata columns where present; a mismatch is a ValueError naming th
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import warnings
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io import MAX_TABLE_BYTES, read_capped
 from ..labels import EMOTION_INDEX, EMOTIONS, NUM_EMOTIONS, ClipName, parse_filename, strip_extension
 from .cache import default_cache_dir, load_or_build, scan_folder
 from .folds import assign_folds, check_actor_disjoint
@@ -204,7 +206,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     if not path.is_file():
         raise ValueError(f"{path}: metadata file not found")
     try:
-        df = pd.read_csv(path, dtype={"filename": str})
+        df = pd.read_csv(io.BytesIO(read_capped(path, MAX_TABLE_BYTES, "metadata table")), dtype={"filename": str})
     except Exception as e:
         raise ValueError(f"{path}: unreadable CSV ({type(e).__name__}: {e})") from None
     missing = [c for c in required if c not in df.columns]

@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 
 from ..labels import EMOTIONS, parse_filename
+from ..names import cache_root as _cache_root  # the parameter of ensure_demo_release is named cache_root
 from .specs import (
     ENCODERS,
     OPENFACE_AUS,
@@ -511,12 +512,6 @@ def _generate_into(root: Path, prof: Profile, seed: int, keys: list[str], progre
     (root / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=2) + "\n")
 
 
-def default_cache_root() -> Path:
-    """``$BLEMORE_CACHE`` if set, else ``~/.cache/blemore``."""
-    env = os.environ.get("BLEMORE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "blemore"
-
-
 def ensure_demo_release(cache_root: str | os.PathLike | None = None, progress: bool = False) -> Path:
     """Generate the demo profile (seed 0) once and return its path.
 
@@ -525,7 +520,7 @@ def ensure_demo_release(cache_root: str | os.PathLike | None = None, progress: b
     itself appears by an atomic rename, so a reader never sees a half-written tree. A release written by an
     older generator (``generator_version`` in its manifest) is regenerated.
     """
-    root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
+    root = Path(cache_root).expanduser() if cache_root is not None else _cache_root()
     target = root / "synthetic" / "demo-seed0"
     if _current(target):
         return target

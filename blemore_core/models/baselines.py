@@ -10,15 +10,19 @@ dropout zeroes a dropped encoder's slice of the input. ``embedding`` is the hidd
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
-from ..config import RegConfig
 from ..labels import NUM_EMOTIONS
 from .base import BlemoreModel
 from .layers import full_precision
 from .output import ModelOutput
 from .registry import ARCH
+
+if TYPE_CHECKING:  # type hints only: the config module imports the model registries (no cycle)
+    from ..config import RegConfig
 
 
 class AggregatedBaseline(BlemoreModel):

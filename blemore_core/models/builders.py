@@ -12,17 +12,20 @@ Shape legend: (B, T, D) sequences, (B, T) masks with True = real frame, (B, D) p
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from ..config import Config
 from .base import STAGES, BlemoreModel
 from .fusion import MixedFusion
 from .heads import decode_structured
 from .layers import full_precision
 from .output import ModelOutput
 from .registry import ARCH, FUSION, HEAD
+
+if TYPE_CHECKING:  # type hints only: the config module imports the model registries (no cycle)
+    from ..config import Config
 
 
 class FusionModel(BlemoreModel):

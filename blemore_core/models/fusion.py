@@ -17,13 +17,16 @@ Shape legend: (B, T, D) sequences, (B, T) masks with True = real frame, (B, D) p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig, RegConfig
 from .layers import MLP, AttentionPool, TransformerStack, check_heads, sinusoidal_positions
 from .registry import FUSION, POOLING
+
+if TYPE_CHECKING:  # type hints only: the config module imports the model registries (no cycle)
+    from ..config import ModelConfig, RegConfig
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from search.commands.export import add_tracking
+from search.safety import add_overwrite
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sorted initialisation: the ensemble starts with the best N trials (default 1)")
     p.add_argument("--out", type=Path, required=True, help="output YAML (e.g. ensemble.yaml)")
     add_tracking(p)
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -114,16 +116,20 @@ def log_ensemble(doc: dict, path: Path, tracking_uri: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``blemore ensemble``: 0 on success, 2 on an error (nothing written)."""
+    """Handler of ``blemore ensemble``: 0 on success; an error raises :class:`InputError` (exit 2, nothing
+    written)."""
     from blemore_core.artifacts import ArtifactError
     from search.commands.export import write_yaml
+    from search.errors import InputError
+    from search.safety import check_output, check_tracking_store, tracking_inputs
     from search.trials import TrialsError
 
+    check_output(args.out, "ensemble", inputs=tracking_inputs(args.tracking_uri), overwrite=args.overwrite)
+    check_tracking_store(args.tracking_uri)
     try:
         doc = build_ensemble(args.experiment, args.top_k, args.rounds, args.init_size, args.tracking_uri)
     except (TrialsError, ArtifactError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise InputError(str(e)) from None
     write_yaml(doc, args.out)
     e = doc["ensemble"]
     print(f"ensemble of {len(e['members'])} distinct trials ({sum(m['count'] for m in e['members'])} picks) from "

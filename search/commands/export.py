@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from search.safety import add_overwrite
+
 
 def add_tracking(p: argparse.ArgumentParser) -> None:
     """``--tracking-uri`` as every post-search command takes it."""
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int, default=1, help="export the K-th best trial (default 1)")
     p.add_argument("--out", type=Path, required=True, help="output YAML (e.g. best.yaml)")
     add_tracking(p)
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -92,23 +95,13 @@ def trial_document(client: Any, uri: str, experiment: str, trial: Any, dest: Pat
 
 
 def write_yaml(doc: dict, out: Path) -> Path:
-    """Write ``doc`` as YAML atomically (temporary file + rename)."""
-    import os
-    import tempfile
-
+    """Write ``doc`` as YAML atomically (temporary sibling + rename, :func:`search.safety.staged`), with the
+    credentials of any URI in it masked (:func:`search.safety.mask_secrets`)."""
     import yaml
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(doc, fh, sort_keys=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    from search.safety import mask_secrets, write_text_atomic
+
+    return write_text_atomic(out, yaml.safe_dump(mask_secrets(doc), sort_keys=False))
 
 
 def export(experiment: str, out: Path, metric: str = "score", rank: int = 1, tracking_uri: str | None = None,
@@ -144,18 +137,22 @@ def export(experiment: str, out: Path, metric: str = "score", rank: int = 1, tra
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``blemore export``: 0 on success, 2 on an error (nothing written)."""
+    """Handler of ``blemore export``: 0 on success; an error raises :class:`InputError` (exit 2, nothing
+    written)."""
     from rich.console import Console
     from rich.table import Table
 
     from blemore_core.artifacts import ArtifactError
+    from search.errors import InputError
+    from search.safety import check_output, check_tracking_store, tracking_inputs
     from search.trials import TrialsError
 
+    check_output(args.out, "export", inputs=tracking_inputs(args.tracking_uri), overwrite=args.overwrite)
+    check_tracking_store(args.tracking_uri)
     try:
         doc, order = export(args.experiment, args.out, args.metric, args.rank, args.tracking_uri)
     except (TrialsError, ArtifactError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise InputError(str(e)) from None
     ex = doc["export"]
     console = Console(width=110)
     console.print(f"trial {ex['run_name']} (run {ex['run_id']}): rank {ex['rank']} of {ex['n_finished']} finished "

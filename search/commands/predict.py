@@ -9,8 +9,9 @@ a test clip lacks features (the message names it) or the model directory is modi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from search.safety import add_overwrite
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="BlEmoRe release root (with test_metadata.csv)")
     p.add_argument("--split", choices=("test",), default="test", help="split to predict (default test)")
     p.add_argument("--out", type=Path, required=True, help="submission file (.zip, or .json for the bare JSON)")
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -50,16 +52,20 @@ def predict(model: Path, root: Path, out: Path, progress: bool = False) -> tuple
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``blemore predict``: 0 on success, 2 on an error (nothing written)."""
+    """Handler of ``blemore predict``: 0 on success; an error raises :class:`InputError` (exit 2, nothing
+    written)."""
     from blemore_core.artifacts import ArtifactError
+    from search.errors import InputError
+    from search.safety import check_output
 
     if not args.data.is_dir():
-        print(f"error: --data {args.data}: no such directory", file=sys.stderr)
-        return 2
+        raise InputError(f"--data {args.data}: no such directory")
+    if args.out.suffix.lower() not in (".zip", ".json"):
+        raise InputError(f"--out {args.out}: a submission must end in .zip or .json")
+    check_output(args.out, "submission", inputs=[args.model, args.data], overwrite=args.overwrite)
     try:
         names, _, (a, b) = predict(args.model, args.data, args.out, progress=True)
     except (ArtifactError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise InputError(str(e)) from None
     print(f"wrote {args.out}: {len(names)} test clips, decoded with alpha={a:.3f} beta={b:.3f}")
     return 0

@@ -9,10 +9,10 @@ the best trial's analyses (see :mod:`search.report`). ``blemore search`` writes 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from search.commands.export import add_tracking
+from search.safety import add_overwrite
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="also keep the report files in this directory")
     p.add_argument("--top", type=int, default=10, help="rows of the top-trials table (default 10)")
     add_tracking(p)
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -47,14 +48,22 @@ def print_report(rep) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``blemore report``: 0 on success, 2 on an error."""
+    """Handler of ``blemore report``: 0 on success; an error raises :class:`InputError` (exit 2; ``--out`` is
+    written whole or not at all)."""
+    import contextlib
+
+    from search.errors import InputError
     from search.report import search_report
+    from search.safety import check_output, check_tracking_store, staged, tracking_inputs
     from search.trials import TrialsError
 
+    if args.out is not None:
+        check_output(args.out, "report", inputs=tracking_inputs(args.tracking_uri), overwrite=args.overwrite)
+    check_tracking_store(args.tracking_uri)
     try:
-        rep = search_report(args.experiment, args.tracking_uri, out_dir=args.out, top_k=args.top)
+        with staged(args.out, directory=True) if args.out is not None else contextlib.nullcontext() as tmp:
+            rep = search_report(args.experiment, args.tracking_uri, out_dir=tmp, top_k=args.top)
     except (TrialsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise InputError(str(e)) from None
     print_report(rep)
     return 0

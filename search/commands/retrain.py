@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from search.commands.export import add_tracking
+from search.safety import add_overwrite
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-register", action="store_true", help="log to MLflow but do not register the model")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow at all")
     add_tracking(p)
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -101,7 +103,7 @@ def retrain(config: Path, root: Path, out: Path, mode: str = "full", progress: b
     cf = load_config_file(config)
     if cf.ensemble is not None:
         ens = cf.ensemble
-        with tempfile.TemporaryDirectory(dir=Path(out).parent if Path(out).parent.exists() else None) as tmp:
+        with tempfile.TemporaryDirectory(prefix="blemore-members-") as tmp:
             dirs = []
             for i, m in enumerate(ens["members"]):
                 mcfg = Config.from_dict(m["config"], source=f"{config} (ensemble.members[{i}].config)")
@@ -144,7 +146,7 @@ def log_retrain(out: Path, source: dict, mode: str, tracking_uri: str | None, re
         ``{"run_id", "model_name", "version"}`` (name/version None when not registered).
     """
     from blemore_core.artifacts import read_model_dir
-    from search.tracking import get_or_create_experiment
+    from search.records import get_or_create_experiment
     from search.trials import client_for
 
     client, uri = client_for(tracking_uri)
@@ -190,30 +192,33 @@ def log_retrain(out: Path, source: dict, mode: str, tracking_uri: str | None, re
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``blemore retrain``: 0 on success, 2 on a bad file/option (nothing written)."""
+    """Handler of ``blemore retrain``: 0 on success; a bad file/option raises :class:`InputError` (exit 2, nothing
+    written); 1 when the model directory is written but MLflow logging failed."""
     from blemore_core.artifacts import ArtifactError
     from blemore_core.config import ConfigError
+    from search.errors import InputError
+    from search.safety import check_output, check_tracking_store
     from search.trials import TrialsError
 
     if not args.data.is_dir():
-        print(f"error: --data {args.data}: no such directory", file=sys.stderr)
-        return 2
+        raise InputError(f"--data {args.data}: no such directory")
+    check_output(args.out, "model", inputs=[args.config, args.data], overwrite=args.overwrite)
     try:
         if not args.no_mlflow:  # a tracking server that is down is reported before any training
             from search.trials import client_for
 
+            check_tracking_store(args.tracking_uri)
             if (args.tracking_uri or "").startswith("http"):
                 client_for(args.tracking_uri)
         out, source = retrain(args.config, args.data, args.out, args.mode)
     except (ConfigError, ArtifactError, TrialsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise InputError(str(e)) from None
     print(f"wrote the model directory {out} ({args.mode})")
     if not args.no_mlflow:
         try:
             rec = log_retrain(out, source, args.mode, args.tracking_uri, register_model=not args.no_register)
         except (TrialsError, ArtifactError) as e:
-            print(f"error: {e} (the model directory {out} is complete)", file=sys.stderr)
+            print(f"blemore retrain: error: {e} (the model directory {out} is complete)", file=sys.stderr)
             return 1
         reg = f"; registered as {rec['model_name']} version {rec['version']}" if rec["model_name"] else ""
         print(f"MLflow run {rec['run_id']}{reg}")

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+from search.safety import resume_command
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -64,10 +67,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=handle_resume)
 
 
+def trial_counts(results: Any) -> dict[str, int]:
+    """How the trials of a search ended, from Tune's results: ``completed`` (ran to their last epoch or their
+    patience stop), ``stopped`` (ended after a result but before that: the scheduler, or the time budget),
+    ``cut`` (ended before their first result), ``failed`` (an error)."""
+    counts = {"completed": 0, "stopped": 0, "cut": 0, "failed": 0}
+    for r in results:
+        m = getattr(r, "metrics", None) or {}
+        key = ("failed" if getattr(r, "error", None) else "completed" if m.get("final") else
+               "stopped" if m.get("score") is not None else "cut")
+        counts[key] += 1
+    return counts
+
+
+def ending_line(outcome: Any, requested: int | None, code: int) -> str:
+    """The last line of a search: why it ended (all trials ran, Ctrl-C, the time budget, failures), the counts of
+    :func:`trial_counts` and the exit code."""
+    c = trial_counts(outcome.results)
+    n = sum(c.values())
+    of = f"{n} of {requested}" if requested else f"{n}"
+    if outcome.interrupted:
+        why = "interrupted (Ctrl-C)"
+    elif requested and n < requested:
+        why = "time budget reached"
+    elif c["failed"]:
+        why = "finished with failed trials"
+    else:
+        why = "finished"
+    return (f"search {outcome.name!r} {why}: {of} trials: {c['completed']} completed, {c['stopped']} stopped early "
+            f"(scheduler or budget), {c['cut']} cut before a first result, {c['failed']} failed; exit code {code}")
+
+
+def _finish(outcome: Any, requested: int | None, storage: str | None) -> int:
+    """Summary table, the ending line and the exit code: 130 interrupted, 1 a trial failed, else 0."""
+    from search.runner import print_summary
+
+    print_summary(outcome)
+    code = 130 if outcome.interrupted else 1 if any(r.error for r in outcome.results) else 0
+    print(ending_line(outcome, requested, code), file=sys.stderr if code else sys.stdout)
+    if outcome.interrupted:
+        print(f"search interrupted; continue it with: {resume_command(outcome.name, storage)}", file=sys.stderr)
+    return code
+
+
 def handle_search(args: argparse.Namespace) -> int:
     """Run ``blemore search``; returns 0, 1 (a trial failed) or 130 (interrupted); invalid space, options or an
     unreachable service raise (exit 2, one line; see :mod:`search.cli`)."""
-    from search.runner import SearchOptions, print_summary, run_search
+    from search.runner import SearchOptions, run_search
 
     opts = SearchOptions(
         name=args.name, data=args.data, address=args.address, num_cpus=args.num_cpus, tracking_uri=args.tracking_uri,
@@ -77,25 +123,29 @@ def handle_search(args: argparse.Namespace) -> int:
         max_failures=args.max_failures, verbose=0 if args.quiet else 1, warm_start=tuple(args.warm_start),
     )
     outcome = run_search(args.space, opts)
-    print_summary(outcome)
-    if outcome.interrupted:
-        print(f"search interrupted; continue it with: blemore resume {outcome.name}"
-              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
-        return 130
-    return 1 if any(r.error for r in outcome.results) else 0
+    return _finish(outcome, args.num_samples or _space_samples(args.space), args.storage)
 
 
 def handle_resume(args: argparse.Namespace) -> int:
     """Run ``blemore resume``; returns 0, 1 (a trial failed) or 130 (interrupted again); no such search or an
     unreachable service raise (exit 2, one line)."""
-    from search.runner import SearchOptions, print_summary, resume_search
+    from search.runner import SearchOptions, resume_search
+    from search.safety import check_search_name
 
+    check_search_name(args.name, "blemore resume NAME")
     outcome = resume_search(args.name, storage=args.storage,
                             overrides=SearchOptions(address=args.address, num_cpus=args.num_cpus,
                                                     tracking_uri=args.tracking_uri, verbose=0 if args.quiet else 1))
-    print_summary(outcome)
-    if outcome.interrupted:
-        print(f"search interrupted; continue it with: blemore resume {outcome.name}"
-              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr)
-        return 130
-    return 1 if any(r.error for r in outcome.results) else 0
+    return _finish(outcome, None, args.storage)
+
+
+def _space_samples(space: str) -> int | None:
+    """The space file's ``budget.num_samples`` (None when it cannot be read: the count is then not compared)."""
+    from blemore_core.io import load_yaml
+
+    try:
+        budget = (load_yaml(space) or {}).get("budget") or {}
+        n = budget.get("num_samples")
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+    except (OSError, ValueError, AttributeError):
+        return None

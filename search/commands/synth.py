@@ -21,11 +21,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--profile", choices=("tiny", "demo", "full"), default="demo",
                    help="tiny: unit tests (seconds); demo: real composition, reduced dims; full: real dims and rates")
-    p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
+    p.add_argument("--out", required=True,
+                   help="output directory (an existing one is replaced only when it is a synthetic release or "
+                   "empty, unless --overwrite)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--encoders", default=None,
                    help="comma-separated encoder keys to write (default: all 8), e.g. imagebind,wavlm")
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="replace an existing --out whatever it holds (--force: the former name)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=handler)
 
@@ -33,13 +36,15 @@ def register(subparsers) -> None:
 def handler(args: argparse.Namespace) -> int:
     """Run ``blemore synth``; returns 0 on success; invalid input raises ``InputError`` (exit 2)."""
     from blemore_core.data import generate_release
+    from search.safety import check_output
 
+    check_output(args.out, "release", overwrite=args.overwrite)
     encoders = None
     if args.encoders:
         encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     try:
         out = generate_release(args.out, args.profile, seed=args.seed, encoders=encoders,
-                               progress=not args.quiet, overwrite=args.force)
+                               progress=not args.quiet, overwrite=True)
     except (ValueError, FileExistsError) as e:
         from search.errors import InputError
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from search.safety import add_overwrite
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config key, e.g. --set train.max_epochs=20 (YAML value syntax); repeatable")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-weights", action="store_true", help="do not write fold<k>.pt")
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -47,13 +50,15 @@ def parse_overrides(items: list[str]) -> dict:
     """
     import yaml
 
+    from blemore_core.io import load_yaml
+
     out = {}
     for it in items:
         if "=" not in it:
             raise ValueError(f"--set {it!r}: expected KEY=VALUE")
         k, v = it.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v)
+            out[k.strip()] = load_yaml("--set", text=v, named=False)  # bounded as every YAML (no aliases)
         except yaml.YAMLError as e:
             raise ValueError(f"--set {it!r}: value is not valid YAML ({' '.join(str(e).split())})") from None
     return out
@@ -62,21 +67,20 @@ def parse_overrides(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``blemore train``: returns 0; bad input raises (exit 2, see :mod:`search.cli`), before ``--out``
     is created."""
-    import json
-
     import torch
     from rich.console import Console
     from rich.table import Table
 
     from blemore_core.artifacts import load_config_file, write_cv_dir
     from blemore_core.data import ensure_demo_release
+    from blemore_core.io import load_json
     from blemore_core.train import PROTOCOL_KEYS, cross_validate, prepare_data
     from search.cli import InputError
+    from search.safety import check_output
 
     console = Console()
     # ---- input: everything the user can get wrong is checked before anything is written (exit 2, one line)
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out}: exists and is not a directory")
+    check_output(args.out, "model", inputs=[args.config, args.data], overwrite=args.overwrite)
     try:
         overrides = parse_overrides(args.overrides) if args.overrides else None
     except ValueError as e:
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     cv = cross_validate(cfg, data, folds=folds, progress=True)
 
     out = write_cv_dir(args.out, cfg, cv.folds, cv.metrics, data, with_weights=not args.no_weights)
-    doc = json.loads((out / "metrics.json").read_text())
+    doc = load_json(out / "metrics.json")
 
     for proto in PROTOCOL_KEYS:
         if proto not in cv.metrics:

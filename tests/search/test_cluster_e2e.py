@@ -102,7 +102,7 @@ def cluster(tmp_path_factory):
            "RAY_TEMP_DIR": f"/tmp/rayc{ports['gcs']}"}
     env.pop("RAY_AUTH_TOKEN_PATH", None)
     # what an in-process local search earlier in a pytest run (or a user's shell) leaves in the environment: Ray's
-    # single-machine switch (search.runner.LOCAL_RAY_ENV); the cluster scripts must start a cluster regardless
+    # single-machine switch (search.compat.LOCAL_RAY_ENV); the cluster scripts must start a cluster regardless
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     c = SimpleNamespace(tmp=tmp, run_dir=tmp / "run", env=env, ports=ports, tiny=tiny,
                         storage=f"s3://{BUCKET}/searches", tracking=env["MLFLOW_TRACKING_URI"], extra=[])
@@ -247,7 +247,7 @@ def _render(url: str, shot: Path, profile: Path) -> str:
 
 
 def test_mlflow_ui_lists_trials_best_first_and_fold_runs(cluster, searched):
-    from search.tracking import runs_link, trial_link
+    from search.records.naming import runs_link, trial_link
 
     c = cluster
     client, exp, parents, folds = _runs(c, searched)

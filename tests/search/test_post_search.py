@@ -237,6 +237,27 @@ def test_ensemble_command_beats_or_equals_the_best_single(store, tmp_path, capsy
     assert "crossfit Score" in capsys.readouterr().out
 
 
+def test_export_ensemble_report_leave_no_temp_files(store, tmp_path, monkeypatch, capsys):
+    """Issue 21 item 6: TMPDIR listed before and after each command (downloads of trial artifacts, report files)."""
+    import tempfile
+
+    _, uri, _ = store
+    tmp = tmp_path / "TMP"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    for argv in (["export", "--experiment", "syn", "--out", tmp_path / "best.yaml"],
+                 ["ensemble", "--experiment", "syn", "--top-k", "3", "--rounds", "2", "--out", tmp_path / "e.yaml"],
+                 ["report", "--experiment", "syn", "--out", tmp_path / "rep"],
+                 ["export", "--experiment", "nosuch", "--out", tmp_path / "x.yaml"]):
+        before = sorted(tmp.iterdir())
+        rc = _cli(*argv, "--tracking-uri", uri)
+        assert rc == (2 if "nosuch" in argv else 0), capsys.readouterr().err
+        assert sorted(tmp.iterdir()) == before, (argv[0], sorted(tmp.rglob("*")))
+    assert (tmp_path / "rep" / "importances.json").is_file()  # the report folder itself is kept
+    capsys.readouterr()
+
+
 @pytest.mark.slow
 def test_commands_work_against_an_http_tracking_server(store, tmp_path, capsys, monkeypatch, mlflow_server):
     """The same store served by `mlflow server` on 127.0.0.1: export, report and ensemble over HTTP."""

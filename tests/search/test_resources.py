@@ -214,3 +214,37 @@ def test_local_plan_never_starves_fold_workers():
     assert plan_resources({"CPU": 16}, 5, 16, None, 0.0, local=True).trials_at_once == 16 // 1  # 16 x 5 x 0.19 fits
     assert plan_resources({"CPU": 2}, 5, 16, 0.02, 0.0, local=True).trials_at_once == 16  # explicit: as asked
     assert plan_resources({"CPU": 2}, 5, 16, None, 0.0, local=False).cpus_per_fold == 1.0  # cluster default
+
+
+def test_packed_plan_speaks_per_trial_and_never_starves_its_worker():
+    """Fold layout packed: one worker per trial trains all five folds, so a trial's worker gets at least five folds'
+    worth of CPU (5 x MIN_LOCAL_FOLD_CPUS) locally; a GPU share is per trial (0.1: ten trials per GPU)."""
+    from search.resources import MIN_LOCAL_FOLD_CPUS
+
+    p = plan_resources({"CPU": 2}, 1, 16, None, 0.0, local=True, folds_per_worker=5)
+    assert (p.layout, p.n_workers, p.trials_at_once, p.bound) == ("packed", 1, 2, "cpu")
+    assert p.cpus_per_worker == 0.99 and p.cpus_per_worker >= 5 * MIN_LOCAL_FOLD_CPUS
+    line = p.describe()
+    assert "2 trial(s) at once" in line and "fold layout packed" in line and "5 folds with 0.99 CPU" in line
+    assert plan_resources({"CPU": 1}, 1, 4, None, 0.0, local=True, folds_per_worker=5).trials_at_once == 1
+    assert plan_resources({"CPU": 2}, 1, 1, None, 0.0, local=True, folds_per_worker=5).cpus_per_worker == 1.99
+    assert plan_resources({"CPU": 64}, 1, 4, None, 0.0, local=False, folds_per_worker=5).cpus_per_worker == 5.0
+    g = plan_resources({"CPU": 32, "GPU": 1}, 1, 16, 1.0, 0.1, local=True, folds_per_worker=5)
+    assert (g.trials_at_once, g.workers_per_gpu, g.bound) == (10, 10, "gpu")
+    assert "10 trial(s) per GPU" in g.describe() and "0.1 GPU" in g.describe()
+    with pytest.raises(ValueError, match="lower --cpus-per-trial / --gpus-per-trial"):
+        plan_resources({"CPU": 2, "GPU": 1}, 1, 1, 4.0, 0.0, local=True, folds_per_worker=5)
+
+
+def test_per_fold_flags_are_refused_with_the_packed_layout(tmp_path):
+    """A per-fold resource flag with fold layout packed (or a per-trial one with workers) names both flags."""
+    from search.runner import SearchOptions, worker_resources
+    from search.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "rank_aware.yaml")
+    with pytest.raises(ValueError, match="--gpus-per-fold: applies to --fold-layout workers.*--gpus-per-trial"):
+        worker_resources(space, SearchOptions(gpus_per_fold=0.2))
+    with pytest.raises(ValueError, match="--cpus-per-trial: applies to --fold-layout packed.*--cpus-per-fold"):
+        worker_resources(space, SearchOptions(fold_layout="workers", cpus_per_trial=1.0))
+    assert worker_resources(space, SearchOptions(gpus_per_trial=0.1)) == (None, 0.1)
+    assert worker_resources(space, SearchOptions(fold_layout="workers", cpus_per_fold=0.5)) == (0.5, 0.0)

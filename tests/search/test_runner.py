@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from search.runner import TUNE_STATE_LOGGER, SearchOptions, _fit
-from search.tracking import TrackingServerDown
+from search.compat import TUNE_STATE_LOGGER
+from search.records.writer import TrackingServerDown
+from search.runner import SearchOptions, _fit, scheduler_metric, summarize
 
 
 class _DyingTuner:
@@ -92,15 +95,54 @@ def test_outside_a_search_ray_logs_are_untouched(tune_log):
     assert "Traceback" in tune_log.getvalue()
 
 
-def test_ray_still_logs_and_names_the_tmp_file_the_way_the_filter_expects():
-    """Guards a Ray upgrade: the logger name, the message and the temporary-file naming the filter relies on."""
-    import inspect
+# --- the objective comes from the space: ASHA and the summary never rank a Pareto search on `score`
 
-    from ray.tune.execution import experiment_state
-    from ray.tune.search import searcher
+SPACES = Path(__file__).resolve().parents[2] / "spaces"
 
-    assert experiment_state.logger.name == TUNE_STATE_LOGGER
-    src = inspect.getsource(experiment_state._ExperimentCheckpointManager.sync_up_experiment_state)
-    assert '"Saving experiment state to storage at "' in src
-    assert src.index("save_fn()") < src.index("wait_for_sync()")  # the write before the wait: the race itself
-    assert 'f".{str(uuid.uuid4())}-tmp-{file_name}"' in inspect.getsource(searcher)
+
+@pytest.mark.parametrize("space_file, metric", [("full.yaml", "acc_presence"), ("baseline.yaml", "score")])
+def test_asha_stops_trials_on_the_spaces_objective(space_file, metric, monkeypatch, tmp_path, capsys):
+    import ray.tune.schedulers
+
+    from search.runner import _build_tuner
+    from search.space import load_space
+
+    seen = {}
+
+    class _ASHA(ray.tune.schedulers.FIFOScheduler):
+        def __init__(self, **kw):
+            super().__init__()
+            seen.update(kw)
+
+    monkeypatch.setattr(ray.tune.schedulers, "ASHAScheduler", _ASHA)
+    space = load_space(SPACES / space_file)
+    tuner, _ = _build_tuner(space, SearchOptions(scheduler="asha"), "x", str(tmp_path / "st"), str(tmp_path), 5,
+                            1.0, 1, f"sqlite:///{tmp_path}/m.db")
+    assert metric == scheduler_metric(space)
+    if space.pareto:  # issue 20: a Pareto search is stopped by non-dominated sorting (search.pareto), not ASHA
+        from search.pareto import ParetoASHAScheduler
+
+        assert not seen and isinstance(tuner._local_tuner._tune_config.scheduler, ParetoASHAScheduler)
+    else:
+        assert seen["metric"] == metric
+
+
+def _result(tid, pres, sal, final=True):
+    return SimpleNamespace(metrics={"trial_id": tid, "acc_presence": pres, "acc_salience": sal,
+                                    "score": (pres + sal) / 2, "final": final, "epoch": 3}, error=None, config={})
+
+
+def test_summary_ranks_by_the_spaces_objective_not_score():
+    results = [_result("a", 0.9, 0.1), _result("b", 0.95, 0.3), _result("c", 0.2, 0.9)]
+    space = SimpleNamespace(params=[], metrics=("acc_salience",), pareto=False)
+    assert [r["trial"] for r in summarize(results, space)] == ["c", "b", "a"]  # by score: b, c, a
+
+
+def test_pareto_summary_lists_the_front_first_never_ranked_on_score():
+    # by score the order would be c, b, e, a, d; d and e are dominated
+    results = [_result("a", 0.9, 0.1), _result("b", 0.5, 0.95), _result("c", 0.6, 0.9), _result("d", 0.55, 0.35),
+               _result("e", 0.4, 0.8)]
+    space = SimpleNamespace(params=[], metrics=("acc_presence", "acc_salience"), pareto=True)
+    rows = summarize(results, space)
+    assert [(r["trial"], r["front"]) for r in rows] == [("a", "yes"), ("c", "yes"), ("b", "yes"), ("d", ""),
+                                                         ("e", "")]

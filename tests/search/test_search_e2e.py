@@ -287,6 +287,10 @@ def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny, monkeypatc
         assert probs.shape[2] == r.metrics["epoch"]
         want = _reference_objective(probs, release.labels, np.asarray(release.folds))
         assert abs(told[r.metrics["trial_id"]] - want) <= 1e-9, (r.metrics["trial_id"], told, want)
+    for p in parents:  # every trial's record has every epoch it ran (stopped ones: assembled from the shards)
+        arts = {a.path for a in c.list_artifacts(p.info.run_id)}
+        assert "oof_epochs.npz" in arts, (p.data.tags.get("trial_status"), arts)
+        assert (p.data.tags["fold_layout"], p.data.tags["fold_execution"]) == ("workers", "sequential")
     mlflow_score = {p.data.tags["tune_trial_id"]: p.data.metrics["score"] for p in parents}
     for tid, v in told.items():
         assert abs(mlflow_score[tid] - v) <= 1e-9

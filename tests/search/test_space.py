@@ -257,3 +257,76 @@ def test_relative_data_dir_becomes_absolute(tmp_path, monkeypatch, tiny_release)
     monkeypatch.chdir(tmp_path)
     space = load_space(p, data_dir="data/rel")
     assert space.data_dir == (tmp_path / "data" / "rel").resolve() and space.data_dir.is_absolute()
+
+
+# ------------------------------------------------------------------ issue 19: declarative specs, one bound, one form
+def test_a_directory_that_is_not_a_string_is_a_space_error(tmp_path):
+    p = _write(tmp_path, "preset: baseline\ndata: {dir: 5, encoders: []}\n")
+    with pytest.raises(SpaceError) as ei:
+        load_space(p)
+    lines = [line.removeprefix(f"  {p}: ") for line in str(ei.value).splitlines()[1:]]
+    assert lines == ["data.dir: must be a directory path or null (got 5)",
+                     "data.encoders: must be a non-empty list of encoder names (got [])"]
+
+
+def test_defaults_come_from_the_specs(tmp_path):
+    """The budget and scheduler defaults are stated once, in the specs: SearchSpace declares none of its own."""
+    import dataclasses
+
+    from search.space import SearchSpace
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(SearchSpace)
+               if f.name in ("scheduler", "grace_period", "reduction_factor", "num_samples", "max_concurrent",
+                             "max_epochs", "time_budget_s"))
+    space = load_space(_write(tmp_path, "preset: baseline\n"))
+    assert (space.num_samples, space.max_concurrent, space.time_budget_s) == (6, 1, None)
+    assert (space.scheduler, space.grace_period, space.reduction_factor) == ("asha", 2, 2)
+    assert space.max_epochs == space.base.train.max_epochs  # budget.max_epochs unset: the base config's
+
+
+def test_top_n_is_lowered_only_when_searched(tmp_path):
+    """The preset says top_n 3; the file keeps 2 encoders. Searched, top_n's base value is lowered to the bound and
+    sampled within it; not searched, the preset's value is an error naming model.top_n."""
+    searched = load_space(_write(tmp_path, "preset: rank_aware\ndata: {encoders: [imagebind, wavlm]}\n"
+                                           "params: {model.top_n: {type: int, low: 1, high: 2}}\n"))
+    assert searched.base.model.top_n == 2
+    with pytest.raises(SpaceError, match=r"model\.top_n: must be in 1\.\.2"):
+        load_space(_write(tmp_path, "preset: rank_aware\ndata: {encoders: [imagebind, wavlm]}\n"
+                                    "params: {train.lr: {type: uniform, low: 0.001, high: 0.01}}\n"))
+
+
+def test_encoder_set_choices_are_lists_offered_in_one_string_form(tmp_path):
+    p = _write(tmp_path, "preset: rank_aware\nparams:\n"
+                         "  data.encoders: {type: choice, values: [[imagebind, wavlm], imagebind+wavlm+hubert]}\n"
+                         "  model.top_n: {type: int, low: 1, high: 3}\n")
+    space = load_space(p)
+    enc = next(x for x in space.params if x.key == "data.encoders")
+    assert enc.values == ("imagebind,wavlm", "imagebind,wavlm,hubert")
+    cfg = space.resolve({"data.encoders": "imagebind,wavlm", "model.top_n": 2})
+    assert cfg.data.encoders == ("imagebind", "wavlm") and cfg.flat()["data.encoders"] == enc.values[0]
+
+
+def test_a_builtin_space_is_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    from search.space import SPACES_DIR, builtin_spaces, space_summary
+
+    monkeypatch.chdir(tmp_path)
+    assert set(builtin_spaces()) >= {"baseline", "attention_fusion", "rank_aware", "full"}
+    space = load_space("rank_aware")
+    assert space.path == SPACES_DIR / "rank_aware.yaml" and space.name == "rank_aware"
+    assert space_summary(space.path).startswith("Rank-aware top-n fusion")
+    (tmp_path / "rank_aware").mkdir()  # a directory of that name in the working directory is not the space
+    with pytest.raises(SpaceError, match="cannot read"):
+        load_space("rank_aware")
+    with pytest.raises(SpaceError, match="cannot read"):
+        load_space("no_such_space")
+
+
+def test_space_errors_name_the_yaml_line(tmp_path):
+    p = _write(tmp_path, "preset: baseline\nbudget:\n  num_samples: 0\nparams:\n  train.lr:\n    type: uniform\n"
+                         "    low: 0.1\n    high: 0.01\n")
+    with pytest.raises(SpaceError) as ei:
+        load_space(p)
+    lines = ei.value.with_lines().splitlines()[1:]
+    assert lines[0].endswith("budget.num_samples: must be an integer >= 1 (got 0) (line 3)"), lines
+    assert "params.train.lr: empty range" in lines[1] and lines[1].endswith("(line 5)"), lines
+    assert str(ei.value).splitlines()[1].endswith("(got 0)")  # the message itself is unchanged

@@ -4,7 +4,6 @@ manifest round trip, the probe write, checkpoint download; and the runner's use 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 

@@ -199,10 +199,15 @@ def test_same_seed_same_bytes_and_encoder_subset(tiny, tmp_path):
     assert c["train_metadata.csv"] != a["train_metadata.csv"]
 
 
-def test_existing_output_is_refused(tiny):
+def test_existing_output_is_refused(tiny, tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         generate_release(tiny, "tiny", progress=False)
-    assert cli_main(["synth", "--profile", "tiny", "--out", str(tiny), "--quiet"]) == 2
+    # the CLI's output rule (README "Errors"): a folder that is not a complete release is refused, nothing touched
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    assert cli_main(["synth", "--profile", "tiny", "--out", str(other), "--quiet"]) == 2
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
 
 def test_bad_profile_and_encoder():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from search.tracking import (
-    EXPERIMENT_KIND,
-    MLflowTracker,
+from search.compat import EXPERIMENT_KIND
+from search.records.callback import MLflowTracker
+from search.records.naming import (
     runs_link,
     trial_link,
     trial_number,
@@ -43,16 +43,16 @@ def test_links_use_shared_views_stored_on_the_experiment(tmp_path):
         trial_id = "ab_00002"
         config = {"train.lr": 0.002, "debug.trial_index": 2}
 
-    run_id = tr._parent(T())
+    run_id = tr.index.parent(T())
     assert tr.client.get_run(run_id).info.run_name == "t02 lr=2.0e-3"
 
     class U:  # a searcher's trial id: no counter -> numbered in order of creation
         trial_id = "e54e9abb"
         config = {"train.lr": 0.0011}
 
-    assert tr.client.get_run(tr._parent(U())).info.run_name == "t02 lr=1.1e-3"  # 1 parent existed
-    assert tr.run_name(U()) == "t02 lr=1.1e-3"  # stable for the same trial
-    assert tr.fold_run_name(U(), 3) == "t02 fold3 lr=1.1e-3"
+    assert tr.client.get_run(tr.index.parent(U())).info.run_name == "t02 lr=1.1e-3"  # 1 parent existed
+    assert tr.index.run_name(U()) == "t02 lr=1.1e-3"  # stable for the same trial
+    assert tr.index.fold_run_name(U(), 3) == "t02 fold3 lr=1.1e-3"
     tv = json.loads(tr.client.get_experiment(exp_id).tags["mlflow.sharedViewState.blemore-trial-ab_00002"])
     assert tv["searchFilter"] == "tags.tune_trial_id = 'ab_00002' and tags.role = 'fold'"
     assert [c for c in tv["selectedColumns"] if c.startswith("metrics")] == [

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from blemore_core.config import Config
-from search.tracking import MLflowTracker
+from search.records.callback import MLflowTracker
+from search.records.recorder import TrialRecorder
 
 
 @dataclass
@@ -30,7 +31,7 @@ def tracker(tmp_path):
 
 def _runs(tracker, trial_id=None):
     tracker.flush()
-    runs = tracker.client.search_runs([tracker._exp_id], max_results=100)
+    runs = tracker.client.search_runs([tracker.exp_id], max_results=100)
     if trial_id:
         runs = [r for r in runs if r.data.tags["tune_trial_id"] == trial_id]
     return ([r for r in runs if r.data.tags["role"] == "parent"], [r for r in runs if r.data.tags["role"] == "fold"])
@@ -122,7 +123,7 @@ def test_server_down_stops_the_search_at_the_next_step(tmp_path, monkeypatch, ep
     """A tracking server that does not answer (nothing listens on the port): the first write marks the tracker
     down, later writes are dropped (no retries for hours), and Tune's next step raises TrackingServerDown naming
     the URI. A write that fails for another reason only warns."""
-    from search.tracking import TrackingServerDown
+    from search.records.writer import TrackingServerDown
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -134,7 +135,7 @@ def test_server_down_stops_the_search_at_the_next_step(tmp_path, monkeypatch, ep
     tr.flush()
     assert tr.down == "ConnectionRefusedError: [Errno 111] Connection refused", tr.down
     calls = []
-    monkeypatch.setattr(MLflowTracker, "_result", lambda self, *a: calls.append(a))
+    monkeypatch.setattr(TrialRecorder, "result", lambda self, *a: calls.append(a))
     tr.on_trial_result(0, [], t, epoch_report(1, 0))
     tr.flush()
     assert calls == []  # dropped: the server is down
@@ -149,7 +150,7 @@ def test_other_write_errors_only_warn(tracker, monkeypatch, capsys):
     def bad(self, trial):
         raise ValueError("not a connection problem")
 
-    monkeypatch.setattr(MLflowTracker, "_start", bad)
+    monkeypatch.setattr(TrialRecorder, "start", bad)
     tracker.on_trial_start(0, [], t)
     tracker.flush()
     assert tracker.down is None
@@ -237,3 +238,32 @@ def test_no_run_url_lines_against_a_tracking_server(tmp_path, epoch_report, capf
     tr.close()
     out = capfd.readouterr().out
     assert "View run" not in out and "View experiment" not in out, out[-2000:]
+
+
+def test_stopped_trial_gets_every_epoch_from_its_shards_and_the_fold_tags(tracker, epoch_report, tmp_path):
+    """A trial stopped by the scheduler has no final checkpoint: its parent run gets ``oof_epochs.npz`` assembled
+    once from the trial's per-epoch OOF shards (every epoch it ran), and the fold layout / execution tags."""
+    import types
+
+    from search.oof_shards import ShardWriter
+
+    rng = np.random.default_rng(1)
+    data = types.SimpleNamespace(folds=np.arange(12) % 5, filenames=[f"A{i}_hap_int1_ver1" for i in range(12)])
+    shards = ShardWriter(str(tmp_path / "_train"), "bbb", data)
+    probs = [rng.random((12, 6)).astype(np.float32) for _ in range(3)]
+    t = FakeTrial("bbb", {"train.lr": 0.002})
+    tracker.on_trial_start(0, [], t)
+    for e in (1, 2, 3):
+        shards.write(e, probs[e - 1])
+        rep = epoch_report(e, rng)
+        rep.update(oof_shards=shards.uri, fold_layout="packed", fold_execution="fused")
+        tracker.on_trial_result(0, [], t, rep)
+    tracker.on_trial_complete(0, [], t)
+    parents, _ = _runs(tracker, "bbb")
+    p = parents[0]
+    assert (p.data.tags["fold_layout"], p.data.tags["fold_execution"]) == ("packed", "fused")
+    assert "artifact_error" not in p.data.tags
+    local = tracker.client.download_artifacts(p.info.run_id, "oof_epochs.npz", str(tmp_path / "dl"))
+    z = np.load(local, allow_pickle=False)
+    np.testing.assert_array_equal(z["probs"], np.stack(probs, axis=2))
+    np.testing.assert_array_equal(z["folds"], data.folds)

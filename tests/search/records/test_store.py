@@ -12,10 +12,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from blemore_core.config import Config
-from search import mlflow_store
-from search.mlflow_store import LOCK_TAG_PREFIX, NameInUse, NameLock, ensure_sqlite_store
 from search.preflight import sqlite_store_problem
-from search.tracking import MLflowTracker, get_or_create_experiment
+from search.records import store as mlflow_store
+from search.records.callback import MLflowTracker
+from search.records.runs import get_or_create_experiment
+from search.records.store import LOCK_TAG_PREFIX, NameInUse, NameLock, ensure_sqlite_store
 
 
 def test_store_created_atomically_and_interruption_leaves_nothing(tmp_path, monkeypatch):
@@ -110,13 +111,13 @@ def test_restarted_trial_gets_fresh_runs_without_duplicate_steps(tmp_path, epoch
     for ep in (1, 2):
         tr.on_trial_result(0, [], t, epoch_report(ep, ep))
     tr.flush()
-    tr.client.set_tag(tr._parents["bbb"], "retries", "1")
+    tr.client.set_tag(tr.index.parents["bbb"], "retries", "1")
     again = MLflowTracker(uri, "restart", base=Config().to_dict())  # the resumed driver; the trial starts over
     again.on_trial_start(0, [], t)
     for ep in (1, 2, 3):
         again.on_trial_result(0, [], t, epoch_report(ep, 10 + ep))
     again.flush()
-    runs = again.client.search_runs([again._exp_id], max_results=100)
+    runs = again.client.search_runs([again.exp_id], max_results=100)
     parents = [r for r in runs if r.data.tags["role"] == "parent"]
     folds = [r for r in runs if r.data.tags["role"] == "fold"]
     assert len(parents) == 1 and len(folds) == 5

@@ -1,0 +1,92 @@
+"""One test per third-party assumption of search/compat.py: a Ray or MLflow upgrade that breaks one fails here,
+naming it (README: "Testing a newer Ray, MLflow, Optuna or torch")."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pyarrow.fs
+import pytest
+
+from search import compat
+
+
+def _source_of(package: str) -> str:
+    """The text of every .py file of an installed package (its internals the compat module names)."""
+    import importlib
+
+    root = Path(importlib.import_module(package).__file__).parent
+    return "\n".join(p.read_text(errors="replace") for p in root.rglob("*.py"))
+
+
+def test_ray_derives_the_private_cluster_constant_from_the_loopback_switch(monkeypatch):
+    from ray._private import ray_constants
+
+    (env_key,) = compat.LOCAL_RAY_ENV
+    assert env_key in inspect.getsource(ray_constants)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # undone after the test
+    monkeypatch.delenv(env_key, raising=False)
+    compat.bind_local_ray_to_loopback()
+    assert ray_constants.ENABLE_RAY_CLUSTER is False
+
+
+@pytest.mark.parametrize("key", sorted(compat.RAY_TRAIN_ENV))
+def test_ray_train_still_reads_each_switch(key):
+    assert f'"{key}"' in _source_of("ray.train"), f"Ray Train no longer reads {key}"
+
+
+def test_ray_tune_still_reads_the_output_switch():
+    from ray.air import constants
+
+    assert set(compat.RAY_TUNE_ENV) <= set(inspect.getsource(constants).replace('"', " ").split())
+
+
+def test_ray_still_logs_and_names_the_tmp_file_the_way_the_filter_expects():
+    """The logger name, the message and the temporary-file naming SupersededUploadFilter relies on."""
+    from ray.tune.execution import experiment_state
+    from ray.tune.search import searcher
+
+    assert experiment_state.logger.name == compat.TUNE_STATE_LOGGER
+    src = inspect.getsource(experiment_state._ExperimentCheckpointManager.sync_up_experiment_state)
+    assert '"Saving experiment state to storage at "' in src
+    assert src.index("save_fn()") < src.index("wait_for_sync()")  # the write before the wait: the race itself
+    assert 'f".{str(uuid.uuid4())}-tmp-{file_name}"' in inspect.getsource(searcher)
+
+
+def test_tune_keeps_every_result_as_a_json_line_of_result_json(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.tune.result import EXPR_RESULT_FILE
+
+    assert compat.TUNE_RESULT_FILE == EXPR_RESULT_FILE
+    (tmp_path / EXPR_RESULT_FILE).write_text(json.dumps({"epoch": 1}) + "\n" + '{"epoch": 2, "sco')  # cut line
+    res = SimpleNamespace(path=str(tmp_path), filesystem=pyarrow.fs.LocalFileSystem())
+    assert compat.tune_results(res) == [{"epoch": 1}]
+    assert compat.tune_results(SimpleNamespace(path=str(tmp_path / "gone"), filesystem=res.filesystem)) == []
+
+
+def _ui_bundle() -> str:
+    import mlflow
+
+    build = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    return "\n".join(p.read_text(errors="replace") for p in build.glob("*.js"))
+
+
+def test_mlflow_ui_opens_shared_views_from_experiment_tags_and_knows_the_experiment_kind():
+    ui = _ui_bundle()
+    assert compat.VIEW_TAG_PREFIX in ui and "viewStateShareKey" in ui
+    assert compat.EXPERIMENT_KIND_TAG in ui and compat.EXPERIMENT_KIND in ui
+
+
+def test_mlflow_still_has_the_console_switches(monkeypatch):
+    import mlflow.environment_variables as ev
+
+    for key in compat.MLFLOW_QUIET_ENV:
+        assert hasattr(ev, key), f"MLflow no longer reads {key}"
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")  # a user's choice is kept
+    compat.quiet_mlflow_console()
+    assert ev.MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is True
+    assert ev.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is True
