@@ -21,6 +21,15 @@ before ``first_epoch`` (the pretraining stage of ``mixed`` fusion) are never sel
 The objective (reported to Tune every epoch, the final number, MLflow's ``score``, the ranking) is
 :meth:`EpochCurves.objective`: the fold mean of the headline protocol's Score given the epochs seen so far.
 The trial-level stop (:meth:`EpochCurves.should_stop`) is patience on that same number.
+
+**Provisional objective** (issue 20): before ``first_epoch`` (the pretraining stage of ``mixed`` fusion) the
+objective is the same headline protocol applied to the pretraining epochs seen so far, i.e. it scores the
+pretrain-stage model's fused prediction (the mean of its two branch heads' distributions, what the model returns
+in that stage) and is flagged ``Objective.provisional``. So every trial reports a finite objective from epoch 1 and
+the scheduler's rungs compare mixed and non-mixed trials alike; MLflow's learning curve of ``score`` has no hole.
+It never selects a model (:meth:`EpochCurves.choice` and :meth:`EpochCurves.kept_epochs` only consider epochs
+>= ``first_epoch``) and never counts for the patience stop; from ``first_epoch`` on the objective is the
+combined-stage one, so it may step down when the combine stage starts.
 """
 
 from __future__ import annotations
@@ -65,11 +74,17 @@ class Choice:
 
 @dataclass(frozen=True)
 class Objective:
-    """Fold means of the headline protocol's choices given the epochs seen so far (the search's objective)."""
+    """Fold means of the headline protocol's choices given the epochs seen so far (the search's objective).
+
+    Attributes:
+        score, acc_presence, acc_salience: fold means in [0, 1] (NaN before the first epoch).
+        provisional: True before ``first_epoch``: computed over the pretraining epochs (see the module docstring).
+    """
 
     score: float
     acc_presence: float
     acc_salience: float
+    provisional: bool = False
 
 
 class EpochCurves:
@@ -167,22 +182,28 @@ class EpochCurves:
         return self._own[fold][epoch - 1]
 
     # ------------------------------------------------------------------ protocols
-    def _argmax(self, curve: np.ndarray) -> int | None:
-        """First epoch >= first_epoch maximising ``curve`` (E,), 1-based; None before the first eligible epoch."""
-        if len(curve) < self.first_epoch:
+    def _argmax(self, curve: np.ndarray, start: int | None = None) -> int | None:
+        """First epoch >= ``start`` (default first_epoch) maximising ``curve`` (E,), 1-based; None before it."""
+        start = self.first_epoch if start is None else start
+        if len(curve) < start:
             return None
-        return self.first_epoch + int(np.argmax(curve[self.first_epoch - 1 :]))
+        return start + int(np.argmax(curve[start - 1 :]))
 
-    def crossfit_epoch(self, fold: int) -> int | None:
-        """``argmax_e mean_{j != fold} S_j(e)``: fold ``fold``'s epoch chosen on the other folds only."""
+    def crossfit_epoch(self, fold: int, start: int | None = None) -> int | None:
+        """``argmax_e mean_{j != fold} S_j(e)`` over epochs >= ``start`` (default first_epoch): fold ``fold``'s epoch
+        chosen on the other folds only."""
         others = [j for j in self.run_folds if j != fold]
         if not others:
             return None
         curve = np.mean([self.own_curve(j) for j in others], axis=0)
-        return self._argmax(curve)
+        return self._argmax(curve, start)
 
-    def choice(self, protocol: str, fold: int) -> Choice | None:
+    def choice(self, protocol: str, fold: int, start: int | None = None) -> Choice | None:
         """The choice of ``protocol`` (``val`` or ``crossfit``) for ``fold`` given the epochs seen so far.
+
+        Args:
+            start: first epoch considered; default (and always for model selection) ``first_epoch``; the
+                provisional objective passes 1.
 
         Returns:
             None before the first eligible epoch (or ``crossfit`` with a single fold).
@@ -191,13 +212,13 @@ class EpochCurves:
             ValueError: for ``train`` (computed by the trainer at the end) or an unknown protocol.
         """
         if protocol == "val":
-            e = self._argmax(self.own_curve(fold))
+            e = self._argmax(self.own_curve(fold), start)
             if e is None:
                 return None
             f = self.own_fit(fold, e)
             return Choice(e, f.alpha, f.beta, f.acc_presence, f.acc_salience, f.score)
         if protocol == "crossfit":
-            e = self.crossfit_epoch(fold)
+            e = self.crossfit_epoch(fold, start)
             if e is None:
                 return None
             key = (fold, e)
@@ -218,11 +239,13 @@ class EpochCurves:
         return HEADLINE_PROTOCOLS if len(self.run_folds) >= 2 else ("val",)
 
     def objective(self) -> Objective:
-        """Fold means of the headline protocol's choices (NaN before the first eligible epoch)."""
-        ch = [self.choice(self.headline, k) for k in self.run_folds]
+        """Fold means of the headline protocol's choices; before ``first_epoch`` the provisional objective over the
+        pretraining epochs (``provisional=True``, see the module docstring); NaN before the first epoch."""
+        provisional = self.epochs < self.first_epoch
+        ch = [self.choice(self.headline, k, 1 if provisional else None) for k in self.run_folds]
         if any(c is None for c in ch):
-            return Objective(float("nan"), float("nan"), float("nan"))
-        return Objective(*(float(np.mean([getattr(c, m) for c in ch])) for m in OBJECTIVES))
+            return Objective(float("nan"), float("nan"), float("nan"), provisional)
+        return Objective(*(float(np.mean([getattr(c, m) for c in ch])) for m in OBJECTIVES), provisional)
 
     def kept_epochs(self, fold: int) -> set[int]:
         """Epochs whose weights ``fold`` must keep now: the current choice of every per-epoch protocol."""

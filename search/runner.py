@@ -53,6 +53,8 @@ class SearchOptions:
         seed: seed of the Optuna sampler.
         max_failures: retries of a failed trial (Tune FailureConfig).
         verbose: Tune verbosity (0 silent, 1 status table, 2 + per-result lines).
+        warm_start: earlier search names whose finished trials seed the sampler (``--warm-start``, issue 20; added
+            to the space's ``warm_start:``; see :mod:`search.warmstart`).
     """
 
     name: str | None = None
@@ -72,6 +74,7 @@ class SearchOptions:
     seed: int = 0
     max_failures: int = 1
     verbose: int = 1
+    warm_start: tuple[str, ...] = ()  # issue 20 (i20): --warm-start NAME, repeatable
 
 
 @dataclass
@@ -139,6 +142,8 @@ def check_options(opts: SearchOptions) -> None:
         errs.append(f"--scheduler: must be asha or none, got {opts.scheduler!r}")
     if opts.max_failures < 0:
         errs.append(f"--max-failures: must be >= 0, got {opts.max_failures}")
+    if any(not isinstance(n, str) or not n for n in opts.warm_start or ()):  # issue 20 (i20)
+        errs.append(f"--warm-start: must name an earlier search, got {list(opts.warm_start)!r}")
     # --name: checked with the space's name by search.safety.resolve_search_name (one rule, one place)
     if errs:
         from search.errors import InputError
@@ -279,8 +284,8 @@ def _tracker(space: SearchSpace, name: str, storage: Storage, tracking_uri: str)
 def scheduler_metric(space: SearchSpace) -> str:
     """The one number ASHA stops trials on: the space's objective; for a Pareto search (two objectives, ASHA
     takes one scalar) its FIRST objective as the space lists it after loading (``acc_presence``), never ``score``,
-    which a Pareto search does not optimise. :func:`run_search` prints a note saying so; a Pareto-aware scheduler
-    would replace this."""
+    which a Pareto search does not optimise. With ``scheduler: asha`` a Pareto search is stopped by
+    :class:`search.pareto.ParetoASHAScheduler` instead (issue 20); this is the number the scalar ASHA ranks on."""
     return space.metrics[0]
 
 
@@ -302,11 +307,17 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     else:
         searcher = OptunaSearch(space=_DefineByRun(space), metric=metrics[0], mode="max", sampler=sampler,
                                 seed=opts.seed)
+    # issue 20 (i20): seed the study with earlier searches' finished trials; records this search's release
+    from search.warmstart import names_of, warm_start_searcher
+
+    warm_start_searcher(searcher, space, names_of(space, opts), tracking_uri, name, data_dir)
     sched_name = opts.scheduler or space.scheduler
-    if sched_name == "asha":
-        if space.pareto:
-            print(f"note: ASHA stops the trials of this Pareto search on {scheduler_metric(space)} (its first "
-                  "objective; ASHA ranks on one number)", file=sys.stderr)
+    if sched_name == "asha" and space.pareto:  # issue 20 (i20): Pareto spaces stop by non-dominated sorting
+        from search.pareto import ParetoASHAScheduler
+
+        scheduler = ParetoASHAScheduler(metrics, max_t=space.max_epochs + 2, grace_period=space.grace_period,
+                                        reduction_factor=space.reduction_factor)
+    elif sched_name == "asha":
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=scheduler_metric(space), mode="max",
                                   max_t=space.max_epochs + 2, grace_period=space.grace_period,
                                   reduction_factor=space.reduction_factor)

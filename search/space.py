@@ -20,6 +20,7 @@ DESIGN.md section 6. A space file starts from a preset (``spaces/presets/<name>.
     scheduler: {type: asha, grace_period: 2, reduction_factor: 2}   # or {type: none}
     budget: {num_samples: 6, max_concurrent: 1, max_epochs: 8, time_budget_s: 840}
     fold_layout: packed                   # optional: packed (default) | workers, see search.trainable
+    warm_start: [rank_aware]              # optional: earlier searches seeding the sampler (search.warmstart)
 
 Parameter types: ``choice`` (``values``), ``uniform`` / ``loguniform`` (``low`` < ``high``, loguniform needs
 ``low`` > 0) and ``int`` (``low`` < ``high``, optional ``step``). ``when`` makes a parameter conditional: it is
@@ -102,7 +103,8 @@ def _spaces_dir() -> Path:
 #: the built-in spaces (``*.yaml``) and, under ``presets/``, where ``preset: NAME`` is looked up last
 SPACES_DIR = _spaces_dir()
 PRESET_DIR = SPACES_DIR / "presets"
-TOP_KEYS = ("name", "preset", "data", "fixed", "params", "metric", "scheduler", "budget", "fold_layout")
+TOP_KEYS = ("name", "preset", "data", "fixed", "params", "metric", "scheduler", "budget", "fold_layout",
+            "warm_start")
 #: ``fold_layout:`` values (``search --fold-layout``): all folds of a trial in one worker, or one worker per fold
 FOLD_LAYOUTS = ("packed", "workers")
 METRICS = OBJECTIVES
@@ -262,6 +264,9 @@ class _Top(_Spec):
     scheduler: Any = None
     budget: Any = None
     fold_layout: Annotated[Literal[FOLD_LAYOUTS] | None, _Says(f"must be one of {list(FOLD_LAYOUTS)}")] = None
+    #: issue 20 (i20): earlier searches whose finished trials seed the sampler (search.warmstart)
+    warm_start: Annotated[Annotated[str, MinLen(1)] | list[Annotated[str, MinLen(1)]] | None,
+                          _Says("must be a search name or a list of search names")] = None
 
 
 Count = Annotated[int, Strict(), Ge(1), _Says("must be an integer >= 1")]
@@ -403,6 +408,7 @@ class SearchSpace:
         scheduler: ``"asha"`` or ``"none"``; grace_period / reduction_factor for ASHA (epochs).
         num_samples, max_concurrent, max_epochs, time_budget_s: budgets (time in seconds; None = unlimited).
         fold_layout: ``"packed"`` or ``"workers"``, or None (the search's default, ``--fold-layout``).
+        warm_start: names of earlier searches whose finished trials seed the sampler (:mod:`search.warmstart`).
 
     The defaults of the scheduler and the budgets are stated once, in the specs ``_Scheduler`` and ``_Budget``.
     """
@@ -423,6 +429,7 @@ class SearchSpace:
     max_epochs: int
     time_budget_s: float | None
     fold_layout: str | None = None
+    warm_start: tuple[str, ...] = ()
 
     @property
     def pareto(self) -> bool:
@@ -550,6 +557,8 @@ def load_space(path: str | Path, data_dir: str | Path | None = None, text: str |
         reduction_factor=sched.reduction_factor, num_samples=budget.num_samples,
         max_concurrent=budget.max_concurrent, max_epochs=budget.max_epochs or base.train.max_epochs,
         time_budget_s=budget.time_budget_s, fold_layout=top.fold_layout,
+        warm_start=tuple(dict.fromkeys([top.warm_start] if isinstance(top.warm_start, str) else
+                                       top.warm_start or [])),
     )
 
 

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", choices=("asha", "none"), default=None, help="trial scheduler (default: the space's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler (default 0)")
     p.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial (default 1)")
+    p.add_argument("--warm-start", action="append", default=[], metavar="NAME",  # issue 20 (i20)
+                   help="seed the sampler with the finished trials of the earlier search NAME (its MLflow "
+                   "experiment in the same tracking store); repeatable; adds to the space's warm_start:")
     _common(p)
     p.set_defaults(func=handle_search)
 
@@ -117,7 +120,7 @@ def handle_search(args: argparse.Namespace) -> int:
         num_samples=args.num_samples, max_concurrent=args.max_concurrent, cpus_per_fold=args.cpus_per_fold,
         gpus_per_fold=args.gpus_per_fold, fold_layout=args.fold_layout, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, scheduler=args.scheduler, storage=args.storage, seed=args.seed,
-        max_failures=args.max_failures, verbose=0 if args.quiet else 1,
+        max_failures=args.max_failures, verbose=0 if args.quiet else 1, warm_start=tuple(args.warm_start),
     )
     outcome = run_search(args.space, opts)
     return _finish(outcome, args.num_samples or _space_samples(args.space), args.storage)

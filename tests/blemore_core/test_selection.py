@@ -127,6 +127,29 @@ def test_first_epoch_excludes_pretraining_epochs(synth):
     assert _curves(labels, folds, perfect).choice("val", 0).epoch == 1
 
 
+def test_provisional_objective_before_first_epoch(synth):
+    """Issue 20: before first_epoch (mixed pretraining) the objective is finite and provisional = the headline
+    protocol over the pretraining epochs; from first_epoch on it uses the combined-stage epochs only; selection
+    and the patience stop never see a pretraining epoch."""
+    labels, folds, probs = synth
+    first = 4
+    c = EpochCurves(labels, folds, range(5), first_epoch=first, patience=1)
+    for e in range(1, probs.shape[2] + 1):
+        c.add({k: probs[folds == k, :, e - 1] for k in range(5)})
+        obj = c.objective()
+        window = probs[:, :, :e] if e < first else probs[:, :, first - 1 : e]
+        want = np.mean([_reference(labels, folds, window, k, "crossfit")[3] for k in range(5)])
+        assert np.isfinite(obj.score) and obj.provisional == (e < first), e
+        assert obj.score == pytest.approx(want, abs=1e-12), e
+        if e < first:
+            assert all(c.choice(p, k) is None and not c.kept_epochs(k) for p in ("val", "crossfit") for k in range(5))
+            assert not c.should_stop()
+        else:
+            assert all(c.choice("crossfit", k).epoch >= first for k in range(5))
+    assert EpochCurves(labels, folds, range(5), first_epoch=first).objective().provisional  # no epoch: NaN
+    assert np.isnan(EpochCurves(labels, folds, range(5), first_epoch=first).objective().score)
+
+
 def test_bad_input():
     y = np.eye(6, dtype=np.float32)[np.arange(10) % 6]
     f = np.arange(10) % 2
