@@ -620,7 +620,7 @@ def write_cv_dir(out: str | Path, cfg: Config, results: Sequence[Any], metrics: 
 
     Args:
         results: :class:`blemore_core.train.FoldResult` per fold run; metrics: from
-            :func:`blemore_core.train.finalize_protocols`; data: the :class:`blemore_core.train.TrainData`.
+            :func:`blemore_core.train.summarize_protocols`; data: the :class:`blemore_core.train.TrainData`.
         with_weights: write ``fold<k>.pt``.
         info, writers: see :func:`write_model_dir`.
 

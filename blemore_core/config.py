@@ -338,7 +338,7 @@ class TrainConfig:
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"`` (default) or ``"bf16"``: forward passes under ``torch.autocast`` in bfloat16 (weights,
             optimiser state, losses and threshold fits stay float32). 1.3-1.5x faster for the MLP-512 baseline on a
-            CPU with AVX512-BF16 (benchmarks/bench_trainer.py) and standard on recent GPUs; Scores move by a few thousandths (benchmarks/).
+            CPU with AVX512-BF16 (``python -m benchmarks --only trainer``) and standard on recent GPUs; Scores move by a few thousandths (benchmarks/).
     """
 
     lr: Positive = 1e-3

@@ -138,13 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the full traceback of a runtime failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # command not built yet
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(name).register(sub)
     for p in sub.choices.values():
         if not any("-v" in a.option_strings for a in p._actions):
             p.add_argument("-v", "--verbose", dest="traceback", action="store_true", default=argparse.SUPPRESS,

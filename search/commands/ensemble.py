@@ -48,8 +48,7 @@ def build_ensemble(experiment: str, top_k: int = 20, rounds: int = 25, init_size
     from blemore_core.ensemble import blend, select_ensemble
     from blemore_core.labels import soft_labels
     from blemore_core.results import PROB_COLUMNS
-    from search.commands.export import trial_document
-    from search.trials import client_for, ranked
+    from search.trials import client_for, ranked, trial_document
 
     if top_k < 1:
         raise ValueError(f"--top-k {top_k}: must be >= 1")

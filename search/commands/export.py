@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-from blemore_core.names import METRICS, OBJECTIVES, PROTOCOLS
+from blemore_core.names import METRICS, OBJECTIVES
 from search.errors import InputError
 from search.safety import add_overwrite
 
@@ -65,62 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def trial_document(client: Any, uri: str, experiment: str, trial: Any, dest: Path | None = None) -> tuple[dict, Any]:
-    """The exported document of one finished trial and its OOF table.
-
-    Returns:
-        (``{**config, "export": {...}}``, OOF DataFrame).
-
-    Raises:
-        TrialsError: an artifact is missing; ArtifactError / ConfigError: naming a malformed artifact.
-    """
-    import numpy as np
-
-    from blemore_core.artifacts import ArtifactError, pooled_thresholds, read_json, selected_epochs
-    from blemore_core.config import Config
-    from blemore_core.labels import soft_labels
-    from blemore_core.results import PROB_COLUMNS, read_oof
-    from search.trials import TRIAL_ARTIFACTS, download, fold_runs
-
-    d = download(client, uri, trial.run_id, TRIAL_ARTIFACTS, dest)
-    cfg = Config.from_yaml(d / "config.yaml")
-    metrics = read_json(d / "metrics.json")
-    thresholds = read_json(d / "thresholds.json")
-    try:
-        oof = read_oof(d / "oof.parquet")
-    except Exception as e:
-        raise ArtifactError(f"run {trial.run_id}: oof.parquet: {e}") from None
-    probs = oof[list(PROB_COLUMNS)].to_numpy(np.float32)
-    pooled = thresholds.get("pooled") or pooled_thresholds(probs, soft_labels(oof["filename"]),
-                                                             cfg.thresholds.presence_weight)
-    epochs = selected_epochs(metrics)
-    if not epochs:  # older trials: the fold runs' best_epoch
-        epochs = {k: int(r.data.metrics["best_epoch"]) for k, r in fold_runs(client, trial).items()
-                  if "best_epoch" in r.data.metrics}
-    headline = metrics.get("headline", cfg.thresholds.protocol)
-    protos = [p for p in PROTOCOLS if p in metrics]
-    export = {
-        "experiment": experiment,
-        "run_id": trial.run_id,
-        "trial_id": trial.trial_id,
-        "run_name": trial.name,
-        "tracking_uri": uri,
-        "headline": headline,
-        "score": {m: trial.metrics.get(m) for m in OBJECTIVES},
-        "selected_epochs": {int(k): int(v) for k, v in sorted(epochs.items())},
-        "thresholds": {
-            "pooled": {k: float(v) for k, v in pooled.items()},
-            **{p: [{"fold": int(r["fold"]), "alpha": float(r["alpha"]), "beta": float(r["beta"])}
-                   for r in thresholds[p]["per_fold"]] for p in protos if p in thresholds},
-        },
-        "fold_metrics": {p: {"folds": [int(k) for k in metrics.get("folds", [])],
-                             "per_fold": [{k: float(v) for k, v in row.items()} for row in metrics[p]["per_fold"]],
-                             "mean": {k: float(v) for k, v in metrics[p]["mean"].items()},
-                             "std": {k: float(v) for k, v in metrics[p]["std"].items()}} for p in protos},
-    }
-    return {**cfg.to_dict(), "export": export}, oof
-
-
 def write_yaml(doc: dict, out: Path) -> Path:
     """Write ``doc`` as YAML atomically (temporary sibling + rename, :func:`search.safety.staged`), with the
     credentials of any URI in it masked (:func:`search.safety.mask_secrets`)."""
@@ -141,7 +84,7 @@ def export(experiment: str, out: Path, metric: str = "score", rank: int = 1, tra
     Raises:
         TrialsError: no experiment / finished trial / metric, ``rank`` out of range; nothing is written then.
     """
-    from search.trials import TrialsError, client_for, ranked
+    from search.trials import TrialsError, client_for, ranked, trial_document
 
     if rank < 1:
         raise TrialsError(f"--rank {rank}: must be >= 1")

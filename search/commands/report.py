@@ -27,26 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def print_report(rep) -> None:
-    """The importances as a rich table (one column per objective) and the search-level run id."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=110)
-    t = Table(title=f"what mattered in {rep.experiment!r} (fANOVA importance, {rep.n_trials} trials)")
-    t.add_column("parameter")
-    for o in rep.objectives:
-        t.add_column(o, justify="right")
-    first = rep.importances.get(rep.objectives[0], {})
-    keys = list(first) + [k for o in rep.objectives for k in rep.importances.get(o, {}) if k not in first]
-    for k in dict.fromkeys(keys):
-        t.add_row(k, *(f"{rep.importances.get(o, {}).get(k, float('nan')):.3f}" for o in rep.objectives))
-    console.print(t)
-    if not first:
-        console.print("(importances need at least two trials with the objective recorded)")
-    console.print(f"search-level MLflow run {rep.run_id}")
-
-
 def run(args: argparse.Namespace) -> int:
     """Handler of ``blemore report``: 0 on success; an error raises :class:`InputError` (exit 2; ``--out`` is
     written whole or not at all)."""
@@ -54,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from search.commands.export import check_tracking_store, tracking_inputs
     from search.errors import InputError
-    from search.report import search_report
+    from search.report import print_report, search_report
     from search.safety import check_output, staged
     from search.trials import TrialsError
 

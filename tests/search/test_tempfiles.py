@@ -89,9 +89,9 @@ def test_error_and_ctrl_c_remove_what_the_command_made(fresh_tmp, monkeypatch, c
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="the Ray workers of a trial leave blemore-<trial>-XXXX (the parent of the "
-                   "trial's model folder, search/trainable.py _finalize) and multiprocessing's pymp-XXXX in TMPDIR; "
-                   "the lead's fix in trainable.py turns this into a pass (strict: then drop this marker)")
+@pytest.mark.xfail(strict=True, reason="the Ray worker processes of a trial leave multiprocessing's pymp-XXXX "
+                   "in TMPDIR (made outside the trial function, whose own temporary folder is removed; a killed "
+                   "worker runs no finalizer)")
 def test_search_leaves_no_temp_files(fresh_tmp, tmp_path, tiny_release, monkeypatch, capsys):
     """A one-trial search: the driver's downloads and report, and the trial's folders in the Ray workers (which
     inherit TMPDIR). Ray's own session folder stays at RAY_TMPDIR (its socket paths must stay short)."""
