@@ -66,9 +66,9 @@ MODELS: dict[str, dict[str, Any]] = {
                              "model.top_n": 1, "model.heads": 2}},
 }
 #: sizes: (profile, {model: (trials, epochs)}, storage lengths, warm-trial (trials, epochs), floor repeats)
-FULL = {"profile": "demo", "runs": {"baseline": (4, 20), "rank_aware": (2, 20)}, "lengths": (10, 40, 160),
-        "warm": (3, 2), "floor_repeats": 2}
-QUICK = {"profile": "tiny", "runs": {"baseline": (2, 3)}, "lengths": (3, 12), "warm": None, "floor_repeats": 1}
+FULL = {"profile": "demo", "runs": {"baseline": (2, 20), "rank_aware": (1, 6)}, "lengths": (10, 40, 160),
+        "warm": (2, 2), "floor_repeats": 2}
+QUICK = {"profile": "tiny", "runs": {"baseline": (1, 2)}, "lengths": (3,), "warm": None, "floor_repeats": 1}
 LAYOUTS = ("packed", "workers")
 #: the README main job, reduced for 2 cores (its own budget: 8 trials, time_budget_s 780)
 MAIN_JOB_SPACE = ROOT / "spaces" / "rank_aware.yaml"
@@ -105,7 +105,16 @@ def drive(spec: dict) -> None:
     from search.runner import SearchOptions, _init_ray, run_search
 
     t = time.time()
-    _init_ray(SearchOptions(num_cpus=spec["num_cpus"], verbose=0))
+    for attempt in range(3):  # Ray gives its raylet 30 s to register: on an overloaded shared machine, try again
+        try:
+            _init_ray(SearchOptions(num_cpus=spec["num_cpus"], verbose=0))
+            break
+        except Exception as e:  # noqa: BLE001 - ray.init raises a bare Exception for this
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
+            import ray
+
+            ray.shutdown()
     out: dict[str, Any] = {"ray_start_s": time.time() - t, "searches": []}
     for s in spec["searches"]:
         opts = SearchOptions(name=s["name"], storage=s["storage"], tracking_uri=spec["tracking_uri"],
@@ -115,10 +124,15 @@ def drive(spec: dict) -> None:
         t0 = time.time()
         trainable.run_trial = (_timed_trial.timed_local_run_trial if s.get("train_local_mode")
                                else _timed_trial.timed_run_trial)
-        with _reuse_actors(s.get("reuse_actors", False)):
-            outcome = run_search(s["space"], opts)
-        out["searches"].append({"name": s["name"], "start": t0, "wall_s": time.time() - t0,
-                                "trials": [_trial_rows(r) for r in outcome.results]})
+        try:
+            with _reuse_actors(s.get("reuse_actors", False)):
+                outcome = run_search(s["space"], opts)
+            trials = [_trial_rows(r) for r in outcome.results]
+        except Exception as e:  # noqa: BLE001 - one failed search must not hide the others' figures
+            out["searches"].append({"name": s["name"], "start": t0, "wall_s": time.time() - t0, "trials": [],
+                                    "exception": repr(e)[:2000]})
+            continue
+        out["searches"].append({"name": s["name"], "start": t0, "wall_s": time.time() - t0, "trials": trials})
     print(json.dumps(out, default=float))
 
 
@@ -138,11 +152,13 @@ def _reuse_actors(on: bool):
 
 
 def _trial_rows(r: Any) -> dict:
-    """One Tune result: id, final metrics and the per-report ``time_this_iter_s`` / ``epoch`` columns."""
+    """One Tune result: id, final metrics and the per-epoch ``time_this_iter_s`` / ``epoch`` columns (the final
+    report, which writes the artifacts, is left out)."""
     m = r.metrics or {}
     df = r.metrics_dataframe
     rows = {"epoch": [], "iter_s": []}
     if df is not None and "time_this_iter_s" in df:
+        df = df[~df["final"].astype(bool)] if "final" in df else df  # the final report: artifacts, not an epoch
         rows = {"epoch": [int(x) for x in df["epoch"].tolist()], "iter_s": df["time_this_iter_s"].tolist()}
     return {"trial_id": m.get("trial_id"), "error": None if r.error is None else repr(r.error)[:500],
             "score": m.get("score"), "final": bool(m.get("final")), "epochs": m.get("epoch"),
@@ -260,7 +276,11 @@ class CountingS3:
         class Server(ThreadedMotoServer):
             def _server_entry(self) -> None:
                 from moto.moto_server.threaded_moto_server import (
-                    DomainDispatcherApplication, MotoRequestHandler, create_backend_app, make_server)
+                    DomainDispatcherApplication,
+                    MotoRequestHandler,
+                    create_backend_app,
+                    make_server,
+                )
 
                 class Quiet(MotoRequestHandler):
                     def log_request(self, *a: Any, **k: Any) -> None:  # one line per request otherwise
@@ -363,15 +383,16 @@ def storage_searches(tmp: Path, root: Path, lengths: tuple[int, ...]) -> list[di
 
 
 def warm_searches(tmp: Path, root: Path, trials: int, epochs: int) -> list[dict]:
-    """The (g) searches run in the main driver: packed baseline, default, with Tune's ``reuse_actors``, and the
-    prototype :func:`benchmarks._timed_trial.timed_local_run_trial` (Ray Train local mode) with ``reuse_actors``."""
+    """The (g) searches run in the main driver: the packed baseline with Tune's ``reuse_actors``, and the prototype
+    :func:`benchmarks._timed_trial.timed_local_run_trial` (Ray Train local mode) with ``reuse_actors`` (the default
+    is the (a) search of the packed baseline)."""
     out = []
-    for variant in ("default", "reuse_actors", "train_local_mode_reuse_actors"):
+    for variant in ("reuse_actors", "train_local_mode_reuse_actors"):
         name = f"tp_warm_{variant}"
         space = tmp / f"{name}.yaml"
         space.write_text(space_text(name, "baseline", root, trials, epochs))
         out.append({"space": str(space), "name": name, "layout": "packed", "storage": str(tmp / "rr"),
-                    "reuse_actors": variant != "default", "train_local_mode": variant.startswith("train_local"),
+                    "reuse_actors": True, "train_local_mode": variant.startswith("train_local"),
                     "variant": variant})
     return out
 
@@ -482,6 +503,9 @@ def record_warm(res: Result, variants: dict[str, list[dict]], floor: float, firs
         res.extra.setdefault("warm_pids", {})[v] = {"trial_actor": [r["actor_pid"] for r in rows],
                                                      "worker": [r["worker_pid"] for r in rows]}
         med[v] = statistics.median(r["first_report"] - first_epoch for r in rows)
+        if len(rows) > 1:  # a reused actor serves the trials after the first
+            res.figure(f"warm/{v}/start_up_after_first_trial_s", [r["first_report"] - first_epoch for r in rows[1:]],
+                       "s", note="trials 2.. of the search")
     if "default" in med:
         for v, m in med.items():
             if v != "default":
@@ -671,23 +695,53 @@ def run(quick: bool, out: Path) -> Result:
         with CountingS3() as s3:
             spec = {"num_cpus": cpus, "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
                     "searches": layouts + storage + warm}
-            drv = run_driver(spec, tmp / "timing", env=s3.env)
-            record_storage(res, storage, s3, drv)
+            drv = run_driver(spec, tmp / "timing", env=s3.env, timeout=3 * 3600)
+            _guarded(res, "storage", record_storage, res, storage, s3, drv)
         floor += [import_floor(1) for _ in range(sizes["floor_repeats"] - 1)]
         res.figure("floor/imports_one_process_s", floor, "s",
                    note="one fresh Python importing ray, ray.train, torch, blemore_core.train, search.trainable")
         res.figure("ray_start_s", drv["ray_start_s"], "s", note="the driver's local Ray (shared by its searches)")
-        record_layouts(res, layouts, drv, tmp / "timing", refs, statistics.median(floor), first)
+        for s in drv["searches"]:
+            if s.get("exception"):
+                res.notes.append(f"search {s['name']} failed: {s['exception']}")
+        _guarded(res, "layouts", record_layouts, res, layouts, drv, tmp / "timing", refs, statistics.median(floor),
+                 first)
+        partial = "partial record: the warm-trial, main-job and GPU parts were still running"
+        res.notes.append(partial)
+        res.write(out)  # a long run cut short keeps (a)-(d); replaced by the complete record below
+        res.notes.remove(partial)
         if warm:
-            variants = {w["variant"]: trial_timings(tmp / "timing", w["name"]) for w in warm}
-            _, variants["preload_prestart"] = warm_preload(tmp, root, *sizes["warm"], cpus)
-            record_warm(res, variants, statistics.median(floor), first["baseline"])
+            _guarded(res, "warm trials", _warm_part, res, tmp, root, sizes["warm"], cpus, warm, statistics.median(floor),
+                     first["baseline"])
         else:
-            res.notes.append("--quick: warm-trial options (reuse_actors, preloaded prestarted workers) not run")
-        record_main_job(res, out)
-        record_gpu(res, quick, tmp)
+            res.notes.append("--quick: warm-trial options (reuse_actors, Train local mode, preloaded prestarted "
+                             "workers) not run")
+        _guarded(res, "main job", record_main_job, res, out)
+        _guarded(res, "GPU", record_gpu, res, quick, tmp)
     res.inputs["loadavg_end"] = list(os.getloadavg())
     return res
+
+
+def _guarded(res: Result, part: str, fn: Any, *args: Any) -> None:
+    """``fn(*args)``; an exception becomes a note naming the part (the other parts' figures are kept)."""
+    import traceback
+
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001
+        res.notes.append(f"{part}: failed: {e!r}: {traceback.format_exc()[-1500:]}")
+
+
+def _warm_part(res: Result, tmp: Path, root: Path, warm_size: tuple[int, int], cpus: int, warm: list[dict],
+               floor: float, first_epoch: float) -> None:
+    """(g): the default (the (a) packed baseline search), the main driver's warm searches, and the preload run."""
+    variants = {"default": trial_timings(tmp / "timing", "tp_baseline_packed")}
+    variants.update({w["variant"]: trial_timings(tmp / "timing", w["name"]) for w in warm})
+    try:
+        _, variants["preload_prestart"] = warm_preload(tmp, root, *warm_size, cpus)
+    except Exception as e:  # noqa: BLE001 - the other variants still count
+        res.notes.append(f"warm trials, preload_prestart: failed: {e!r}"[:2000])
+    record_warm(res, variants, floor, first_epoch)
 
 
 def references(searches: list[dict], root: Path, cpus: int) -> tuple[dict, dict]:
