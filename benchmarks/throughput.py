@@ -583,6 +583,20 @@ def record_main_job(res: Result, out: Path) -> None:
     if p["best_score"] is not None and w["best_score"] is not None:
         res.target("main_job/best_score_abs_diff", abs(p["best_score"] - w["best_score"]), "<=", 0.01, ref)
     res.extra["main_job"] = {"key": rec["key"], "budget": rec["budget"], "recorded_utc": rec["recorded_utc"]}
+    same = same_trial_diffs(p["trials"], w["trials"])
+    if same:  # same seed: the n-th trial has the same config in both layouts
+        res.figure("main_job/same_trial_score_abs_diff", same, "Score",
+                   note="trials that ran the same epochs in both layouts (n-th trial vs n-th trial)")
+    if p["trials_done"] != w["trials_done"]:
+        res.notes.append(f"main job: packed finished {p['trials_done']} trials, workers {w['trials_done']} within the "
+                         "space's time_budget_s; the best Score compares different sets of trials "
+                         f"(same-trial Score differences: {same})")
+
+
+def same_trial_diffs(a: list[dict], b: list[dict]) -> list[float]:
+    """|Score| differences of the trials at the same position in two searches that ran the same epochs."""
+    return [abs(x["score"] - y["score"]) for x, y in zip(a, b)
+            if x["score"] is not None and y["score"] is not None and x["epochs"] == y["epochs"]]
 
 
 # ------------------------------------------------------------------------------------------ (f) the GPU target

@@ -92,8 +92,12 @@ def test_storage_verdict_counts_the_trials_uploads_against_its_final_checkpoint(
 
 def test_main_job_record_is_reused_only_when_its_key_matches(tmp_path, monkeypatch):
     monkeypatch.setattr(tp, "DEFAULT_OUT", tmp_path / "none")
-    runs = {"packed": {"trials_per_hour": 30.0, "best_score": 0.300, "trials_done": 4, "wall_s": 480.0},
-            "workers": {"trials_per_hour": 20.0, "best_score": 0.305, "trials_done": 4, "wall_s": 720.0}}
+    tr = [{"score": 0.300, "epochs": 10}, {"score": 0.2, "epochs": 3}, {"score": 0.1, "epochs": 2}]
+    tw = [{"score": 0.305, "epochs": 10}, {"score": 0.2, "epochs": 3},
+          {"score": 0.15, "epochs": 1}]  # cut at another epoch: not compared
+    runs = {"packed": {"trials_per_hour": 30.0, "best_score": 0.300, "trials_done": 3, "wall_s": 480.0, "trials": tr},
+            "workers": {"trials_per_hour": 20.0, "best_score": 0.305, "trials_done": 2, "wall_s": 720.0,
+                        "trials": tw}}
     rec = {"key": tp.main_job_key(), "recorded_utc": "t", "git": "g", "loadavg": [[1, 1, 1]], "budget": "b",
            "runs": runs}
     (tmp_path / tp.MAIN_JOB_RECORD).write_text(json.dumps(rec))
@@ -102,6 +106,9 @@ def test_main_job_record_is_reused_only_when_its_key_matches(tmp_path, monkeypat
     assert res.targets["main_job/trials_per_hour_packed_over_workers"]["measured"] == pytest.approx(1.5)
     assert res.targets["main_job/best_score_abs_diff"]["measured"] == pytest.approx(0.005)
     assert res.targets["main_job/best_score_abs_diff"]["holds"] is True
+    # same seed: the n-th trials that ran the same epochs in both layouts are compared one to one
+    assert res.figures["main_job/same_trial_score_abs_diff"]["samples"] == pytest.approx([0.0, 0.005])
+    assert any("packed finished 3 trials, workers 2" in n for n in res.notes)
     (tmp_path / tp.MAIN_JOB_RECORD).write_text(json.dumps({**rec, "key": {**rec["key"], "num_samples": 99}}))
     res = Result("x", quick=True)
     tp.record_main_job(res, tmp_path)
