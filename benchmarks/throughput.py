@@ -115,7 +115,13 @@ def drive(spec: dict) -> None:
             import ray
 
             ray.shutdown()
-    out: dict[str, Any] = {"ray_start_s": time.time() - t, "searches": []}
+    out: dict[str, Any] = {"ray_start_s": time.time() - t, "searches": [], "references": {}, "floor": []}
+    # the references run in a Ray worker too: on a shared machine a plain subprocess is scheduled differently from
+    # Ray's workers (2026-12-03: 3-4x slower per epoch at the same load), which would make the differences meaningless
+    out["floor"] += _in_ray("benchmarks.startup", "import_floor", 1)[:1]
+    for r in spec.get("references", []):
+        out["references"][r["key"]] = _in_ray("benchmarks.throughput", "in_process", Path(r["space"]),
+                                             Path(r["root"]), r["threads"], r["epochs"])
     for s in spec["searches"]:
         opts = SearchOptions(name=s["name"], storage=s["storage"], tracking_uri=spec["tracking_uri"],
                              num_cpus=spec["num_cpus"], verbose=0, fold_layout=s["layout"], seed=0,
@@ -133,7 +139,22 @@ def drive(spec: dict) -> None:
                                     "exception": repr(e)[:2000]})
             continue
         out["searches"].append({"name": s["name"], "start": t0, "wall_s": time.time() - t0, "trials": trials})
+    if spec.get("references"):
+        out["floor"].append(_in_ray("benchmarks.startup", "import_floor", 1))
     print(json.dumps(out, default=float))
+
+
+def _in_ray(module: str, fn: str, *args: Any) -> Any:
+    """``module.fn(*args)`` in a Ray worker of the running Ray (one CPU), so that its subprocesses are scheduled as
+    the trials' workers are."""
+    import ray
+
+    def call() -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), fn)(*args)
+
+    return ray.get(ray.remote(num_cpus=1)(call).remote())
 
 
 @contextlib.contextmanager
@@ -703,17 +724,22 @@ def run(quick: bool, out: Path) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench_throughput_") as d:
         tmp = Path(d)
         layouts = layout_searches(tmp, root, sizes)
-        refs, first = references(layouts, root, cpus)
         storage = storage_searches(tmp, root, sizes["lengths"])
         warm = warm_searches(tmp, root, *sizes["warm"]) if sizes["warm"] else []
         with CountingS3() as s3:
             spec = {"num_cpus": cpus, "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
-                    "searches": layouts + storage + warm}
+                    "searches": layouts + storage + warm, "references": reference_specs(layouts, root, cpus)}
             drv = run_driver(spec, tmp / "timing", env=s3.env, timeout=3 * 3600)
             _guarded(res, "storage", record_storage, res, storage, s3, drv)
+        refs, first = references(layouts, cpus, drv["references"])
+        res.figure("floor/imports_one_process_in_ray_s", drv["floor"], "s",
+                   note="one fresh Python importing what a worker imports, started from a Ray worker (scheduled as "
+                        "the trials' processes), before and after the searches")
         floor += [import_floor(1) for _ in range(sizes["floor_repeats"] - 1)]
         res.figure("floor/imports_one_process_s", floor, "s",
-                   note="one fresh Python importing ray, ray.train, torch, blemore_core.train, search.trainable")
+                   note="one fresh Python importing ray, ray.train, torch, blemore_core.train, search.trainable, "
+                        "started from the benchmark process")
+        floor = drv["floor"]  # the targets' floor: measured as the trials' processes are scheduled
         res.figure("ray_start_s", drv["ray_start_s"], "s", note="the driver's local Ray (shared by its searches)")
         for s in drv["searches"]:
             if s.get("exception"):
@@ -758,17 +784,26 @@ def _warm_part(res: Result, tmp: Path, root: Path, warm_size: tuple[int, int], c
     record_warm(res, variants, floor, first_epoch)
 
 
-def references(searches: list[dict], root: Path, cpus: int) -> tuple[dict, dict]:
-    """In-process references per (model, layout) (one run per model and thread count) and each model's first
-    epoch in a warm process (s)."""
-    refs, cache, first = {}, {}, {}
+def reference_specs(searches: list[dict], root: Path, cpus: int) -> list[dict]:
+    """The in-process references the driver runs (one per model and thread count, at most 8 epochs)."""
+    out = {}
     for s in searches:
         threads = worker_threads(s["layout"], cpus)
-        key = (s["model"], threads)
-        if key not in cache:
-            cache[key] = {**in_process(Path(s["space"]), root, threads, min(s["epochs"], 8)), "threads": threads}
-        refs[(s["model"], s["layout"])] = cache[key]
-        first.setdefault(s["model"], cache[key]["epoch_s"][0])
+        key = f"{s['model']}/{threads}"
+        out.setdefault(key, {"key": key, "space": s["space"], "root": str(root), "threads": threads,
+                             "epochs": min(s["epochs"], 8)})
+    return list(out.values())
+
+
+def references(searches: list[dict], cpus: int, measured: dict) -> tuple[dict, dict]:
+    """In-process references per (model, layout) from the driver's ``references`` and each model's first epoch in
+    a warm process (s)."""
+    refs, first = {}, {}
+    for s in searches:
+        threads = worker_threads(s["layout"], cpus)
+        ref = {**measured[f"{s['model']}/{threads}"], "threads": threads}
+        refs[(s["model"], s["layout"])] = ref
+        first.setdefault(s["model"], ref["epoch_s"][0])
     return refs, first
 
 

@@ -125,3 +125,15 @@ def test_throughput_is_in_the_cpu_suite():
     from benchmarks.__main__ import BENCHMARKS, CPU_SUITE
 
     assert BENCHMARKS["throughput"] == "benchmarks.throughput" and "throughput" in CPU_SUITE
+
+
+def test_references_run_once_per_model_and_thread_count_and_serve_both_layouts(tmp_path):
+    searches = [{"model": m, "layout": lay, "space": f"/s/{m}-{lay}.yaml", "epochs": e}
+                for m, e in (("baseline", 20), ("rank_aware", 6)) for lay in tp.LAYOUTS]
+    specs = tp.reference_specs(searches, tmp_path, 2)       # both layouts run 1 torch thread on 2 CPUs
+    assert sorted((s["key"], s["epochs"]) for s in specs) == [("baseline/1", 8), ("rank_aware/1", 6)]
+    measured = {"baseline/1": {"execution": "sequential", "epoch_s": [2.0, 1.0]},
+                "rank_aware/1": {"execution": "sequential", "epoch_s": [5.0, 4.0]}}
+    refs, first = tp.references(searches, 2, measured)
+    assert refs[("rank_aware", "workers")]["epoch_s"] == [5.0, 4.0] and refs[("baseline", "packed")]["threads"] == 1
+    assert first == {"baseline": 2.0, "rank_aware": 5.0}
