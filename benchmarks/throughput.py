@@ -118,7 +118,8 @@ def drive(spec: dict) -> None:
     out: dict[str, Any] = {"ray_start_s": time.time() - t, "searches": [], "references": {}, "floor": []}
     # the references run in a Ray worker too: on a shared machine a plain subprocess is scheduled differently from
     # Ray's workers (2026-12-03: 3-4x slower per epoch at the same load), which would make the differences meaningless
-    out["floor"] += _in_ray("benchmarks.startup", "import_floor", 1)[:1]
+    if spec.get("references"):
+        out["floor"].append(_in_ray("benchmarks.startup", "import_floor", 1))
     for r in spec.get("references", []):
         out["references"][r["key"]] = _in_ray("benchmarks.throughput", "in_process", Path(r["space"]),
                                              Path(r["root"]), r["threads"], r["epochs"])
