@@ -30,10 +30,11 @@ BENCHMARKS: dict[str, str] = {
     "efficiency": "benchmarks.efficiency",
     "calibration": "benchmarks.calibration",
     "gpu": "benchmarks.gpu",
+    "throughput": "benchmarks.throughput",
 }
 #: what ``python -m benchmarks`` runs without --only (the CPU part; gpu only records "not measured" there)
 CPU_SUITE: tuple[str, ...] = ("thresholds", "driver", "efficiency", "startup", "scaling", "trainer", "data",
-                              "calibration", "gpu")
+                              "calibration", "gpu", "throughput")
 
 
 #: modules the suite needs beyond the package's own dependencies (the ``dev`` extra): the reference ports of the

@@ -2,14 +2,16 @@
 
 A small search (the rank-aware preset, reduced sizes, on ``demo``; trials one at a time, no early stopping) runs
 through the production path (``search.runner.run_search``: Ray Tune + OptunaSearch + one Ray Train DataParallelTrainer per trial,
-one Ray Train worker per fold, MLflow tracking) with the trial function and the fold worker wrapped by
+one Ray Train worker per fold: the ``workers`` fold layout, which these figures have tracked since issue 14; the
+``packed`` layout's start-up is the ``throughput`` benchmark's, MLflow tracking) with the trial function and the fold worker wrapped by
 :mod:`benchmarks._timed_trial`, which only records timestamps. Per trial, from rank 0:
 
 * ``train_setup``: trial function entered -> fold worker function entered (Train controller actor, placement
   group, worker processes, the fold exchange actor);
 * ``imports``: worker entered -> torch/ray.train and blemore imported;
 * ``data``: -> the features loaded (``search.trainable.load_data``; memory-mapped Arrow cache);
-* ``first_epoch``: -> the first epoch reported (set-up of the fold tensors and model + one epoch);
+* ``first_epoch``: -> the first epoch reported (``ray.train.report`` returned on rank 0: set-up of the fold
+  tensors and model + one epoch);
 * ``start_up`` = train_setup + imports + data (target <= 8 s per trial on 2 cores);
 * ``between_trials``: the previous trial function's end -> this one's start (Tune scheduling, trial actor start,
   the driver's MLflow writes of the previous trial).
@@ -56,7 +58,7 @@ from benchmarks import _timed_trial
 trainable.run_trial = _timed_trial.timed_run_trial
 from search.runner import SearchOptions, run_search
 opts = SearchOptions(name="startup", storage={storage!r}, tracking_uri={uri!r}, num_cpus={cpus}, verbose=0,
-                     cpus_per_fold={cpf})
+                     fold_layout="workers", cpus_per_fold={cpf})
 out = run_search({space!r}, opts)
 print(json.dumps({{"wall_s": time.time() - t0, "start": t0, "end": time.time()}}))
 """
