@@ -25,7 +25,7 @@ def search(space: Path, tmp: Path, name: str, num_cpus: int, cpus_per_fold: floa
            timeout: float = 1800) -> dict:
     """Run ``blemore search`` (optionally under ``taskset``); wall seconds and the trials' last results."""
     cmd = [sys.executable, "-m", "search.cli", "search", str(space), "--name", name, "--storage", str(tmp / "rr"),
-           "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--num-cpus", str(num_cpus), "--cpus-per-fold",
+           "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--num-cpus", str(num_cpus), "--fold-layout", "workers", "--cpus-per-fold",
            str(cpus_per_fold), "--quiet"]
     if taskset:
         cmd = ["taskset", "-c", taskset, *cmd]

@@ -130,8 +130,9 @@ class TrialSetup:
 
 
 def torch_threads(cpus_per_worker: float) -> int:
-    """Torch threads of a Ray Train worker: its CPU share rounded down, at least 1 (avoids oversubscription)."""
-    return max(1, int(cpus_per_worker))
+    """Torch threads of a Ray Train worker: its CPU share rounded down, at least 1 (avoids oversubscription); a
+    share within 0.05 of the next whole CPU counts as it (a plan's 1.99 CPU, 0.01 being the trial actor's, is 2)."""
+    return max(1, int(cpus_per_worker + 0.05))
 
 
 def load_data(cfg: Any, root: str) -> Any:

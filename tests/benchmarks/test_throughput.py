@@ -116,7 +116,7 @@ def test_main_job_record_is_reused_only_when_its_key_matches(tmp_path, monkeypat
 
 
 def test_worker_threads_follow_the_runners_plan():
-    assert tp.worker_threads("packed", 2) == 1          # 1.99 CPU for the one worker -> 1 torch thread
+    assert tp.worker_threads("packed", 2) == 2          # 1.99 CPU for the one worker -> 2 torch threads
     assert tp.worker_threads("packed", 8) == 5          # 5 folds at most 1 CPU each
     assert tp.worker_threads("workers", 8) == 1
 
@@ -130,10 +130,14 @@ def test_throughput_is_in_the_cpu_suite():
 def test_references_run_once_per_model_and_thread_count_and_serve_both_layouts(tmp_path):
     searches = [{"model": m, "layout": lay, "space": f"/s/{m}-{lay}.yaml", "epochs": e}
                 for m, e in (("baseline", 20), ("rank_aware", 6)) for lay in tp.LAYOUTS]
-    specs = tp.reference_specs(searches, tmp_path, 2)       # both layouts run 1 torch thread on 2 CPUs
-    assert sorted((s["key"], s["epochs"]) for s in specs) == [("baseline/1", 8), ("rank_aware/1", 6)]
+    specs = tp.reference_specs(searches, tmp_path, 2)       # packed: 2 torch threads on 2 CPUs, workers: 1
+    assert sorted((s["key"], s["epochs"]) for s in specs) == [("baseline/1", 8), ("baseline/2", 8),
+                                                             ("rank_aware/1", 6), ("rank_aware/2", 6)]
     measured = {"baseline/1": {"execution": "sequential", "epoch_s": [2.0, 1.0]},
-                "rank_aware/1": {"execution": "sequential", "epoch_s": [5.0, 4.0]}}
+                "baseline/2": {"execution": "fused", "epoch_s": [1.5, 0.5]},
+                "rank_aware/1": {"execution": "sequential", "epoch_s": [5.0, 4.0]},
+                "rank_aware/2": {"execution": "fused", "epoch_s": [3.0, 2.0]}}
     refs, first = tp.references(searches, 2, measured)
-    assert refs[("rank_aware", "workers")]["epoch_s"] == [5.0, 4.0] and refs[("baseline", "packed")]["threads"] == 1
-    assert first == {"baseline": 2.0, "rank_aware": 5.0}
+    assert refs[("rank_aware", "workers")]["epoch_s"] == [5.0, 4.0] and refs[("baseline", "packed")]["threads"] == 2
+    assert refs[("baseline", "packed")]["epoch_s"] == [1.5, 0.5]
+    assert first == {"baseline": 1.5, "rank_aware": 3.0}  # the packed layout's (start-up is measured on it)

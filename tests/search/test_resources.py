@@ -248,3 +248,10 @@ def test_per_fold_flags_are_refused_with_the_packed_layout(tmp_path):
         worker_resources(space, SearchOptions(fold_layout="workers", cpus_per_trial=1.0))
     assert worker_resources(space, SearchOptions(gpus_per_trial=0.1)) == (None, 0.1)
     assert worker_resources(space, SearchOptions(fold_layout="workers", cpus_per_fold=0.5)) == (0.5, 0.0)
+
+
+def test_torch_threads_follow_the_planned_cpu_share():
+    """floor of the share, at least 1; a packed plan's 1.99 CPU (0.01 is the trial actor's) is two threads."""
+    from search.trainable import torch_threads
+
+    assert [torch_threads(c) for c in (0.19, 0.99, 1.0, 1.5, 1.99, 4.0)] == [1, 1, 1, 1, 2, 4]
