@@ -1,4 +1,4 @@
-"""Synthetic difficulty calibration (DESIGN 2.4, issue 14 item 8).
+"""Synthetic difficulty calibration (docs/ARCHITECTURE.md section 2.4, issue 14 item 8).
 
 Targets, on both ``demo`` and ``full``: the organisers' baseline (spaces/presets/baseline.yaml, its own ``val``
 protocol, 5-fold) within 0.05 of Score 0.26 (the real release: ACC_presence 0.345, ACC_salience 0.170, Score

@@ -1,4 +1,4 @@
-"""Data layer: cold feature-cache build vs warm (memory-mapped) load per encoder, and peak memory (DESIGN 2.3, 6).
+"""Data layer: cold feature-cache build vs warm (memory-mapped) load per encoder, and peak memory (docs/ARCHITECTURE.md section 2.3, 6).
 
 1. Per encoder on ``demo`` and ``full``: ``load_release`` with an empty cache directory (cold: validates and
    converts every per-clip file into the Arrow cache; the input files are in the OS page cache because they were

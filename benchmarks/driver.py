@@ -1,4 +1,4 @@
-"""The search driver at cluster scale, simulated from its parts (DESIGN 6, issue 14 item 6).
+"""The search driver at cluster scale, simulated from its parts (docs/ARCHITECTURE.md section 6, issue 14 item 6).
 
 One driver process serves every trial of a search: Optuna proposes each config, Tune handles every result, and
 one MLflow writer logs every run. Measured here:

@@ -1,4 +1,4 @@
-"""Scaling: trials per hour of the same small search with Ray given 1 vs 2 CPUs (DESIGN 6).
+"""Scaling: trials per hour of the same small search with Ray given 1 vs 2 CPUs (docs/ARCHITECTURE.md section 6).
 
 The search (rank-aware preset, reduced sizes, ``demo``, no early stopping) runs through ``blemore search`` pinned
 with ``taskset`` to one core (``--num-cpus 1``) and to both (``--num-cpus 2``), fold workers at 0.19 CPU each so

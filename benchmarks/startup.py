@@ -1,4 +1,4 @@
-"""Trial start-up and platform overhead, measured from outside the production trial (DESIGN 6, issue 14 item 4).
+"""Trial start-up and platform overhead, measured from outside the production trial (docs/ARCHITECTURE.md section 6, issue 14 item 4).
 
 A small search (the rank-aware preset, reduced sizes, on ``demo``; trials one at a time, no early stopping) runs
 through the production path (``search.runner.run_search``: Ray Tune + OptunaSearch + one Ray Train DataParallelTrainer per trial,

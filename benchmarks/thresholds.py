@@ -1,4 +1,4 @@
-"""Threshold fitting: vectorised ``fit_thresholds`` vs the per-clip reference loop (DESIGN 3; target >= 300x).
+"""Threshold fitting: vectorised ``fit_thresholds`` vs the per-clip reference loop (docs/ARCHITECTURE.md section 3; target >= 300x).
 
 Both run on the same input: N clips (500, the real training set's 2,456, and 10,000) of random probabilities
 with the tie-heavy patterns of the decoding tests and labels drawn from the 16 valid label sets. The reference is

@@ -1,4 +1,4 @@
-"""Fold training: the fold trainer vs the reference-style loop, and each seed preset's speed (DESIGN 5, issue 4).
+"""Fold training: the fold trainer vs the reference-style loop, and each seed preset's speed (docs/ARCHITECTURE.md section 5, issue 4).
 
 1. One fold of the organisers' baseline (ImageBind + WavLM aggregated statistics, MLP-512, KL, thresholds refit
    every epoch) on the ``full`` profile (real dims), run by :func:`blemore_core.train.fit_fold` (device tensors,

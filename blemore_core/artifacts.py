@@ -1,4 +1,4 @@
-"""The one artifact format of a trained fold or model directory: one writer, one reader (DESIGN.md section 7).
+"""The one artifact format of a trained fold or model directory: one writer, one reader (docs/ARCHITECTURE.md section 7).
 
 Used by ``blemore train``, the search trial (its Ray Train checkpoint), ``blemore retrain`` and ``blemore predict``.
 A model directory holds::

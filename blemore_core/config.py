@@ -8,7 +8,7 @@ holds them. The classes are pydantic dataclasses (``extra="forbid"``: an unknown
 plain frozen dataclasses for their users (``dataclasses.fields``, ``asdict``, equality, pickling).
 
 Loading (:meth:`Config.from_dict`, :meth:`Config.from_yaml`, :meth:`Config.override`) gathers every problem into
-one :class:`ConfigError` whose lines name the file and the dotted key (DESIGN.md section 9); pydantic's errors
+one :class:`ConfigError` whose lines name the file and the dotted key (docs/ARCHITECTURE.md section 9); pydantic's errors
 are rendered as one-line messages by :func:`_explain` (the table :data:`_TYPE_TEXT` and the constraints of the
 field), e.g. ``train.lr: expected a number, got 'fast'`` or ``reg.dropout: must be in [0, 1), got 1.5``.
 
@@ -44,7 +44,7 @@ from blemore_core import names as _names
 from blemore_core.io import load_yaml, read_capped
 
 ENCODER_KEYS: tuple[str, ...] = ("imagebind", "videomae", "hicmae", "wavlm", "hubert", "openface", "clip", "videoswin")
-#: the threshold / epoch protocols of DESIGN 3, all recorded for every run
+#: the threshold / epoch protocols of docs/ARCHITECTURE.md section 3, all recorded for every run
 PROTOCOLS: tuple[str, ...] = _names.PROTOCOLS
 #: the protocols that can be the headline (computed every epoch: the objective of a search)
 HEADLINE_PROTOCOLS: tuple[str, ...] = _names.HEADLINE_PROTOCOLS
@@ -75,7 +75,7 @@ def encoder_set(value: str | Iterable[str]) -> tuple[str, ...]:
 
 def _registry_names() -> dict[str, tuple[str, ...]]:
     """Valid ``model.pooling`` / ``model.fusion`` / ``model.head`` / ``model.arch`` names: the model registries
-    are the only list (DESIGN 9); imported lazily because the model zoo imports this module."""
+    are the only list (docs/ARCHITECTURE.md section 9); imported lazily because the model zoo imports this module."""
     import blemore_core.models  # noqa: F401  (registers the blocks)
     from blemore_core.models.registry import ARCH, FUSION, HEAD, POOLING
 
@@ -113,7 +113,7 @@ _SECTION = ConfigDict(extra="forbid")
 
 def _registered(kind: str) -> AfterValidator:
     """A validator accepting the names registered in the model registry of ``kind`` (pooling, fusion, head,
-    arch): the registries are the only list of valid names (DESIGN 9)."""
+    arch): the registries are the only list of valid names (docs/ARCHITECTURE.md section 9)."""
 
     def check(value: str) -> str:
         valid = _registry_names()[kind]
@@ -242,7 +242,7 @@ class DataConfig:
 @with_config(_SECTION)
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model architecture (DESIGN.md section 4).
+    """Model architecture (docs/ARCHITECTURE.md section 4).
 
     Attributes:
         arch: ``"fusion"`` (pooling + fusion + head built from the registries) or an organisers' baseline
@@ -279,7 +279,7 @@ class ModelConfig:
 @with_config(_SECTION)
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss coefficients (DESIGN.md section 4, Losses). A coefficient of 0 switches a term off; at least one of
+    """Loss coefficients (docs/ARCHITECTURE.md section 4, Losses). A coefficient of 0 switches a term off; at least one of
     kl, bce, rank is > 0.
 
     Attributes:
@@ -325,7 +325,7 @@ class RegConfig:
 @with_config(_SECTION)
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (DESIGN.md section 5).
+    """Optimisation (docs/ARCHITECTURE.md section 5).
 
     Attributes:
         lr: initial learning rate of AdamW (> 0).
@@ -359,7 +359,7 @@ class TrainConfig:
 @with_config(_SECTION)
 @dataclass(frozen=True)
 class ThresholdConfig:
-    """Presence threshold alpha / salience threshold beta fitting (DESIGN.md section 3).
+    """Presence threshold alpha / salience threshold beta fitting (docs/ARCHITECTURE.md section 3).
 
     Attributes:
         protocol: the headline protocol (the objective of a search, the patience stop and the kept fold

@@ -1,6 +1,6 @@
 """Decoding probabilities into challenge predictions, and fitting the thresholds alpha / beta.
 
-Source: DESIGN.md section 3; the organisers' ``model/post_process.py`` (blemore-common: ``get_top_2_predictions``,
+Source: docs/ARCHITECTURE.md section 3; the organisers' ``model/post_process.py`` (blemore-common: ``get_top_2_predictions``,
 ``probs2dict``, ``grid_search_thresholds``), reproduced exactly, vectorised.
 
 The decoding rule for one clip's probabilities p (6,), presence threshold alpha, salience threshold beta:
@@ -30,7 +30,7 @@ the best is the first grid point in (alpha outer, beta inner) ascending order am
 correctness depends only on alpha (A, N) and the ratio correctness only on beta (B, N); the (A, B) salience counts
 are one matrix product.
 
-Protocols (DESIGN 3) choose an epoch and thresholds per fold from per-epoch predictions: that lives in
+Protocols (docs/ARCHITECTURE.md section 3) choose an epoch and thresholds per fold from per-epoch predictions: that lives in
 :mod:`blemore_core.selection` (``val``, ``crossfit``) and :meth:`blemore_core.train.FoldTrainer.finalize`
 (``train``). :func:`crossfit_thresholds` is the threshold half of ``crossfit`` for fixed out-of-fold predictions
 (e.g. an ensemble's, refit without choosing epochs).
@@ -139,7 +139,7 @@ def top2(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 def decode(probs: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    """Decode probabilities into discrete challenge predictions (DESIGN 3; the organisers' ``probs2dict``).
+    """Decode probabilities into discrete challenge predictions (docs/ARCHITECTURE.md section 3; the organisers' ``probs2dict``).
 
     Args:
         probs: float (N, 6) non-negative scores per emotion (usually rows summing to 1).
@@ -232,7 +232,7 @@ def _grids(grid: Any) -> tuple[np.ndarray, np.ndarray]:
 def fit_thresholds(
     probs: np.ndarray, truth: np.ndarray, grid: Any = THRESHOLD_GRID, presence_weight: float = 0.5
 ) -> ThresholdFit:
-    """Grid-search alpha and beta maximising ``w*ACC_presence + (1-w)*ACC_salience`` (DESIGN 3; the organisers'
+    """Grid-search alpha and beta maximising ``w*ACC_presence + (1-w)*ACC_salience`` (docs/ARCHITECTURE.md section 3; the organisers'
     ``grid_search_thresholds``, which applies top-2 first, as :func:`decode` does).
 
     Args:

@@ -5,7 +5,7 @@ Greedy forward selection *with replacement*: the ensemble is a multiset of candi
 are averaged; it starts with the best candidates (sorted initialisation: the ``init_size`` best single models,
 added one at a time), then each round adds the candidate (possibly one already in) that maximises the ensemble's
 objective; after ``rounds`` rounds the ensemble is the prefix of this trajectory with the best objective (the
-earliest among ties: ``use_best``). The objective is the fold-mean cross-fitted Score (DESIGN 3, protocol
+earliest among ties: ``use_best``). The objective is the fold-mean cross-fitted Score (docs/ARCHITECTURE.md section 3, protocol
 ``crossfit``: fold k decoded with alpha, beta fitted on the other folds), so the selection never reads a fold's
 labels to choose that fold's thresholds. Because the trajectory starts with the best single candidate, the chosen
 ensemble's objective is never below the best single member's on the same OOF predictions.
@@ -72,7 +72,7 @@ def select_ensemble(
         truth: float (N, 6) salience labels; folds: int (N,) fold of each clip (at least two folds).
         rounds: greedy additions after the initialisation (>= 0).
         init_size: best single candidates that start the ensemble (1 <= init_size <= M).
-        presence_weight: weight of ACC_presence in the threshold fit (DESIGN 3).
+        presence_weight: weight of ACC_presence in the threshold fit (docs/ARCHITECTURE.md section 3).
 
     Returns:
         :class:`EnsembleSelection`.

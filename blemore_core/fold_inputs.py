@@ -1,5 +1,5 @@
 """Fold inputs: the training data of a cross-validation as device tensors, the forward pass at a precision and
-eval-mode prediction (DESIGN.md section 2.3 and 5).
+eval-mode prediction (docs/ARCHITECTURE.md section 2.3 and 5).
 
 :func:`prepare_data` loads a release's features once (:class:`TrainData`, shared by every fold and, in a search,
 by every trial of a node); :class:`FoldInputs` is one fold's view of them: z-scored with statistics of that fold's
@@ -95,7 +95,7 @@ class FoldInputs:
     :func:`blemore_core.data.standardise_length` (random frame per segment in training, segment centre in
     evaluation), then z-scored per batch: on the CPU the frames stay the read-only memory map of the Arrow cache,
     so the fold workers of a node share one copy through the page cache instead of each holding its own z-scored
-    float32 copy (DESIGN 6: features loaded once per node); on a GPU the raw frames are copied to the device once.
+    float32 copy (docs/ARCHITECTURE.md section 6: features loaded once per node); on a GPU the raw frames are copied to the device once.
     Aggregated inputs are (N, 7*D) tensors, z-scored once (small).
     """
 

@@ -1,4 +1,4 @@
-"""Fused folds: the K folds of one cross-validation stepped as ONE batched model (issue 22 item 3, DESIGN.md 5).
+"""Fused folds: the K folds of one cross-validation stepped as ONE batched model (issue 22 item 3, docs/ARCHITECTURE.md 5).
 
 :class:`FusedFolds` takes the :class:`~blemore_core.train.FoldTrainer` of every local fold (duck typing: this
 module never imports :mod:`blemore_core.train`, which imports it) and trains their models as one: the K models'

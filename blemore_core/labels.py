@@ -1,7 +1,7 @@
 """BlEmoRe label vocabulary: emotion order, the filename grammar, soft labels and the challenge's label lists.
 
 Source: BlEmoRe challenge rules and the organisers' public baseline (blemore-common, ``config.py`` and
-``utils/filename_parser.py``); DESIGN.md section 2.2.
+``utils/filename_parser.py``); docs/ARCHITECTURE.md section 2.2.
 
 Conventions used everywhere in :mod:`blemore_core`:
 
@@ -117,7 +117,7 @@ def _emotion(code: str, name: str) -> str:
 
 
 def parse_filename(name: str) -> ClipName:
-    """Parse a BlEmoRe clip name into its parts (DESIGN 2.2 grammar).
+    """Parse a BlEmoRe clip name into its parts (docs/ARCHITECTURE.md section 2.2 grammar).
 
     Accepted forms (an extension such as ``.mov`` or ``.npy`` is stripped first)::
 

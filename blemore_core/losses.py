@@ -1,4 +1,4 @@
-"""Training losses (DESIGN.md section 4, Losses).
+"""Training losses (docs/ARCHITECTURE.md section 4, Losses).
 
 :func:`compute_loss` combines, each weighted by its :class:`~blemore_core.config.LossConfig` coefficient (a 0
 coefficient skips the term's computation):

@@ -1,6 +1,6 @@
 """The BlEmoRe challenge metrics: ACC_presence, ACC_salience and Score, vectorised over salience arrays.
 
-Source: DESIGN.md section 3; the organisers' ``utils/generic_accuracy/accuracy_funcs.py`` (blemore-common),
+Source: docs/ARCHITECTURE.md section 3; the organisers' ``utils/generic_accuracy/accuracy_funcs.py`` (blemore-common),
 whose semantics these functions reproduce exactly:
 
 * ACC_presence: mean over clips of ``set(predicted emotions) == set(true emotions)`` (saliences ignored).
@@ -142,7 +142,7 @@ def _salience_counts(p: np.ndarray, y: np.ndarray) -> tuple[int, int]:
 
 
 def acc_presence(pred: LabelsLike, truth: LabelsLike) -> float:
-    """ACC_presence: fraction of clips whose predicted emotion set equals the true one (DESIGN 3).
+    """ACC_presence: fraction of clips whose predicted emotion set equals the true one (docs/ARCHITECTURE.md section 3).
 
     Args:
         pred, truth: salience arrays float (N, 6) (present = entry > 0), or mappings filename -> challenge list
@@ -159,7 +159,7 @@ def acc_presence(pred: LabelsLike, truth: LabelsLike) -> float:
 
 
 def acc_salience(pred: LabelsLike, truth: LabelsLike) -> float:
-    """ACC_salience over the clips whose truth is a blend (exactly two emotions) (DESIGN 3).
+    """ACC_salience over the clips whose truth is a blend (exactly two emotions) (docs/ARCHITECTURE.md section 3).
 
     A prediction with other than two emotions is wrong; otherwise correct iff both carry the same emotions with
     the same whole-percent saliences. Returns 0.0 when no clip is blended. Arguments and errors as

@@ -4,10 +4,10 @@ Every module that spells one of these facts imports it from here (the library an
 module imports nothing of the project, so anything may import it). Search-side defaults (tracking URI, Tune
 storage) are in :mod:`search.defaults`, since the library knows nothing of MLflow or Ray.
 
-* Metrics (DESIGN.md section 3): ``acc_presence``, ``acc_salience`` and ``score`` (their mean, the challenge's
+* Metrics (docs/ARCHITECTURE.md section 3): ``acc_presence``, ``acc_salience`` and ``score`` (their mean, the challenge's
   Score) are the *objectives* a search may maximise; a fold's record adds the thresholds ``alpha`` (presence)
   and ``beta`` (salience) it was decoded with.
-* Protocols (DESIGN.md section 4): how the thresholds (and the epoch) of a fold are chosen: ``val``, ``train``,
+* Protocols (docs/ARCHITECTURE.md section 4): how the thresholds (and the epoch) of a fold are chosen: ``val``, ``train``,
   ``crossfit``; the *headline* protocol (the one behind ``score`` and the stop) is ``val`` or ``crossfit``,
   ``crossfit`` by default (leak-free).
 """

@@ -1,5 +1,5 @@
 """Prediction of one stored model on clips of a release: the inputs standardised with the statistics of the clips
-the model was trained on (recomputed from the release, exactly as in training), eval mode (DESIGN.md section 7).
+the model was trained on (recomputed from the release, exactly as in training), eval mode (docs/ARCHITECTURE.md section 7).
 
 Used by test prediction (:mod:`blemore_core.refit`) and by the OOF encoder importances of a model directory
 (:mod:`blemore_core.artifacts`); it imports neither, so the two never import each other.

@@ -1,4 +1,4 @@
-"""Retraining for a fixed number of epochs and prediction from a model directory (DESIGN.md section 7).
+"""Retraining for a fixed number of epochs and prediction from a model directory (docs/ARCHITECTURE.md section 7).
 
 * :func:`fit_epochs` trains one model on a given set of training clips for exactly ``epochs`` epochs: a loop over
   :meth:`blemore_core.train.FoldTrainer.train_epoch` (the one training step: optimiser, cosine schedule with

@@ -1,6 +1,6 @@
 """Per-epoch out-of-fold (OOF) probabilities of a cross-validation and the epoch / threshold protocols over them.
 
-DESIGN.md sections 3 and 5. The folds of a cross-validation train in lock step; after every epoch each fold's
+docs/ARCHITECTURE.md sections 3 and 5. The folds of a cross-validation train in lock step; after every epoch each fold's
 validation probabilities (N_k, 6) are added to one :class:`EpochCurves`, which keeps them for the whole run
 (per-epoch OOF probabilities, (N, 6, E)) and makes every decision that reads labels:
 

@@ -1,6 +1,6 @@
 """CodaBench submission files: write, read and validate; read label tables for scoring.
 
-Source: DESIGN.md section 3 (submission format) and the challenge's submission template. A submission is one JSON
+Source: docs/ARCHITECTURE.md section 3 (submission format) and the challenge's submission template. A submission is one JSON
 object ``{"predictions": {"test_0001.mov": [{"emotion": "hap", "salience": 70.0}, {"emotion": "sad",
 "salience": 30.0}], ...}}`` (salience in percent), uploaded zipped as a single JSON file.
 
@@ -281,7 +281,7 @@ _LABEL_COLUMNS = ("emotion_1", "emotion_2", "emotion_1_salience", "emotion_2_sal
 def read_label_table(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Ground-truth labels from ``train_metadata.csv`` or (synthetic releases) ``test_labels.csv``.
 
-    Training names (``A<actor>_...``) are labelled by the filename grammar (DESIGN 2.2); test ids (``test_NNNN``)
+    Training names (``A<actor>_...``) are labelled by the filename grammar (docs/ARCHITECTURE.md section 2.2); test ids (``test_NNNN``)
     by the columns ``emotion_1``, ``emotion_2`` (empty for a single emotion), ``emotion_1_salience``,
     ``emotion_2_salience`` (percent; a single emotion is 100 whatever the column says, as the organisers'
     ``metadata2label``).

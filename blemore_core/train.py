@@ -1,7 +1,7 @@
 """The fold trainer: the steps of one fold (:class:`FoldTrainer`) and ``cross_validate``, which runs the folds in
 lock step in one process.
 
-DESIGN.md section 5. AdamW with a cosine decay of the learning rate from ``train.lr`` to ``train.lr_min`` over
+docs/ARCHITECTURE.md section 5. AdamW with a cosine decay of the learning rate from ``train.lr`` to ``train.lr_min`` over
 ``train.max_epochs``, mini-batches of ``train.batch_size`` drawn from tensors that live on the device (no
 DataLoader, no per-sample Python). The folds of a cross-validation train in lock step: after every epoch all
 folds' validation probabilities go into one :class:`~blemore_core.selection.EpochCurves` (per-epoch OOF
@@ -60,7 +60,7 @@ def fold_seeds(seed: int, key: int) -> tuple[int, int]:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the model's parameters with ``train.lr`` and ``train.weight_decay`` (DESIGN.md section 5).
+    """AdamW over the model's parameters with ``train.lr`` and ``train.weight_decay`` (docs/ARCHITECTURE.md section 5).
 
     Uses PyTorch's fused AdamW kernel where it exists (CPU and CUDA floating-point parameters: one kernel for the
     whole update instead of several multi-tensor passes) and the default kernel otherwise.
@@ -139,7 +139,7 @@ class CVResult:
 
 
 class FoldTrainer:
-    """One fold of a lock-step cross-validation, as plain steps (DESIGN 5): set-up (the constructor), one epoch
+    """One fold of a lock-step cross-validation, as plain steps (docs/ARCHITECTURE.md section 5): set-up (the constructor), one epoch
     (:meth:`train_epoch`), evaluate (:meth:`evaluate`), keep weights (:meth:`keep`), finalise (:meth:`finalize`).
 
     :func:`cross_validate` drives all folds in one process and the search's fold worker drives one fold per Ray
@@ -385,7 +385,7 @@ def assemble_oof(results: Sequence[FoldResult], n: int) -> np.ndarray:
 
 
 class Exchange(Protocol):
-    """How the processes of one lock step share per-fold objects (DESIGN 6).
+    """How the processes of one lock step share per-fold objects (docs/ARCHITECTURE.md section 6).
 
     ``local`` maps this process's folds to their objects; the answer maps every fold of the lock step to its
     object. :class:`LocalExchange` serves folds that all run in one process; ``search.exchange.RayExchange``
@@ -481,7 +481,7 @@ EpochHook = Callable[[EpochCurves, dict[int, tuple[float, float]]], None]
 
 def run_lockstep(group: Any, curves: EpochCurves, exchange: Exchange, max_epochs: int,
                  on_epoch: EpochHook | None = None) -> bool:
-    """The epoch loop of a cross-validation (DESIGN 5): train, evaluate, exchange, add, keep, report, stop.
+    """The epoch loop of a cross-validation (docs/ARCHITECTURE.md section 5): train, evaluate, exchange, add, keep, report, stop.
 
     Each epoch every local fold trains one epoch and evaluates its validation fold; the folds' probabilities
     (N_k x 6 float32, with the epoch's training loss and learning rate) are exchanged so that every process holds
@@ -517,7 +517,7 @@ def cross_validate(
     cfg: Config, data: TrainData, folds: Sequence[int] | None = None, progress: bool = True,
     execution: str = "auto",
 ) -> CVResult:
-    """Train the folds in one process in lock step and compute every protocol (DESIGN 3, 5).
+    """Train the folds in one process in lock step and compute every protocol (docs/ARCHITECTURE.md section 3, 5).
 
     Runs :func:`run_lockstep` with a :class:`LocalExchange`, the loop a search trial runs too.
 

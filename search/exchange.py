@@ -1,6 +1,6 @@
 """The fold workers' exchange: one small Ray actor per trial through which the folds share per-epoch results.
 
-DESIGN.md section 6: each epoch, every fold's validation probabilities are gathered so that all folds take the
+docs/ARCHITECTURE.md section 6: each epoch, every fold's validation probabilities are gathered so that all folds take the
 same decisions (kept epochs, stopping), and at the end the fold results are gathered on rank 0, which writes the
 trial's artifacts. The folds never synchronise gradients, so a ``torch.distributed`` process group (and the
 TCPStore rendezvous server it starts, which listens on every interface of the rank-0 node) is not needed: the

@@ -1,4 +1,4 @@
-"""Placement groups of ended trials: a public-API backstop to Ray Train's own clean-up (DESIGN.md section 6).
+"""Placement groups of ended trials: a public-API backstop to Ray Train's own clean-up (docs/ARCHITECTURE.md section 6).
 
 Each trial's fold workers run in one Ray Train placement group (``n_folds`` bundles of ``cpus_per_fold`` CPU and
 ``gpus_per_fold`` GPU). Fold rank 0 reports the group's id with every result (:data:`PG_RESULT_KEY`); the driver's

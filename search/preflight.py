@@ -1,7 +1,7 @@
 """Preflight of a search: every check that can fail for a reason the user can fix runs BEFORE anything is written
 or started (no manifest, no store, no Ray), and says in one line what it checked and what answered.
 
-DESIGN.md sections 6 and 8. The checks are a list of small functions (:data:`CHECKS`), each taking the
+docs/ARCHITECTURE.md sections 6 and 8. The checks are a list of small functions (:data:`CHECKS`), each taking the
 :class:`PreflightContext` and raising :class:`PreflightError` (one line naming the URI, path or address); a later
 check (e.g. a per-node data check on a cluster) is added with :func:`register_check`. Checks that need Ray (it is
 not started during preflight) go to :data:`RAY_CHECKS`, run by the runner right after ``ray.init``.

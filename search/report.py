@@ -1,5 +1,5 @@
 """What mattered in a search: the search-level MLflow run of ``blemore report`` (also written at the end of every
-search) and the per-trial analyses of an exported trial (DESIGN.md section 7).
+search) and the per-trial analyses of an exported trial (docs/ARCHITECTURE.md section 7).
 
 Search level (one run per experiment, tag ``role=search_report``, updated in place by a later report):
 

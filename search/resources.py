@@ -1,5 +1,5 @@
 """Resources of a search on Ray: the fold workers' device, the plan (how many trials run at once) and the per-node
-checks before the first trial (DESIGN.md sections 6 and 8).
+checks before the first trial (docs/ARCHITECTURE.md sections 6 and 8).
 
 * Device: a fold worker takes its device from Ray Train (``ray.train.torch.get_device()``, the GPU Ray assigned
   to it) when it reserved GPU (``--gpus-per-fold > 0``), and the CPU otherwise, even on a node with GPUs (Ray does

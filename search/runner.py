@@ -1,5 +1,5 @@
 """Running and resuming a search: Ray Tune + OptunaSearch (seeded TPE / multi-objective TPE) + ASHA, trials from
-:mod:`search.trainable`, records from :mod:`search.records` (DESIGN.md section 6).
+:mod:`search.trainable`, records from :mod:`search.records` (docs/ARCHITECTURE.md section 6).
 
 Order of events in :func:`run_search`: validate the space and options (no Ray yet) -> preflight
 (:mod:`search.preflight`: paths made absolute, the tracking store and the Ray address answer within seconds;

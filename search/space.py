@@ -1,6 +1,6 @@
 """Search-space files (``spaces/*.yaml``): loading, validation and the Optuna define-by-run space.
 
-DESIGN.md section 6. A space file starts from a preset (``spaces/presets/<name>.yaml``, a complete
+docs/ARCHITECTURE.md section 6. A space file starts from a preset (``spaces/presets/<name>.yaml``, a complete
 :class:`~blemore_core.config.Config`) and says what to search::
 
     name: rank_aware                      # optional; the default search name (else the file stem)

@@ -1,5 +1,5 @@
 """Where a search keeps its state: Tune's experiment state, the trials' Ray Train checkpoints (their artifacts) and
-the search manifest, all under ``<storage>/<name>/`` (DESIGN.md sections 6 and 8).
+the search manifest, all under ``<storage>/<name>/`` (docs/ARCHITECTURE.md sections 6 and 8).
 
 ``--storage`` is a local path (one node), a path on a filesystem shared by every node (NFS, EFS, Lustre...) or an
 object-store URI (``s3://bucket/prefix``, ``gs://...``; any scheme pyarrow resolves). S3-compatible stores (MinIO,

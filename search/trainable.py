@@ -1,6 +1,6 @@
 """One search trial: a Ray Tune function trainable that runs one Ray Train ``DataParallelTrainer``.
 
-DESIGN.md section 6. Two fold layouts, chosen per search (``--fold-layout``, or ``fold_layout:`` in the space)::
+docs/ARCHITECTURE.md section 6. Two fold layouts, chosen per search (``--fold-layout``, or ``fold_layout:`` in the space)::
 
     packed (default)                                   workers
     Tune trial actor: run_trial(config)                Tune trial actor: run_trial(config)

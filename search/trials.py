@@ -1,4 +1,4 @@
-"""Reading a finished search back from MLflow: its trials, their ranking and their artifacts (DESIGN.md section 7).
+"""Reading a finished search back from MLflow: its trials, their ranking and their artifacts (docs/ARCHITECTURE.md section 7).
 
 Used by ``blemore export``, ``ensemble`` and ``report``. A trial is the parent run (tag ``role=parent``) of
 :mod:`search.records`; a *finished* trial is one that ran every epoch and its final protocols (status

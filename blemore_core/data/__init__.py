@@ -1,6 +1,6 @@
 """BlEmoRe data layer: release reader, Arrow feature cache, temporal standardisation, folds, synthetic release.
 
-DESIGN.md section 2. Public API::
+docs/ARCHITECTURE.md section 2. Public API::
 
     from blemore_core.data import (ENCODERS, EncoderSpec, SequenceFeatures, ReleaseData, load_release,
                                    standardise_length, aggregate, fit_standardiser, fold_indices,

@@ -1,4 +1,4 @@
-"""Feature cache: one memory-mapped Arrow IPC file per (release, split, encoder) (DESIGN.md section 2.3).
+"""Feature cache: one memory-mapped Arrow IPC file per (release, split, encoder) (docs/ARCHITECTURE.md section 2.3).
 
 File format (``CACHE_FORMAT_VERSION`` 1): an Arrow IPC *file* holding exactly one record batch with columns
 

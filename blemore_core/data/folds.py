@@ -1,4 +1,4 @@
-"""Actor-disjoint folds and feature standardisation fitted on training folds only (DESIGN.md section 2.3).
+"""Actor-disjoint folds and feature standardisation fitted on training folds only (docs/ARCHITECTURE.md section 2.3).
 
 The real release ships a ``fold`` column (0..4) whose folds are actor-disjoint; :func:`check_actor_disjoint`
 enforces that, and :func:`assign_folds` builds a deterministic actor-grouped split when the column is absent.
@@ -101,7 +101,7 @@ def fit_standardiser(
     offsets: np.ndarray | torch.Tensor | None = None,
     floor: float = 1e-6,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
-    """Z-score statistics fitted on training data only (DESIGN 2.3).
+    """Z-score statistics fitted on training data only (docs/ARCHITECTURE.md section 2.3).
 
     Two forms:
 

@@ -1,4 +1,4 @@
-"""Release reader: metadata, labels, folds and per-encoder features of a BlEmoRe release (DESIGN.md 2.1-2.3).
+"""Release reader: metadata, labels, folds and per-encoder features of a BlEmoRe release (docs/ARCHITECTURE.md 2.1-2.3).
 
 Reads the organisers' layout unchanged (see :mod:`blemore_core.data.specs`). For each requested encoder the
 per-clip folder ``<root>/pre_extracted_<split>_data/<Folder>_<split>/`` is used when it exists (through the

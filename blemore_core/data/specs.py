@@ -1,4 +1,4 @@
-"""Encoder registry and the fixed names of the BlEmoRe release layout (DESIGN.md section 2.1).
+"""Encoder registry and the fixed names of the BlEmoRe release layout (docs/ARCHITECTURE.md section 2.1).
 
 Release layout read by :func:`blemore_core.data.load_release` (and written by the synthetic generator)::
 
@@ -29,7 +29,7 @@ TEST_LABELS = "test_labels.csv"
 SPLIT_DIRS: dict[str, str] = {"train": "pre_extracted_train_data", "test": "pre_extracted_test_data"}
 SPLITS: tuple[str, ...] = ("train", "test")
 
-#: train_metadata.csv columns (DESIGN 2.1); ``fold`` is optional (assign_folds is used when absent).
+#: train_metadata.csv columns (docs/ARCHITECTURE.md section 2.1); ``fold`` is optional (assign_folds is used when absent).
 METADATA_COLUMNS: tuple[str, ...] = (
     "filename", "video_id", "gender", "mix", "emotion_1", "version", "intensity_level", "situation",
     "emotion_2", "emotion_1_salience", "emotion_2_salience", "fold",

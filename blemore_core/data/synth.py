@@ -1,8 +1,8 @@
-"""Synthetic BlEmoRe release: the exact real layout with a known signal (DESIGN.md section 2.4).
+"""Synthetic BlEmoRe release: the exact real layout with a known signal (docs/ARCHITECTURE.md section 2.4).
 
 Layout and composition
 ----------------------
-:func:`generate_release` writes the layout of DESIGN 2.1 (see :mod:`blemore_core.data.specs`) plus
+:func:`generate_release` writes the layout of docs/ARCHITECTURE.md section 2.1 (see :mod:`blemore_core.data.specs`) plus
 ``test_labels.csv`` (synthetic only, so exported submissions can be scored) and ``manifest.json`` (the
 generator's ground truth). Per actor it mirrors the real release (tests/fixtures/blemore_fold_filenames.txt):
 a *full* actor has 54 clips at ver1 (5 emotions x 4 intensities, neutral x 4 situations, 10 pairs x 3 ratios),
@@ -395,7 +395,7 @@ def generate_release(
     progress: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Write a synthetic BlEmoRe release (DESIGN 2.4) to ``out`` and return its path.
+    """Write a synthetic BlEmoRe release (docs/ARCHITECTURE.md section 2.4) to ``out`` and return its path.
 
     Args:
         out: target directory; must not exist unless ``overwrite``.

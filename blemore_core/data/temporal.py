@@ -1,4 +1,4 @@
-"""Temporal standardisation and statistical aggregation of variable-length clips (DESIGN.md section 2.3).
+"""Temporal standardisation and statistical aggregation of variable-length clips (docs/ARCHITECTURE.md section 2.3).
 
 Clips of one encoder are stored concatenated: ``frames`` (total_T, D) and ``offsets`` (N+1,), clip ``i`` is
 ``frames[offsets[i]:offsets[i+1]]``. Both functions are batched over clips on torch tensors; neither loops
@@ -63,7 +63,7 @@ def standardise_length(
     train: bool,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bring a batch of clips to a fixed length L (DESIGN 2.3).
+    """Bring a batch of clips to a fixed length L (docs/ARCHITECTURE.md section 2.3).
 
     For a clip of T frames: T >= L -> split into L uniform segments (:func:`segment_bounds`) and take one
     frame from each: in training a uniformly random frame of the segment (drawn from ``generator``), in
@@ -125,7 +125,7 @@ def aggregate(
 ) -> np.ndarray | torch.Tensor:
     """Statistical aggregation of every clip: mean, std, p10, p25, p50, p75, p90 over its real frames.
 
-    The organisers' static features (DESIGN 2.3). Computed in float64 on padded, sorted chunks of clips.
+    The organisers' static features (docs/ARCHITECTURE.md section 2.3). Computed in float64 on padded, sorted chunks of clips.
     ``std`` is the population standard deviation (ddof=0, ``np.std``'s default; a one-frame clip has std 0);
     percentiles use linear interpolation between closest ranks (``np.percentile``'s default method) and
     match it within 1e-5.

@@ -1,4 +1,4 @@
-"""Model zoo (DESIGN.md section 4): temporal pooling, fusion, heads and the organisers' baselines.
+"""Model zoo (docs/ARCHITECTURE.md section 4): temporal pooling, fusion, heads and the organisers' baselines.
 
 Building blocks are registered by name (:data:`POOLING`, :data:`FUSION`, :data:`HEAD`, :data:`ARCH`) and
 assembled by :func:`build_model`. Shape legend: (B, T, D) sequences, (B, T) masks with True = real frame,

@@ -1,4 +1,4 @@
-"""The organisers' baselines (blemore-common ``model/models.py``) on aggregated features (DESIGN.md section 4).
+"""The organisers' baselines (blemore-common ``model/models.py``) on aggregated features (docs/ARCHITECTURE.md section 4).
 
 Registered in :data:`~blemore_core.models.registry.ARCH`: ``linear`` = nn.Linear(in, 6); ``mlp256`` /
 ``mlp512`` = Linear(in, hidden) -> ReLU -> Dropout(reg.dropout) -> Linear(hidden, 6). The input is every

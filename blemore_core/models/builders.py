@@ -1,4 +1,4 @@
-"""Assemble models from a :class:`~blemore_core.config.Config` (DESIGN.md section 4).
+"""Assemble models from a :class:`~blemore_core.config.Config` (docs/ARCHITECTURE.md section 4).
 
 ``build_model(cfg, input_dims)``:
 

@@ -1,4 +1,4 @@
-"""Multimodal fusion (DESIGN.md section 4): per-encoder inputs -> one fused vector (B, H).
+"""Multimodal fusion (docs/ARCHITECTURE.md section 4): per-encoder inputs -> one fused vector (B, H).
 
 Registered in :data:`~blemore_core.models.registry.FUSION` as
 ``cls(input_dims, *, encoders, features, model, reg)`` with ``out_dim`` (H) and

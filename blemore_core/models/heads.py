@@ -1,4 +1,4 @@
-"""Output heads (DESIGN.md section 4): a fused vector (B, H) -> a distribution over the 6 emotions.
+"""Output heads (docs/ARCHITECTURE.md section 4): a fused vector (B, H) -> a distribution over the 6 emotions.
 
 Registered in :data:`~blemore_core.models.registry.HEAD` as ``cls(in_dim, *, dropout)``. Every head divides
 its logits by a learned temperature T = exp(log_t) (initialised at 1) and returns a :class:`ModelOutput`

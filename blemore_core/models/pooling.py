@@ -1,4 +1,4 @@
-"""Temporal pooling (DESIGN.md section 4): a (B, T, D) sequence with its (B, T) mask -> a (B, out_dim) vector.
+"""Temporal pooling (docs/ARCHITECTURE.md section 4): a (B, T, D) sequence with its (B, T) mask -> a (B, out_dim) vector.
 
 Registered in :data:`~blemore_core.models.registry.POOLING`. Every pooling takes
 ``cls(in_dim, *, width, layers, heads, dropout)``, exposes ``out_dim`` and guarantees:

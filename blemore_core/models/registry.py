@@ -1,4 +1,4 @@
-"""Name -> class registries for the model building blocks (timm style; DESIGN.md section 9).
+"""Name -> class registries for the model building blocks (timm style; docs/ARCHITECTURE.md section 9).
 
 One registry per kind: :data:`POOLING`, :data:`FUSION`, :data:`HEAD` and :data:`ARCH` (the organisers'
 baselines). Registering a name twice raises :class:`RegistryError`; looking up an unknown name raises

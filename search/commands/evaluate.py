@@ -5,7 +5,7 @@ Examples::
     blemore evaluate --predictions oof.json --metadata data/train_metadata.csv
     blemore evaluate --predictions submission.zip --labels data/test_labels.csv --json
 
-Prints ACC_presence, ACC_salience and Score (DESIGN 3). The prediction file must cover every clip of the label
+Prints ACC_presence, ACC_salience and Score (docs/ARCHITECTURE.md section 3). The prediction file must cover every clip of the label
 table, exactly (training names are labelled by the filename grammar, test ids by the label columns of a
 synthetic release's ``test_labels.csv``); ``--allow-partial`` scores the clips it has, with a loud notice that the
 numbers are not comparable to a complete submission. Exit code 0 on success, 2 for a malformed, truncated or

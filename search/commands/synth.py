@@ -1,4 +1,4 @@
-"""``blemore synth``: write a synthetic BlEmoRe release (DESIGN.md section 2.4).
+"""``blemore synth``: write a synthetic BlEmoRe release (docs/ARCHITECTURE.md section 2.4).
 
 Example::
 

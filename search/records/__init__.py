@@ -1,6 +1,6 @@
 """MLflow records of a search, written by ONE process: a Ray Tune callback on the driver.
 
-DESIGN.md section 6. Experiment = search name; one parent run per trial (tag ``tune_trial_id``); one child run per
+docs/ARCHITECTURE.md section 6. Experiment = search name; one parent run per trial (tag ``tune_trial_id``); one child run per
 fold (tags ``tune_trial_id``, ``fold``). Runs are found again by these tags, so a retried or resumed trial
 reuses its runs: exactly one parent run per trial across retries and resumes. Workers never talk to MLflow.
 

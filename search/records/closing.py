@@ -1,6 +1,6 @@
 """Closing a search's runs: after the search (also on Ctrl-C or a crash) the runs of THIS search still RUNNING end
 KILLED: runs this process created or reopened, or tagged with its name-lock token; a concurrent search's runs are
-never touched (DESIGN.md section 6)."""
+never touched (docs/ARCHITECTURE.md section 6)."""
 
 from __future__ import annotations
 

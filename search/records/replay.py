@@ -1,6 +1,6 @@
 """Replay after an outage: after ``blemore resume``, every trial that ended while the tracking server was down (or
 whose records were still queued when the driver died) is recorded exactly once, from Tune's stored results
-(DESIGN.md section 6)."""
+(docs/ARCHITECTURE.md section 6)."""
 
 from __future__ import annotations
 

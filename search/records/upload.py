@@ -1,5 +1,5 @@
 """Artifact upload of a finished trial: the files of its final checkpoint to its parent and fold runs, with the
-plots drawn from them (DESIGN.md section 6). Read from the search's storage (shared filesystem or object store),
+plots drawn from them (docs/ARCHITECTURE.md section 6). Read from the search's storage (shared filesystem or object store),
 never from a worker's disk."""
 
 from __future__ import annotations

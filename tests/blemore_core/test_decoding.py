@@ -1,4 +1,4 @@
-"""decode / fit_thresholds against a straightforward per-clip port of the organisers' code (DESIGN 3).
+"""decode / fit_thresholds against a straightforward per-clip port of the organisers' code (docs/ARCHITECTURE.md section 3).
 
 The reference below is a faithful port of blemore-common ``model/post_process.py`` (get_top_2_predictions,
 probs2dict, grid_search_thresholds) and ``utils/generic_accuracy/accuracy_funcs.py`` (acc_presence_total,

@@ -1,4 +1,4 @@
-"""ACC_presence / ACC_salience / Score (DESIGN 3) on hand-worked cases, against a port of the organisers'
+"""ACC_presence / ACC_salience / Score (docs/ARCHITECTURE.md section 3) on hand-worked cases, against a port of the organisers'
 accuracy functions, and the trivial baselines on real fold names. Exact comparisons (tolerance 0) unless stated."""
 
 from __future__ import annotations

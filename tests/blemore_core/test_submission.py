@@ -1,4 +1,4 @@
-"""Submission files (DESIGN 3): round trip, atomic write, malformed files, label tables."""
+"""Submission files (docs/ARCHITECTURE.md section 3): round trip, atomic write, malformed files, label tables."""
 
 from __future__ import annotations
 

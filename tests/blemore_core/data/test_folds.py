@@ -1,4 +1,4 @@
-"""Actor-disjoint folds and training-fold-only standardisation (DESIGN.md 2.3)."""
+"""Actor-disjoint folds and training-fold-only standardisation (docs/ARCHITECTURE.md 2.3)."""
 
 import numpy as np
 import pytest

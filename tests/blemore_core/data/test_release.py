@@ -1,4 +1,4 @@
-"""Release reader and feature cache: hand-made trees, the organisers' npz form, bad input (DESIGN.md 2.1-2.3)."""
+"""Release reader and feature cache: hand-made trees, the organisers' npz form, bad input (docs/ARCHITECTURE.md 2.1-2.3)."""
 
 import os
 import re

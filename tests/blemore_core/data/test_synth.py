@@ -1,4 +1,4 @@
-"""Synthetic release (DESIGN.md 2.4): layout, composition vs the real fold, determinism, atomicity, CLI."""
+"""Synthetic release (docs/ARCHITECTURE.md 2.4): layout, composition vs the real fold, determinism, atomicity, CLI."""
 
 import hashlib
 import json

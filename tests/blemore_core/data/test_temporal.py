@@ -1,4 +1,4 @@
-"""standardise_length and aggregate against simple per-clip loop references (DESIGN.md 2.3)."""
+"""standardise_length and aggregate against simple per-clip loop references (docs/ARCHITECTURE.md 2.3)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Contract tests over every registered fusion, head, pooling and baseline arch (DESIGN.md section 9).
+"""Contract tests over every registered fusion, head, pooling and baseline arch (docs/ARCHITECTURE.md section 9).
 
 The parametrisation iterates the registries, so a newly registered block is tested automatically: output
 shapes, finite values, probability rows summing to 1, a gradient for every trainable parameter from one

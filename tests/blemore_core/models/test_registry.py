@@ -1,4 +1,4 @@
-"""Registry rules: duplicate registration raises; unknown names list the valid ones (DESIGN.md section 9)."""
+"""Registry rules: duplicate registration raises; unknown names list the valid ones (docs/ARCHITECTURE.md section 9)."""
 
 import pytest
 
