@@ -512,7 +512,8 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         results = _fit(tuner, name, opts, exp_path)
         elapsed = time.time() - t_fit
         summary = summarize(results, space)
-        tracker.reconcile(results)  # trials that ended while the tracking server was down, recorded once
+        budget_hit = space.time_budget_s is not None and elapsed >= space.time_budget_s - 1.0
+        tracker.reconcile(results, cut=budget_hit)  # trials cut by the budget, or ended during an outage: once
         tracker.close()  # every trial's record is written before the search-level report reads them
         from search.report import report_after_search
 

@@ -111,16 +111,17 @@ class MLflowTracker(Callback):
         self.flush()
 
     # ------------------------------------------------------------------ after the search
-    def reconcile(self, results: Any) -> int:
+    def reconcile(self, results: Any, cut: bool = False) -> int:
         """Record, exactly once, every trial of ``results`` (Tune's ResultGrid after ``fit``) that ended while the
         tracking server was down, or whose records were queued when the driver died (:func:`replay`); nothing
-        while the server is down. Returns how many trials were recorded now."""
+        while the server is down. ``cut``: the search ended by its time budget (see :func:`replay`). Returns how
+        many trials were recorded now."""
         mine = self.writer.siblings()
         for w in mine:  # the Tune callback's queued writes land first
             w.flush()
         if any(w.down is not None for w in mine):
             return 0
-        return replay(self.recorder, results)
+        return replay(self.recorder, results, cut=cut)
 
     def close(self) -> int:
         """Finish the queued writes, then end as KILLED the runs of THIS search still RUNNING (created or reopened

@@ -152,9 +152,10 @@ class TrialRecorder:
             self.client.set_terminated(run_id, status=status)
         self.index.forget(trial.trial_id)
 
-    def complete(self, trial: TrialInfo) -> None:
+    def complete(self, trial: TrialInfo, cut: bool = False) -> None:
         """A trial ended without error: ``completed``, or ``stopped`` by the scheduler (no final report; the last
-        epoch's numbers, the same objective, are the record)."""
+        epoch's numbers, the same objective, are the record), or with ``cut=True`` (no final report) ``cut``: ended
+        by the search's time budget, not judged by the scheduler."""
         tid = trial.trial_id
         stopped = tid not in self.final_seen
         if stopped:
@@ -172,8 +173,8 @@ class TrialRecorder:
                 except Exception as e:  # artifacts are best effort; the metrics are already recorded
                     self.client.set_tag(self.index.parent(trial), "artifact_error",
                                         mask_uri(str(e))[:ERROR_TAG_MAX])
-        self._end(trial, "FINISHED", {"stopped_early": str(stopped).lower(), "trial_status": "stopped" if stopped
-                                      else "completed"})
+        status = "completed" if not stopped else "cut" if cut else "stopped"
+        self._end(trial, "FINISHED", {"stopped_early": str(stopped).lower(), "trial_status": status})
 
     def error(self, trial: TrialInfo) -> None:
         """A trial failed: its runs end FAILED with the error file's text (its end) in the tag ``error``."""

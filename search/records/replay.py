@@ -12,12 +12,15 @@ from search.records.naming import ROLE_TAG, TRIAL_TAG
 from search.records.recorder import TrialInfo, TrialRecorder
 
 
-def replay(recorder: TrialRecorder, results: Any) -> int:
+def replay(recorder: TrialRecorder, results: Any, cut: bool = False) -> int:
     """Record every trial of ``results`` (Tune's ResultGrid after ``fit``) that ended but whose parent run is missing
     or was never ended with a ``trial_status``: its params, learning curves (replayed from Tune's stored
     ``result.json``; an earlier partial attempt's runs are replaced), final metrics and artifacts, then its status.
     The runs of attempts Tune does not know are deleted first (:func:`drop_forgotten`). Call it with the writer
-    threads flushed and the server answering; returns how many trials were recorded now."""
+    threads flushed and the server answering; returns how many trials were recorded now.
+
+    ``cut``: the search ended by its time budget, so a trial the Tune callback never saw end (no final report) was
+    cut by the budget: it is tagged ``trial_status=cut`` and the console says so (not a tracking-server outage)."""
     index = recorder.index
     parents = index.search(f"tags.{ROLE_TAG} = 'parent'", 50000)
     done = {r.data.tags.get(TRIAL_TAG) for r in parents
@@ -39,9 +42,11 @@ def replay(recorder: TrialRecorder, results: Any) -> int:
             recorder.result(info, m)
         else:  # stopped by the scheduler: its last epoch is the record (see TrialRecorder.complete)
             recorder.last[str(tid)] = m
-        recorder.complete(info)
+        recorder.complete(info, cut=cut)
         n += 1
-    if n:
+    if n and cut:
+        print(f"MLflow: recorded {n} trial(s) cut by the time budget (trial_status=cut)", file=sys.stderr)
+    elif n:
         print(f"MLflow: recorded {n} trial(s) that ended while the tracking server was not reachable",
               file=sys.stderr)
     return n

@@ -267,3 +267,27 @@ def test_stopped_trial_gets_every_epoch_from_its_shards_and_the_fold_tags(tracke
     z = np.load(local, allow_pickle=False)
     np.testing.assert_array_equal(z["probs"], np.stack(probs, axis=2))
     np.testing.assert_array_equal(z["folds"], data.folds)
+
+
+def test_trials_cut_by_the_time_budget_are_tagged_cut_and_named_so(tracker, tmp_path, epoch_report, capsys):
+    """A search that ended by its time budget: a trial Tune cut before it ended (never completed in the callback)
+    is recorded with its params and tagged trial_status=cut (not stopped), and the console says the budget cut it,
+    not that the tracking server was down; an ASHA-stopped trial keeps trial_status=stopped."""
+    rng = np.random.default_rng(7)
+    ts = FakeTrial("ts", {"train.lr": 0.001})
+    tracker.on_trial_start(0, [], ts)
+    tracker.on_trial_result(0, [], ts, dict(epoch_report(1, rng), trial_id="ts"))
+    tracker.on_trial_complete(0, [], ts)  # stopped by the scheduler
+    tc = FakeTrial("tc", {"train.lr": 0.003})
+    tracker.on_trial_start(0, [], tc)
+    c = [epoch_report(1, rng)]
+    tracker.on_trial_result(0, [], tc, dict(c[0], trial_id="tc"))  # then the budget ran out: no end seen
+    tracker.flush()
+    capsys.readouterr()
+    assert tracker.reconcile([_stored_trial(tmp_path, "tc", c, tc.config)], cut=True) == 1
+    err = capsys.readouterr().err
+    assert "cut by the time budget" in err and "not reachable" not in err
+    (p_cut,), _ = _runs(tracker, "tc")
+    (p_stop,), _ = _runs(tracker, "ts")
+    assert p_cut.data.tags["trial_status"] == "cut" and p_cut.data.params["train.lr"] == "0.003"
+    assert p_stop.data.tags["trial_status"] == "stopped"
