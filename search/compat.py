@@ -93,15 +93,37 @@ class SupersededUploadFilter(logging.Filter):
         return True
 
 
+#: the logger of Tune's ResultGrid, which warns about trials that never reported (``ray/tune/analysis/...``)
+TUNE_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+
+class NeverReportedFilter(logging.Filter):
+    """Drops Ray Tune's warning "Failed to fetch metrics for N trial(s)" when every trial it lists never reported
+    (its ``result.json`` and ``progress.csv`` "were not found": a trial cut by the time budget or Ctrl-C before its
+    first epoch). The search's ending line counts those trials ("cut before a first result"); any other failure to
+    read a trial's results keeps its warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not msg.startswith("Failed to fetch metrics for"):
+            return True
+        listed = [ln for ln in msg.splitlines()[1:] if ln.startswith("- ")]
+        return not (listed and all("were not found" in ln for ln in listed))
+
+
 @contextlib.contextmanager
 def one_line_superseded_uploads() -> Iterator[None]:
-    """:class:`SupersededUploadFilter` on Tune's experiment-state logger while the block runs."""
-    log, flt = logging.getLogger(TUNE_STATE_LOGGER), SupersededUploadFilter()
-    log.addFilter(flt)
+    """While the block runs (``tuner.fit()``): :class:`SupersededUploadFilter` on Tune's experiment-state logger
+    and :class:`NeverReportedFilter` on its analysis logger."""
+    pairs = [(logging.getLogger(TUNE_STATE_LOGGER), SupersededUploadFilter()),
+             (logging.getLogger(TUNE_ANALYSIS_LOGGER), NeverReportedFilter())]
+    for log, flt in pairs:
+        log.addFilter(flt)
     try:
         yield
     finally:
-        log.removeFilter(flt)
+        for log, flt in pairs:
+            log.removeFilter(flt)
 
 
 def tune_results(result: Any) -> list[dict]:

@@ -90,3 +90,25 @@ def test_mlflow_still_has_the_console_switches(monkeypatch):
     compat.quiet_mlflow_console()
     assert ev.MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is True
     assert ev.MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get() is True
+
+
+def test_tune_warns_about_never_reported_trials_the_way_the_filter_expects():
+    """The analysis logger and its message (a trial whose result.json and progress.csv 'were not found'), and the
+    filter: such warnings are dropped, a warning that also lists another failure is kept, other records pass."""
+    import logging
+
+    from ray.tune.analysis import experiment_analysis as ea
+
+    src = inspect.getsource(ea)
+    assert ea.logger.name == compat.TUNE_ANALYSIS_LOGGER
+    assert 'f"Failed to fetch metrics for {len(failures)} trial(s)' in src and "were not found at" in src
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord(compat.TUNE_ANALYSIS_LOGGER, logging.WARNING, __file__, 1, msg, None, None)
+
+    f = compat.NeverReportedFilter()
+    cut = "- run_trial_a: FileNotFoundError('result.json and progress.csv were not found at /s/a')"
+    other = "- run_trial_b: OSError('permission denied')"
+    assert not f.filter(rec(f"Failed to fetch metrics for 1 trial(s):\n{cut}"))
+    assert f.filter(rec(f"Failed to fetch metrics for 2 trial(s):\n{cut}\n{other}"))
+    assert f.filter(rec("something else"))
