@@ -330,12 +330,15 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": TRIAL_ACTOR_CPUS})
     tracker = _tracker(space, name, storage, tracking_uri)
-    reporter = tune.CLIReporter(
+    from search.progress import LiveTable, TrialEvents, is_terminal
+
+    reporter = LiveTable(
         metric_columns={"epoch": "epoch", "score": "score", "acc_presence": "acc_pres", "acc_salience": "acc_sal",
                         "active_folds": "folds"},
         parameter_columns=[p.key for p in space.params],
         max_report_frequency=30,
     )
+    events = [TrialEvents(space.metrics[0], [p.key for p in space.params])] if opts.verbose and not is_terminal() else []
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -343,7 +346,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
             max_concurrent_trials=max_concurrent, time_budget_s=space.time_budget_s,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage.uri, callbacks=[tracker, ReleaseEndedTrials()],
+            name=name, storage_path=storage.uri, callbacks=[tracker, ReleaseEndedTrials(), *events],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             progress_reporter=reporter, verbose=opts.verbose,
         ),
