@@ -86,7 +86,7 @@ def mlflow_server():
 BUCKET = "blemore-unit"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: its AWS_* variables must not outlive the module (cluster e2e)
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with one bucket; AWS_* variables set for pyarrow and boto3."""
     boto3 = pytest.importorskip("boto3")
