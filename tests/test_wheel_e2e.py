@@ -85,7 +85,7 @@ def test_wheel_installs_and_searches_a_builtin_space_from_anywhere(tmp_path):
 
     (work / "small.yaml").write_text(SMALL)
     r = _run([blemore, "search", "small.yaml", "--data", work / "tiny", "--num-samples", 1, "--max-concurrent", 1,
-              "--num-cpus", 2, "--cpus-per-fold", 0.19, "--quiet"], work, env, timeout=900)
+              "--num-cpus", 2, "--cpus-per-trial", 0.95, "--quiet"], work, env, timeout=900)
     assert (work / "mlflow.db").is_file() and (work / "ray_results" / "small" / "blemore_search.json").is_file()
     from mlflow.tracking import MlflowClient
 

@@ -145,8 +145,14 @@ class TrialRecorder:
         self.final_seen.add(trial.trial_id)
 
     def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
+        """End every run of ``trial`` with ``status`` and ``tags``: the runs this process touched, and any run of
+        the trial still RUNNING that it did not (a fold run an earlier process of a resumed search opened and this
+        one never reported to), so that no run of an ended trial is left RUNNING."""
         self.index.parent(trial)
-        for run_id in self.index.trial_runs(trial.trial_id):
+        known = self.index.trial_runs(trial.trial_id)
+        stale = [r.info.run_id for r in self.index.search(
+            f"tags.{TRIAL_TAG} = '{trial.trial_id}' and attributes.status = 'RUNNING'", 100)]
+        for run_id in known + [r for r in stale if r not in known]:
             for k, v in tags.items():
                 self.client.set_tag(run_id, k, mask_uri(v))  # an error text may quote a URI with credentials
             self.client.set_terminated(run_id, status=status)

@@ -417,4 +417,6 @@ def test_tracking_server_killed_then_resume_records_every_trial_once(cluster, se
     assert len(parents) == n and len(set(tids)) == n, tids
     assert all(p.info.status == "FINISHED" and "score" in p.data.metrics for p in parents), \
         [(p.info.status, sorted(p.data.metrics)) for p in parents]
-    assert len(folds) == 5 * n and all(f.info.status == "FINISHED" for f in folds)
+    assert len(folds) == 5 * n and all(f.info.status == "FINISHED" for f in folds), \
+        sorted((f.data.tags.get("tune_trial_id"), f.data.tags.get("fold"), f.info.status,
+                f.data.tags.get("trial_status")) for f in folds)

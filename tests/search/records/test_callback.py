@@ -97,6 +97,28 @@ def test_resumed_tracker_reuses_runs_and_close_ends_running(tracker, epoch_repor
     assert all(r.info.status == "KILLED" for r in parents + folds)
 
 
+def test_resumed_trial_that_reports_fewer_folds_ends_every_fold_run(tracker, epoch_report):
+    """A fold run opened by an earlier process of a resumed search, to which this process never reports, still
+    ends with the trial (not left RUNNING, not KILLED at close)."""
+    t = FakeTrial("ddd", {"train.lr": 0.001})
+    tracker.on_trial_start(0, [], t)
+    tracker.on_trial_result(0, [], t, epoch_report(1, np.random.default_rng(4)))
+    tracker.flush()
+    import pickle
+
+    again = pickle.loads(pickle.dumps(tracker))
+    rep = epoch_report(2, np.random.default_rng(5))
+    rep["folds"] = rep["folds"][:2]  # only folds 0 and 1 report after the resume
+    again.on_trial_start(0, [], t)
+    again.on_trial_result(0, [], t, rep)
+    again.on_trial_complete(0, [], t)
+    parents, folds = _runs(again, "ddd")
+    assert len(parents) == 1 and len(folds) == 5
+    assert [(r.data.tags["fold"], r.info.status, r.data.tags.get("trial_status")) for r in folds] == \
+        [(r.data.tags["fold"], "FINISHED", "stopped") for r in folds]
+    assert again.close() == 0
+
+
 def test_ensure_store_creates_schema_and_experiment_before_any_trial(tracker, tmp_path):
     from mlflow.tracking import MlflowClient
 
