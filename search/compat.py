@@ -8,6 +8,8 @@ Ray (2.60):
   private constant ``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` when ray is imported, so it is set there too.
 * :data:`RAY_TRAIN_ENV`: undocumented ``RAY_TRAIN_*`` switches of Ray Train v2 (``ray/train/v2/_internal/constants.py``)
   and :data:`RAY_TUNE_ENV` (``RAY_AIR_NEW_OUTPUT``, ``ray/air/constants.py``).
+* :data:`TUNE_LOGGER_ENV` / :func:`tune_loggers`: ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` keeps Tune from adding
+  its CSV and TensorBoard loggers (``ray/tune/utils/callback.py``).
 * :class:`SupersededUploadFilter`: the logger ``ray.tune.execution.experiment_state``, its message
   ``"Saving experiment state to storage at ..."`` and the searcher's temporary file ``.<uuid4>-tmp-<name>``.
 * :func:`tune_results`: every result of a trial is a JSON line of ``result.json`` in the trial's folder
@@ -51,6 +53,22 @@ RAY_TRAIN_ENV: dict[str, str] = {
 }
 #: Tune's classic reporter (the search's metric columns) instead of the new console output
 RAY_TUNE_ENV: dict[str, str] = {"RAY_AIR_NEW_OUTPUT": "0"}
+#: Tune adds a CSV (``progress.csv``) and a TensorBoard (``events.out.tfevents.*``) logger next to the JSON one
+#: unless this is "1" (``ray/tune/utils/callback.py``, ``_create_default_callbacks``); the driver re-uploads each
+#: trial's folder at every experiment sync, so each copy of the results costs bytes growing with the square of the
+#: epochs. ``result.json`` alone is kept: :func:`tune_results` and Tune's ResultGrid read it (JSON first).
+TUNE_LOGGER_ENV: dict[str, str] = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+def tune_loggers() -> list:
+    """Tune's trial loggers for a search: the JSON one only (``result.json``), the others switched off through
+    :data:`TUNE_LOGGER_ENV` in this process (the driver builds them when ``fit`` starts; a user's own setting
+    wins). Returns ``[JsonLoggerCallback()]`` for ``RunConfig.callbacks``."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    for k, v in TUNE_LOGGER_ENV.items():
+        os.environ.setdefault(k, v)
+    return [JsonLoggerCallback()]
 
 
 def bind_local_ray_to_loopback() -> None:
@@ -166,7 +184,7 @@ def quiet_mlflow_console() -> None:
         os.environ.setdefault(k, v)
 
 
-__all__ = ["LOCAL_RAY_ENV", "RAY_TRAIN_ENV", "RAY_TUNE_ENV", "bind_local_ray_to_loopback", "TUNE_TMP_FILE",
+__all__ = ["LOCAL_RAY_ENV", "RAY_TRAIN_ENV", "RAY_TUNE_ENV", "TUNE_LOGGER_ENV", "tune_loggers", "bind_local_ray_to_loopback", "TUNE_TMP_FILE",
            "TUNE_STATE_LOGGER", "TUNE_RESULT_FILE", "SupersededUploadFilter", "one_line_superseded_uploads",
            "tune_results", "VIEW_TAG_PREFIX", "EXPERIMENT_KIND_TAG", "EXPERIMENT_KIND", "MLFLOW_QUIET_ENV",
            "quiet_mlflow_console"]

@@ -330,6 +330,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": TRIAL_ACTOR_CPUS})
     tracker = _tracker(space, name, storage, tracking_uri)
+    from search.compat import tune_loggers
     from search.progress import LiveTable, TrialEvents, is_terminal
 
     reporter = LiveTable(
@@ -346,7 +347,7 @@ def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: St
             max_concurrent_trials=max_concurrent, time_budget_s=space.time_budget_s,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage.uri, callbacks=[tracker, ReleaseEndedTrials(), *events],
+            name=name, storage_path=storage.uri, callbacks=[*tune_loggers(), tracker, ReleaseEndedTrials(), *events],
             failure_config=tune.FailureConfig(max_failures=opts.max_failures),
             progress_reporter=reporter, verbose=opts.verbose,
         ),

@@ -67,6 +67,24 @@ def test_tune_keeps_every_result_as_a_json_line_of_result_json(tmp_path):
     assert compat.tune_results(SimpleNamespace(path=str(tmp_path / "gone"), filesystem=res.filesystem)) == []
 
 
+def test_tune_adds_only_the_json_logger_when_its_switch_is_set(monkeypatch):
+    """With :data:`TUNE_LOGGER_ENV` Tune's default callbacks add neither the CSV nor the TensorBoard logger; the
+    JSON logger of :func:`tune_loggers` is the only trial logger (its ``result.json`` is what replay reads)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
+    from ray.tune.utils.callback import _create_default_callbacks
+
+    for k in compat.TUNE_LOGGER_ENV:
+        monkeypatch.delenv(k, raising=False)
+    loggers = compat.tune_loggers()
+    made = _create_default_callbacks(list(loggers), metric="score", mode="max")
+    kinds = [type(c) for c in made if isinstance(c, LoggerCallback)]
+    assert kinds == [JsonLoggerCallback], kinds
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")  # a user's own choice is kept
+    compat.tune_loggers()
+    made = _create_default_callbacks(list(loggers), metric="score", mode="max")
+    assert any(isinstance(c, CSVLoggerCallback) for c in made)
+
+
 def _ui_bundle() -> str:
     import mlflow
 
