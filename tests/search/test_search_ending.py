@@ -42,3 +42,16 @@ def test_requested_count_comes_from_the_space(tmp_path):
     p.write_text("name: s\nbudget: {num_samples: 8}\n")
     assert cmd._space_samples(str(p)) == 8
     assert cmd._space_samples(str(tmp_path / "missing.yaml")) is None
+
+
+def test_summary_title_says_how_many_trials_it_leaves_out(capsys):
+    """The table after a search shows the best five; its title says of how many (a user counting rows against the
+    ending line's trial count sees why they differ)."""
+    from search.runner import SearchOutcome, print_summary
+
+    rows = [{"trial": f"t{i}", "status": "completed", "score": 0.3 - i / 100, "epochs": 10} for i in range(5)]
+    print_summary(SearchOutcome("demo", "/x", "sqlite:///mlflow.db", results=[object()] * 8, summary=rows))
+    assert "the 5 best of 8 trials of 'demo' by score" in " ".join(capsys.readouterr().out.split())
+    print_summary(SearchOutcome("demo", "/x", "sqlite:///mlflow.db", results=[object()] * 5, summary=rows))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "trials of 'demo' by score" in out and "best of" not in out
