@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from search.errors import InputError
 
@@ -96,15 +96,35 @@ def check_paths(ctx: PreflightContext) -> None:
             raise PreflightError(f"--tracking-uri {ctx.tracking_uri}: folder {db.parent} is not writable")
 
 
+def _health_request(url: str) -> urllib.request.Request:
+    """A GET of ``url`` with any ``user:password@`` moved into a basic ``Authorization`` header (urllib would take
+    it for part of the host name; MLflow's client, through requests, sends it as basic authentication)."""
+    import base64
+
+    parts = urlparse(url)
+    if parts.username is None and parts.password is None:
+        return urllib.request.Request(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    req = urllib.request.Request(parts._replace(netloc=netloc).geturl())
+    token = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    return req
+
+
 def check_tracking_store(ctx: PreflightContext) -> None:
     """The tracking store answers: an HTTP server's ``/health`` within ``ctx.timeout`` seconds (one request, no
     retry); an existing SQLite file is a complete MLflow store (a half-made one is named, with how to recover)."""
+    from search.safety import mask_uri
+
     uri = ctx.tracking_uri
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
-        url = uri.rstrip("/") + "/health"
+        request = _health_request(uri.rstrip("/") + "/health")
+        uri, url = mask_uri(uri), mask_uri(uri.rstrip("/") + "/health")  # what messages show
         try:
-            with urllib.request.urlopen(url, timeout=ctx.timeout) as r:  # noqa: S310 (http/https only)
+            with urllib.request.urlopen(request, timeout=ctx.timeout) as r:  # noqa: S310 (http/s only)
                 if r.status != 200:
                     raise PreflightError(f"--tracking-uri {uri}: MLflow server answered HTTP {r.status} at {url}")
         except urllib.error.HTTPError as e:

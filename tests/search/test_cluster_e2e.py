@@ -326,6 +326,22 @@ def _wait(pred, timeout: float, what: str, step: float = 1.0):
     raise TimeoutError(what)
 
 
+@pytest.fixture
+def job_id(cluster):
+    """``job_id(name)`` -> a fresh submission id; the job is stopped after the test whatever happened, so that a
+    failed fault test never leaves a search holding the cluster's CPUs for the tests after it."""
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        made.append(f"{name}-{secrets.token_hex(3)}")
+        return made[-1]
+
+    yield make
+    for sid in made:
+        if _job_status(cluster, sid) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            _sh(cluster, "ray", "job", "stop", sid, timeout=120, check=False)
+
+
 def _job_status(c: SimpleNamespace, sid: str) -> str:
     p = _sh(c, "ray", "job", "status", sid, check=False)
     out = (p.stdout + p.stderr).upper()  # the Ray CLI logs to stderr, in words ("... succeeded")
@@ -335,7 +351,7 @@ def _job_status(c: SimpleNamespace, sid: str) -> str:
     return "?"
 
 
-def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched):
+def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched, job_id):
     """The worker node's raylet is SIGKILLed (by its recorded pid) while a trial trains. Every trial spans both
     nodes here (5 fold workers x 0.7 CPU > the worker's 3 CPUs; the head has 1), so the kill takes fold workers
     of the running trial with it: the trial fails, Tune retries it per FailureConfig (--max-failures 2) once a
@@ -343,7 +359,7 @@ def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched)
     retry recorded, five fold runs and no run left RUNNING."""
     c = cluster
     name = "cl_fault_node"
-    sid = f"{name}-{secrets.token_hex(3)}"
+    sid = job_id(name)
     # long enough (120 epochs of the tiny release, about 2 min) that the kill lands while the trial trains
     _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, 1, epochs=120)), *_search_args(c, name),
         extra_env={"SUBMIT_ARGS": f"--no-wait --submission-id {sid}"})
@@ -367,11 +383,11 @@ def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched)
     assert c.worker_node not in nodes and len(nodes - {c.head_node}) == 1, (nodes, c.head_node, c.worker_node)
 
 
-def test_driver_killed_then_resume_gives_exactly_num_samples_runs(cluster, searched):
+def test_driver_killed_then_resume_gives_exactly_num_samples_runs(cluster, searched, job_id):
     c = cluster
     name = "cl_fault_driver"
     n = 3
-    sid = f"{name}-{secrets.token_hex(3)}"
+    sid = job_id(name)
     _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, n)), *_search_args(c, name),
         extra_env={"SUBMIT_ARGS": f"--no-wait --submission-id {sid}"})
     _wait(lambda: any(p.info.status == "FINISHED" for p in _runs(c, name)[2]), 500, "first finished trial")
@@ -386,14 +402,14 @@ def test_driver_killed_then_resume_gives_exactly_num_samples_runs(cluster, searc
     assert len(folds) == 5 * n
 
 
-def test_tracking_server_killed_then_resume_records_every_trial_once(cluster, searched):
+def test_tracking_server_killed_then_resume_records_every_trial_once(cluster, searched, job_id):
     """The MLflow server dies mid-search: the search stops within seconds with a clear error naming the server and
     the resume command; after the server is restarted (same store), `blemore resume` ends with exactly num_samples
     parent runs, each ended FINISHED with its Score, and five fold runs each."""
     c = cluster
     name = "cl_fault_mlflow"
     n = 3
-    sid = f"{name}-{secrets.token_hex(3)}"
+    sid = job_id(name)
     _sh(c, str(CLUSTER / "submit_search.sh"), str(_space(c, name, n, epochs=6)), *_search_args(c, name),
         extra_env={"SUBMIT_ARGS": f"--no-wait --submission-id {sid}"})
     _wait(lambda: any(p.info.status == "FINISHED" for p in _runs(c, name)[2]), 500, "first finished trial")

@@ -27,13 +27,17 @@ def _held(ray) -> float:
     return ray.cluster_resources()["CPU"] - ray.available_resources().get("CPU", 0.0)
 
 
-def test_groups_of_ended_trials_released_after_grace_others_kept(local_ray):
+def test_groups_of_ended_trials_released_after_grace_others_kept(local_ray, monkeypatch):
     import time
+    from types import SimpleNamespace
 
     from ray.util import placement_group, placement_group_table
 
+    import search.placement
     from search.placement import PG_RESULT_KEY, ReleaseEndedTrials
 
+    clock = [1000.0]  # the callback's clock, moved by hand: a busy machine cannot make the grace period pass early
+    monkeypatch.setattr(search.placement, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     ray = local_ray
     groups = [placement_group([{"CPU": 0.5}]) for _ in range(3)]
     ray.get([g.ready() for g in groups])
@@ -48,7 +52,7 @@ def test_groups_of_ended_trials_released_after_grace_others_kept(local_ray):
     cb.on_trial_recover(2, [], retried)  # failed; Tune retries it: the failed attempt's group goes
     cb.on_step_begin(3, [])  # within the grace period: Ray Train's own clean-up goes first
     assert cb.released == [] and _held(ray) == pytest.approx(1.5)
-    time.sleep(0.6)
+    clock[0] += 0.6
     cb.on_step_begin(4, [])
     assert sorted(cb.released) == sorted([groups[0].id.hex(), groups[1].id.hex()])
     assert placement_group_table(groups[2])["state"] == "CREATED"  # its trial is still running

@@ -51,6 +51,36 @@ def test_silent_tracking_server_times_out_naming_it(tmp_path, monkeypatch):
     assert time.time() - t0 < 5
 
 
+def test_tracking_server_behind_basic_auth_passes_with_credentials_in_the_uri(tmp_path):
+    """``http://user:password@host:port`` (what MLflow's client sends as basic authentication) reaches the server's
+    /health with the credentials; wrong ones are named as the server's answer, the password masked."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    want = "Basic " + base64.b64encode(b"ann:p@ss w").decode()
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            ok = self.path == "/health" and self.headers.get("Authorization") == want
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        run_preflight(_ctx(tmp_path, tracking_uri=f"http://ann:p%40ss%20w@127.0.0.1:{port}"), [preflight.check_tracking_store])
+        with pytest.raises(PreflightError, match="answered HTTP 401") as ei:
+            run_preflight(_ctx(tmp_path, tracking_uri=f"http://ann:wrong@127.0.0.1:{port}"), [preflight.check_tracking_store])
+    finally:
+        srv.shutdown()
+    assert "wrong" not in str(ei.value)
+
+
 def test_unreachable_ray_address_fails_fast_naming_it(tmp_path):
     addr = f"127.0.0.1:{_closed_port()}"
     for a in (addr, f"ray://{addr}"):
