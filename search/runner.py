@@ -209,14 +209,8 @@ def _init_ray(opts: SearchOptions) -> bool:
         # address="local": always a new private Ray, never a cluster someone started with `ray start` here
         # the dashboard (loopback only) serves Ray's State API, which Ray Train's PlacementGroupCleaner needs to
         # release the fold workers' placement group of a trial that Tune stopped (ASHA, time budget, Ctrl-C)
-        # the workers' temporary folder is the command's own (search.safety.command_tempdir, removed when the
-        # command ends): what they leave there (multiprocessing's pymp-XXXX; a killed worker runs no finalizer) goes
-        # with it. Ray's session folder is the driver's choice (RAY_TMPDIR or TMPDIR), unchanged.
-        import tempfile
-
         ray.init(address="local", num_cpus=opts.num_cpus or os.cpu_count(), include_dashboard=True,
-                 dashboard_host="127.0.0.1", log_to_driver=opts.verbose > 1, _node_ip_address="127.0.0.1",
-                 runtime_env={"env_vars": {"TMPDIR": tempfile.gettempdir()}})
+                 dashboard_host="127.0.0.1", log_to_driver=opts.verbose > 1, _node_ip_address="127.0.0.1")
     return True
 
 

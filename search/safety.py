@@ -344,10 +344,14 @@ def disk_full_message(exc: BaseException, out: str | Path | None) -> str | None:
     is something else: an ``OSError`` with ``ENOSPC`` (anywhere in its cause chain), or any failure (e.g. torch's
     ``RuntimeError: file write failed``) while ``out``'s filesystem has less than 1 MiB free."""
     e: BaseException | None = exc
-    while e is not None:
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:  # a chain may loop back on itself (an exception raised in handling)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             break
+        seen.add(id(e))
         e = e.__cause__ or e.__context__
+    else:
+        e = None
     where = out if out is not None else getattr(e, "filename", None)
     if e is None:
         if out is None:

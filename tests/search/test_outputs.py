@@ -130,6 +130,23 @@ def test_disk_full_message_recognises_enospc_and_a_full_filesystem(tmp_path, mon
     assert str(tmp_path / "o") in safety.disk_full_message(wrapped, tmp_path / "o")
 
 
+def test_disk_full_message_ends_on_an_exception_chain_that_loops(tmp_path):
+    """An exception chain may loop back on itself (an error raised while handling one that is its own context, as
+    a failed ``ray.init`` gave): the check ends and answers, it never spins."""
+    import threading
+
+    a, b = RuntimeError("raylet died"), RuntimeError("while handling")
+    a.__context__, b.__context__ = b, a
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(safety.disk_full_message(a, tmp_path / "o")), daemon=True)
+    t.start()
+    t.join(10)
+    assert got == [None], "disk_full_message did not return within 10 s on a looping chain"
+    full = OSError(errno.ENOSPC, "No space left on device")
+    b.__context__, full.__context__ = full, a  # the loop holds an ENOSPC: it is found
+    assert "no space left" in safety.disk_full_message(a, tmp_path / "o")
+
+
 def _mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir()
     if os.geteuid() != 0:
