@@ -147,12 +147,17 @@ class TrialRecorder:
     def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
         """End every run of ``trial`` with ``status`` and ``tags``: the runs this process touched, and any run of
         the trial still RUNNING that it did not (a fold run an earlier process of a resumed search opened and this
-        one never reported to), so that no run of an ended trial is left RUNNING."""
-        self.index.parent(trial)
+        one never reported to), so that no run of an ended trial is left RUNNING.
+
+        The parent run is ended LAST: an ended parent with a ``trial_status`` is what marks a trial recorded
+        (:func:`search.records.replay.replay` skips it), so a server that dies in the middle of these writes leaves
+        a parent still RUNNING, and the resume records the trial again (its ended fold runs with it)."""
+        parent = self.index.parent(trial)
         known = self.index.trial_runs(trial.trial_id)
         stale = [r.info.run_id for r in self.index.search(
             f"tags.{TRIAL_TAG} = '{trial.trial_id}' and attributes.status = 'RUNNING'", 100)]
-        for run_id in known + [r for r in stale if r not in known]:
+        runs = [r for r in known if r != parent] + [r for r in stale if r not in known and r != parent] + [parent]
+        for run_id in runs:
             for k, v in tags.items():
                 self.client.set_tag(run_id, k, mask_uri(v))  # an error text may quote a URI with credentials
             self.client.set_terminated(run_id, status=status)

@@ -23,8 +23,10 @@ def replay(recorder: TrialRecorder, results: Any, cut: bool = False) -> int:
     cut by the budget: it is tagged ``trial_status=cut`` and the console says so (not a tracking-server outage)."""
     index = recorder.index
     parents = index.search(f"tags.{ROLE_TAG} = 'parent'", 50000)
-    done = {r.data.tags.get(TRIAL_TAG) for r in parents
-            if r.info.status != "RUNNING" and "trial_status" in r.data.tags}
+    ended = {r.data.tags.get(TRIAL_TAG): r for r in parents
+             if r.info.status != "RUNNING" and "trial_status" in r.data.tags}
+    done = set(ended)
+    end_leftovers(recorder, ended)
     drop_forgotten(recorder, parents, {str(m["trial_id"]) for res in results
                                        if (m := res.metrics or {}).get("trial_id")})
     n = 0
@@ -52,6 +54,21 @@ def replay(recorder: TrialRecorder, results: Any, cut: bool = False) -> int:
     return n
 
 
+def end_leftovers(recorder: TrialRecorder, ended: dict[str, Any]) -> int:
+    """End the runs still RUNNING of trials whose parent run is already ended and tagged (``ended``: trial id ->
+    parent run), with the parent's status and ``trial_status``: what a store written before the parent was ended
+    last (:meth:`TrialRecorder._end`) can hold after an outage. Returns how many runs were ended."""
+    index, n = recorder.index, 0
+    for r in index.search("attributes.status = 'RUNNING'", 10000):
+        parent = ended.get(r.data.tags.get(TRIAL_TAG))
+        if parent is None or r.info.run_id == parent.info.run_id:
+            continue
+        index.client.set_tag(r.info.run_id, "trial_status", parent.data.tags["trial_status"])
+        index.client.set_terminated(r.info.run_id, status=parent.info.status)
+        n += 1
+    return n
+
+
 def drop_forgotten(recorder: TrialRecorder, parents: list, known: set[str]) -> int:
     """Delete the runs of attempts the search will never finish: a parent never ended (no ``trial_status``) whose
     trial Tune does not know (it started after Tune's last saved state when the driver died, so the resumed
@@ -70,4 +87,4 @@ def drop_forgotten(recorder: TrialRecorder, parents: list, known: set[str]) -> i
     return len(gone)
 
 
-__all__ = ["replay", "drop_forgotten"]
+__all__ = ["replay", "end_leftovers", "drop_forgotten"]

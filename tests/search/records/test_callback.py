@@ -233,6 +233,65 @@ def test_reconcile_records_trials_that_ended_while_the_server_was_down(tracker, 
     assert len(_runs(again)[0]) == 3
 
 
+def test_server_dying_while_a_trial_ends_leaves_it_to_the_resume(tracker, tmp_path, epoch_report):
+    """The server dies in the middle of a trial's end writes (after two fold runs were ended): the parent run is
+    ended last, so it is still RUNNING and the resume records the trial again; every one of its runs ends
+    FINISHED, five fold runs."""
+    rng = np.random.default_rng(6)
+    reports = [epoch_report(1, rng), dict(epoch_report(2, rng), final=True)]
+    t = FakeTrial("te", {"train.lr": 0.001})
+    tracker.on_trial_start(0, [], t)
+    for r in reports:
+        tracker.on_trial_result(0, [], t, dict(r, trial_id="te"))
+    tracker.flush()
+    client = tracker.client
+    real, ended = client.set_terminated, []
+
+    def dies_after_two(run_id, *a, **k):
+        if len(ended) == 2:
+            import requests
+
+            raise requests.exceptions.ConnectionError("server killed")
+        ended.append(run_id)
+        return real(run_id, *a, **k)
+
+    client.set_terminated = dies_after_two
+    tracker.on_trial_complete(0, [], t)
+    tracker.flush()
+    client.set_terminated = real
+    assert tracker.down is not None and len(ended) == 2
+    parents, _ = _runs(tracker, "te")
+    assert parents[0].info.run_id not in ended and parents[0].info.status == "RUNNING"
+    from search.records import writer
+
+    tracker.writer.stop()
+    writer._LIVE.discard(tracker.writer)  # that driver process died; the resume runs in a new one
+    again = MLflowTracker(tracker.tracking_uri, "unit", base=Config().to_dict(), search_tags={"search": "unit"})
+    assert again.reconcile([_stored_trial(tmp_path, "te", reports, t.config)]) == 1
+    parents, folds = _runs(again, "te")
+    assert len(parents) == 1 and len(folds) == 5
+    assert all(r.info.status == "FINISHED" and r.data.tags["trial_status"] == "completed" for r in parents + folds)
+
+
+def test_reconcile_ends_the_runs_left_running_of_a_trial_already_recorded(tracker, tmp_path, epoch_report):
+    """A store written before parents were ended last: the parent ended ``completed``, one fold run still RUNNING.
+    The resume ends that run with the parent's status and trial_status and records nothing again."""
+    rng = np.random.default_rng(7)
+    reports = [epoch_report(1, rng), dict(epoch_report(2, rng), final=True)]
+    t = FakeTrial("tf", {"train.lr": 0.001})
+    tracker.on_trial_start(0, [], t)
+    for r in reports:
+        tracker.on_trial_result(0, [], t, dict(r, trial_id="tf"))
+    tracker.on_trial_complete(0, [], t)
+    parents, folds = _runs(tracker, "tf")
+    tracker.client.update_run(folds[0].info.run_id, status="RUNNING")
+    again = MLflowTracker(tracker.tracking_uri, "unit", base=Config().to_dict(), search_tags={"search": "unit"})
+    assert again.reconcile([_stored_trial(tmp_path, "tf", reports, t.config)]) == 0
+    parents, folds2 = _runs(again, "tf")
+    assert sorted(f.info.run_id for f in folds2) == sorted(f.info.run_id for f in folds)
+    assert all(r.info.status == "FINISHED" and r.data.tags["trial_status"] == "completed" for r in parents + folds2)
+
+
 def test_trial_params_with_an_encoder_set_choice_are_logged(tracker):
     """Tune's trial config holds an encoder set as the plain string Optuna sampled; the parent run's params are
     the resolved config's (the list), and no params_error tag is left."""
