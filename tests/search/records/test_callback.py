@@ -233,16 +233,22 @@ def test_reconcile_records_trials_that_ended_while_the_server_was_down(tracker, 
     assert len(_runs(again)[0]) == 3
 
 
+def _reported_trial(tracker, tid: str, seed: int, epoch_report) -> tuple[FakeTrial, list[dict]]:
+    """A trial started and reported two epochs (the second final) to ``tracker``; returns it and its reports."""
+    rng = np.random.default_rng(seed)
+    reports = [epoch_report(1, rng), dict(epoch_report(2, rng), final=True)]
+    t = FakeTrial(tid, {"train.lr": 0.001})
+    tracker.on_trial_start(0, [], t)
+    for r in reports:
+        tracker.on_trial_result(0, [], t, dict(r, trial_id=tid))
+    return t, reports
+
+
 def test_server_dying_while_a_trial_ends_leaves_it_to_the_resume(tracker, tmp_path, epoch_report):
     """The server dies in the middle of a trial's end writes (after two fold runs were ended): the parent run is
     ended last, so it is still RUNNING and the resume records the trial again; every one of its runs ends
     FINISHED, five fold runs."""
-    rng = np.random.default_rng(6)
-    reports = [epoch_report(1, rng), dict(epoch_report(2, rng), final=True)]
-    t = FakeTrial("te", {"train.lr": 0.001})
-    tracker.on_trial_start(0, [], t)
-    for r in reports:
-        tracker.on_trial_result(0, [], t, dict(r, trial_id="te"))
+    t, reports = _reported_trial(tracker, "te", 6, epoch_report)
     tracker.flush()
     client = tracker.client
     real, ended = client.set_terminated, []
@@ -276,12 +282,7 @@ def test_server_dying_while_a_trial_ends_leaves_it_to_the_resume(tracker, tmp_pa
 def test_reconcile_ends_the_runs_left_running_of_a_trial_already_recorded(tracker, tmp_path, epoch_report):
     """A store written before parents were ended last: the parent ended ``completed``, one fold run still RUNNING.
     The resume ends that run with the parent's status and trial_status and records nothing again."""
-    rng = np.random.default_rng(7)
-    reports = [epoch_report(1, rng), dict(epoch_report(2, rng), final=True)]
-    t = FakeTrial("tf", {"train.lr": 0.001})
-    tracker.on_trial_start(0, [], t)
-    for r in reports:
-        tracker.on_trial_result(0, [], t, dict(r, trial_id="tf"))
+    t, reports = _reported_trial(tracker, "tf", 7, epoch_report)
     tracker.on_trial_complete(0, [], t)
     parents, folds = _runs(tracker, "tf")
     tracker.client.update_run(folds[0].info.run_id, status="RUNNING")
