@@ -9,7 +9,8 @@ Ray (2.60):
 * :data:`RAY_TRAIN_ENV`: undocumented ``RAY_TRAIN_*`` switches of Ray Train v2 (``ray/train/v2/_internal/constants.py``)
   and :data:`RAY_TUNE_ENV` (``RAY_AIR_NEW_OUTPUT``, ``ray/air/constants.py``).
 * :data:`TUNE_LOGGER_ENV` / :func:`tune_loggers`: ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` keeps Tune from adding
-  its CSV and TensorBoard loggers (``ray/tune/utils/callback.py``).
+  its CSV and TensorBoard loggers (``ray/tune/utils/callback.py``); a ``LoggerCallback`` subclass is Tune's trial
+  logger interface, and Tune's ResultGrid reads a trial's ``result.json`` (JSON lines) for its metrics table.
 * :class:`SupersededUploadFilter`: the logger ``ray.tune.execution.experiment_state``, its message
   ``"Saving experiment state to storage at ..."`` and the searcher's temporary file ``.<uuid4>-tmp-<name>``.
 * :func:`tune_results`: every result of a trial is a JSON line of ``result.json`` in the trial's folder
@@ -30,6 +31,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # ------------------------------------------------------------------------------------------------------------- Ray
@@ -53,22 +55,51 @@ RAY_TRAIN_ENV: dict[str, str] = {
 }
 #: Tune's classic reporter (the search's metric columns) instead of the new console output
 RAY_TUNE_ENV: dict[str, str] = {"RAY_AIR_NEW_OUTPUT": "0"}
-#: Tune adds a CSV (``progress.csv``) and a TensorBoard (``events.out.tfevents.*``) logger next to the JSON one
-#: unless this is "1" (``ray/tune/utils/callback.py``, ``_create_default_callbacks``); the driver re-uploads each
-#: trial's folder at every experiment sync, so each copy of the results costs bytes growing with the square of the
-#: epochs. ``result.json`` alone is kept: :func:`tune_results` and Tune's ResultGrid read it (JSON first).
+#: Tune adds a JSON, a CSV (``progress.csv``) and a TensorBoard (``events.out.tfevents.*``) logger unless this is
+#: "1" (``ray/tune/utils/callback.py``, ``_create_default_callbacks``). The driver re-uploads every trial's folder at
+#: every experiment sync (``ray/tune/execution/experiment_state.py``: the whole driver staging folder, about every
+#: 10 s), so a file that gains a line per epoch costs bytes growing with the square of the epochs.
 TUNE_LOGGER_ENV: dict[str, str] = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+#: a trial's result keys the trial folder's ``result.json`` leaves out: the per-fold records, which the trial's
+#: epoch reports next to its OOF shards keep once per epoch (:mod:`search.oof_shards`)
+LEAN_RESULT_DROP = ("folds",)
 
 
 def tune_loggers() -> list:
-    """Tune's trial loggers for a search: the JSON one only (``result.json``), the others switched off through
-    :data:`TUNE_LOGGER_ENV` in this process (the driver builds them when ``fit`` starts; a user's own setting
-    wins). Returns ``[JsonLoggerCallback()]`` for ``RunConfig.callbacks``."""
+    """Tune's trial loggers for a search: one, ``LatestResultLogger``, which keeps in the trial's folder a
+    ``result.json`` of ONE line, the trial's latest result without :data:`LEAN_RESULT_DROP` (Tune's ResultGrid
+    reads it; the learning curves are in the epoch reports of :mod:`search.oof_shards`), and ``params.json``
+    (never a pickle). Tune's own loggers are switched off through :data:`TUNE_LOGGER_ENV` in this process (the
+    driver builds them when ``fit`` starts; a user's own setting wins). What each experiment sync uploads per
+    trial stays the same size whatever its epochs. Returns the loggers for ``RunConfig.callbacks``."""
     from ray.tune.logger import JsonLoggerCallback
+    from ray.tune.utils.util import SafeFallbackEncoder
 
     for k, v in TUNE_LOGGER_ENV.items():
         os.environ.setdefault(k, v)
-    return [JsonLoggerCallback()]
+
+    class LatestResultLogger(JsonLoggerCallback):
+        """``result.json`` = the trial's latest result (one JSON line, rewritten in place), ``params.json``. A
+        JSON logger to Tune, so that Tune never adds its own next to it (a user who sets
+        ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0`` gets the CSV and TensorBoard ones)."""
+
+        def log_trial_start(self, trial: Any) -> None:
+            self.update_config(trial, trial.config)
+
+        def update_config(self, trial: Any, config: dict) -> None:
+            trial.init_local_path()
+            Path(trial.local_path, TUNE_PARAM_FILE).write_text(
+                json.dumps(config, indent=2, sort_keys=True, cls=SafeFallbackEncoder))
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+            trial.init_local_path()
+            row = {k: v for k, v in result.items() if k not in LEAN_RESULT_DROP}
+            Path(trial.local_path, TUNE_RESULT_FILE).write_text(json.dumps(row, cls=SafeFallbackEncoder) + "\n")
+
+        def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+            return None
+
+    return [LatestResultLogger()]
 
 
 def bind_local_ray_to_loopback() -> None:
@@ -85,8 +116,11 @@ def bind_local_ray_to_loopback() -> None:
 TUNE_TMP_FILE = re.compile(r"/\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-tmp-[^/'\"]+")
 #: the logger of Tune's experiment-state uploads
 TUNE_STATE_LOGGER = "ray.tune.execution.experiment_state"
-#: the file of a trial's folder holding every result it reported, one JSON object a line
+#: the file of a trial's folder holding its results, one JSON object a line (Tune's JSON logger: every result;
+#: :func:`tune_loggers`: the latest one)
 TUNE_RESULT_FILE = "result.json"
+#: the file of a trial's folder holding its config (Tune's ``EXPR_PARAM_FILE``)
+TUNE_PARAM_FILE = "params.json"
 
 
 class SupersededUploadFilter(logging.Filter):
@@ -145,9 +179,10 @@ def one_line_superseded_uploads() -> Iterator[None]:
 
 
 def tune_results(result: Any) -> list[dict]:
-    """Every result a trial reported, in order, from Tune's ``result.json`` in the trial's storage folder (local path
-    or object store, through the Result's ``filesystem`` and ``path``); [] when it cannot be read. A line cut by an
-    interruption is skipped."""
+    """The results in Tune's ``result.json`` in the trial's storage folder (local path or object store, through the
+    Result's ``filesystem`` and ``path``), in order: every result a trial reported for a search stored before
+    :func:`tune_loggers` kept the latest only (the replay's fallback when a trial has no epoch reports); [] when it
+    cannot be read. A line cut by an interruption is skipped."""
     try:
         with result.filesystem.open_input_stream(f"{result.path}/{TUNE_RESULT_FILE}") as f:
             text = f.read().decode()
@@ -185,6 +220,6 @@ def quiet_mlflow_console() -> None:
 
 
 __all__ = ["LOCAL_RAY_ENV", "RAY_TRAIN_ENV", "RAY_TUNE_ENV", "TUNE_LOGGER_ENV", "tune_loggers", "bind_local_ray_to_loopback", "TUNE_TMP_FILE",
-           "TUNE_STATE_LOGGER", "TUNE_RESULT_FILE", "SupersededUploadFilter", "one_line_superseded_uploads",
+           "TUNE_STATE_LOGGER", "TUNE_RESULT_FILE", "TUNE_PARAM_FILE", "LEAN_RESULT_DROP", "SupersededUploadFilter", "one_line_superseded_uploads",
            "tune_results", "VIEW_TAG_PREFIX", "EXPERIMENT_KIND_TAG", "EXPERIMENT_KIND", "MLFLOW_QUIET_ENV",
            "quiet_mlflow_console"]

@@ -12,6 +12,12 @@ again: a 200-epoch trial writes 200 shards once each, not 200 growing copies of 
 * A retried or resumed trial starts a new attempt directory (the shards of an abandoned attempt are never mixed
   in), and each epoch file exists once per attempt: :func:`read_oof_epochs` checks that the epochs are exactly
   ``1..E``.
+* Next to each shard the epoch's Tune report (objective and one FoldRecord per fold) is written once as
+  ``report_<e>.json``; :func:`read_epoch_reports` reads them back in epoch order. They outlive the probability
+  shards (a few kB an epoch): the MLflow records replay a trial's learning curves from them after a tracking
+  outage (:mod:`search.records.replay`), so Tune's own ``result.json`` need not keep every epoch (it holds the
+  latest result only, :func:`search.compat.tune_loggers`): nothing the search stores grows with the square of
+  the epochs.
 
 Shards never hold pickled objects: read with ``np.load(..., allow_pickle=False)``.
 """
@@ -19,6 +25,7 @@ Shards never hold pickled objects: read with ``np.load(..., allow_pickle=False)`
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from typing import Any
 
@@ -32,6 +39,11 @@ CLIPS = "clips.npz"
 def shard_name(epoch: int) -> str:
     """File name of epoch ``epoch``'s shard (1-based, zero-padded so names sort by epoch)."""
     return f"epoch_{int(epoch):05d}.npz"
+
+
+def report_name(epoch: int) -> str:
+    """File name of epoch ``epoch``'s Tune report (1-based, zero-padded so names sort by epoch)."""
+    return f"report_{int(epoch):05d}.json"
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -59,8 +71,10 @@ class ShardWriter:
         self._data = data
         self._wrote_clips = False
 
-    def write(self, epoch: int, probs: np.ndarray) -> str:
-        """Persist epoch ``epoch``'s OOF probabilities, float32 (N, 6); returns the shard's location.
+    def write(self, epoch: int, probs: np.ndarray, report: dict[str, Any] | None = None) -> str:
+        """Persist epoch ``epoch``'s OOF probabilities, float32 (N, 6), and its Tune ``report`` (a JSON object,
+        :func:`search.trainable.epoch_report`; written as ``report_<e>.json`` when given); returns the shard's
+        location.
 
         Raises:
             ValueError: probs not (N, 6) for the trial's N clips. OSError: the storage refused the write (named).
@@ -74,16 +88,55 @@ class ShardWriter:
                         _npz(folds=np.asarray(self._data.folds, dtype=np.int64),
                              filenames=np.asarray(self._data.filenames, dtype=str)))
             self._wrote_clips = True
+        if report is not None:
+            write_bytes(self.root, f"{self.rel}/{report_name(epoch)}",
+                        json.dumps({**report, "epoch": int(epoch)}, allow_nan=True).encode())
         return write_bytes(self.root, f"{self.rel}/{shard_name(epoch)}", _npz(probs=probs,
                                                                              epoch=np.int64(epoch)))
 
     def delete(self) -> None:
-        """Remove the attempt's shards (after the final checkpoint carries every epoch); errors are ignored."""
+        """Remove the attempt's probability shards and ``clips.npz`` (after the final checkpoint carries every
+        epoch); the epoch reports stay (the replay reads them). Errors are ignored."""
+        import pyarrow.fs as pafs
+
         try:
             fs, root = self.root.filesystem()
-            fs.delete_dir(f"{root.rstrip('/')}/{self.rel}")
+            path = f"{root.rstrip('/')}/{self.rel}"
+            infos = [i for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                     if i.type == pafs.FileType.File]
+            if all(i.base_name.endswith(".npz") for i in infos):
+                fs.delete_dir(path)  # nothing else in it (no reports): the attempt's folder goes
+                return
+            for info in infos:
+                if info.base_name.endswith(".npz"):
+                    fs.delete_file(info.path)
         except Exception:  # noqa: BLE001 - best effort: the final checkpoint already holds every epoch
             pass
+
+
+def read_epoch_reports(uri: str | None) -> list[dict[str, Any]]:
+    """The epoch reports one attempt wrote (:meth:`ShardWriter.write`), in epoch order; [] when ``uri`` is None
+    or holds none, or when they cannot be read (the caller falls back to Tune's own results). Reports are taken
+    while their epochs run ``1, 2, ...`` without a gap: a later epoch after a missing one is not returned."""
+    import pyarrow.fs as pafs
+
+    if not uri:
+        return []
+    try:
+        fs, path = Storage(str(uri).rstrip("/")).filesystem()
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        names = sorted(i.base_name for i in infos
+                       if i.type == pafs.FileType.File and i.base_name.startswith("report_")
+                       and i.base_name.endswith(".json"))
+        rows = []
+        for e, name in enumerate(names, start=1):
+            if name != report_name(e):
+                break
+            with fs.open_input_stream(f"{path}/{name}") as f:
+                rows.append(json.loads(f.read().decode()))
+        return rows
+    except (OSError, ValueError):
+        return []
 
 
 def read_oof_epochs(uri: str) -> dict[str, np.ndarray]:

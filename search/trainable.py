@@ -195,7 +195,7 @@ def trial_worker(loop_config: dict) -> None:
     allow, :func:`blemore_core.train.fold_group`). ``workers``: worker k trains fold k and the folds exchange
     through the trial's :class:`search.exchange.FoldExchange` actor. Both run
     :func:`blemore_core.train.run_lockstep`, the loop of ``cross_validate``. The worker holding the first fold
-    (rank 0) reports every epoch to Tune and persists that epoch's OOF probabilities (one shard,
+    (rank 0) reports every epoch to Tune and persists that epoch's OOF probabilities and report (one shard,
     :mod:`search.oof_shards`), and at the end writes the trial's artifacts as the final checkpoint.
 
     Args:
@@ -256,8 +256,9 @@ def _train_folds(loop_config: dict, setup: TrialSetup) -> None:
         if not lead:
             ray.train.report({})
             return
-        shards.write(curves.epochs, curves.probs_at(curves.epochs))
-        ray.train.report({**epoch_report(curves, rows), **pg, "oof_shards": shards.uri})
+        report = epoch_report(curves, rows)
+        shards.write(curves.epochs, curves.probs_at(curves.epochs), report)
+        ray.train.report({**report, **pg, "oof_shards": shards.uri})
 
     curves = new_curves(cfg, data, folds)
     stopped = run_lockstep(group, curves, exchange, cfg.train.max_epochs, on_epoch)

@@ -8,14 +8,17 @@ import sys
 from typing import Any
 
 from search.compat import tune_results
+from search.oof_shards import read_epoch_reports
 from search.records.naming import ROLE_TAG, TRIAL_TAG
 from search.records.recorder import TrialInfo, TrialRecorder
 
 
 def replay(recorder: TrialRecorder, results: Any, cut: bool = False) -> int:
     """Record every trial of ``results`` (Tune's ResultGrid after ``fit``) that ended but whose parent run is missing
-    or was never ended with a ``trial_status``: its params, learning curves (replayed from Tune's stored
-    ``result.json``; an earlier partial attempt's runs are replaced), final metrics and artifacts, then its status.
+    or was never ended with a ``trial_status``: its params, learning curves (replayed from the epoch reports its
+    last attempt stored next to its OOF shards, :func:`search.oof_shards.read_epoch_reports`; for a search stored
+    before those, from Tune's ``result.json``; an earlier partial attempt's runs are replaced), final metrics and
+    artifacts, then its status.
     The runs of attempts Tune does not know are deleted first (:func:`drop_forgotten`). Call it with the writer
     threads flushed and the server answering; returns how many trials were recorded now.
 
@@ -37,7 +40,7 @@ def replay(recorder: TrialRecorder, results: Any, cut: bool = False) -> int:
             continue
         info = TrialInfo(str(tid), f"trial {tid}", dict(res.config or {}), None, 0)
         recorder.start(info)
-        for r in tune_results(res):
+        for r in read_epoch_reports(m.get("oof_shards")) or tune_results(res):
             if not r.get("final") and r.get("trial_id", tid) == tid:
                 recorder.result(info, r)
         if m.get("final"):

@@ -78,11 +78,38 @@ def test_tune_adds_only_the_json_logger_when_its_switch_is_set(monkeypatch):
     loggers = compat.tune_loggers()
     made = _create_default_callbacks(list(loggers), metric="score", mode="max")
     kinds = [type(c) for c in made if isinstance(c, LoggerCallback)]
-    assert kinds == [JsonLoggerCallback], kinds
+    assert kinds == [type(loggers[0])] and issubclass(kinds[0], JsonLoggerCallback), kinds
     monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")  # a user's own choice is kept
     compat.tune_loggers()
     made = _create_default_callbacks(list(loggers), metric="score", mode="max")
     assert any(isinstance(c, CSVLoggerCallback) for c in made)
+
+
+def test_trial_folder_keeps_the_latest_result_only_so_each_sync_uploads_the_same_bytes(tmp_path):
+    """The search's trial logger rewrites ``result.json`` as ONE line, the latest result without the per-fold
+    records (Tune's ResultGrid still reads it), and writes ``params.json``, never a pickle: what an experiment
+    sync uploads per trial does not grow with its epochs (issue 22 item 4)."""
+    from types import SimpleNamespace
+
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    (logger,) = compat.tune_loggers()
+    trial = SimpleNamespace(local_path=str(tmp_path), config={"train.lr": 0.01}, init_local_path=lambda: None)
+    logger.log_trial_start(trial)
+    sizes = []
+    for epoch in range(1, 41):
+        folds = [{"fold": k, "epoch": epoch, "own": {"acc_presence": 0.5}} for k in range(5)]
+        logger.log_trial_result(epoch, trial, {"epoch": epoch, "score": 0.1 * epoch, "folds": folds,
+                                               "trial_id": "t1"})
+        sizes.append((tmp_path / compat.TUNE_RESULT_FILE).stat().st_size)
+    lines = (tmp_path / compat.TUNE_RESULT_FILE).read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [{"epoch": 40, "score": pytest.approx(4.0), "trial_id": "t1"}]
+    assert max(sizes) < 2 * min(sizes), sizes  # one line however many epochs: not a line per epoch
+    assert json.loads((tmp_path / compat.TUNE_PARAM_FILE).read_text()) == {"train.lr": 0.01}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [compat.TUNE_PARAM_FILE, compat.TUNE_RESULT_FILE]
+    storage = SimpleNamespace(trial_fs_path=str(tmp_path), storage_filesystem=pyarrow.fs.LocalFileSystem())
+    df = ExperimentAnalysis._fetch_trial_dataframe(None, SimpleNamespace(last_result={"epoch": 40}, storage=storage))
+    assert list(df["epoch"]) == [40]  # Tune reads the one line as the trial's metrics table
 
 
 def _ui_bundle() -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.oof_shards import CLIPS, ShardWriter, read_oof_epochs, shard_name
+from search.oof_shards import CLIPS, ShardWriter, read_epoch_reports, read_oof_epochs, report_name, shard_name
 
 
 def _data(n: int = 40):
@@ -38,6 +38,29 @@ def test_shards_assemble_every_epoch_once_and_grow_linearly(tmp_path):
     np.testing.assert_array_equal(got["probs"], np.stack(want, axis=2))
     np.testing.assert_array_equal(got["folds"], data.folds)
     assert list(got["filenames"]) == data.filenames
+
+
+def test_epoch_reports_are_written_once_read_in_order_and_outlive_the_probability_shards(tmp_path):
+    """Each epoch's Tune report is one small file written once (what the replay reads instead of a result.json
+    that grows every epoch); deleting the shards after the final checkpoint keeps the reports; a gap ends the
+    reading (an attempt never has one: epochs are written in order)."""
+    data = _data()
+    w = ShardWriter(str(tmp_path / "_train"), "trial_1", data)
+    reports = [{"epoch": e, "score": 0.1 * e, "folds": [{"fold": k, "epoch": e} for k in range(5)]}
+               for e in range(1, 5)]
+    for e, r in enumerate(reports, start=1):
+        w.write(e, _probs(40, e), r)
+    d = Path(w.uri)
+    assert sorted(f.name for f in d.glob("report_*")) == [report_name(e) for e in range(1, 5)]
+    sizes = [(d / report_name(e)).stat().st_size for e in range(1, 5)]
+    assert max(sizes) < 1.2 * min(sizes), sizes  # each holds its own epoch only
+    assert read_epoch_reports(w.uri) == reports
+    w.delete()
+    assert sorted(f.name for f in d.iterdir()) == [report_name(e) for e in range(1, 5)]  # npz gone, reports kept
+    assert read_epoch_reports(w.uri) == reports
+    (d / report_name(3)).unlink()
+    assert read_epoch_reports(w.uri) == reports[:2]
+    assert read_epoch_reports(None) == [] and read_epoch_reports(str(tmp_path / "nothing")) == []
 
 
 def test_a_missing_epoch_is_named_and_attempts_never_mix(tmp_path):

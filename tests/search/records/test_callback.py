@@ -233,6 +233,42 @@ def test_reconcile_records_trials_that_ended_while_the_server_was_down(tracker, 
     assert len(_runs(again)[0]) == 3
 
 
+def test_reconcile_replays_the_learning_curves_from_the_epoch_reports(tracker, tmp_path, epoch_report):
+    """A trial that ended while the server was down is replayed from the epoch reports its attempt stored next to
+    its OOF shards, every epoch once, in the parent and in each fold run, although Tune's ``result.json`` holds
+    its latest result only (the search's trial logger, :func:`search.compat.tune_loggers`)."""
+    import json
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from search.oof_shards import ShardWriter
+
+    rng = np.random.default_rng(11)
+    reports = [epoch_report(e, rng) for e in (1, 2, 3)]
+    data = SimpleNamespace(folds=np.arange(10) % 5, filenames=[f"A{i}_hap_int1_ver1" for i in range(10)])
+    shards = ShardWriter(str(tmp_path / "_train"), "tr", data)
+    for r in reports:
+        shards.write(r["epoch"], np.full((10, 6), 1 / 6, np.float32), r)
+    last = dict(reports[-1], trial_id="tr", oof_shards=shards.uri)  # stopped by ASHA after epoch 3
+    d = tmp_path / "trial_tr"
+    d.mkdir()
+    (d / "result.json").write_text(json.dumps({k: v for k, v in last.items() if k != "folds"}) + "\n")
+    res = SimpleNamespace(metrics=last, config={"train.lr": 0.001}, path=str(d),
+                          filesystem=pyarrow.fs.LocalFileSystem(), error=None)
+    again = MLflowTracker(tracker.tracking_uri, "unit", base=Config().to_dict(), search_tags={"search": "unit"})
+    assert again.reconcile([res]) == 1
+    parents, folds = _runs(again, "tr")
+    assert len(parents) == 1 and len(folds) == 5
+    steps = [h.step for h in again.client.get_metric_history(parents[0].info.run_id, "epoch/score")]
+    assert steps == [1, 2, 3]
+    for f in folds:
+        k = int(f.data.tags["fold"])
+        hist = again.client.get_metric_history(f.info.run_id, "epoch/score")
+        assert [h.step for h in hist] == [1, 2, 3]
+        assert [h.value for h in hist] == pytest.approx([r["folds"][k]["own"]["score"] for r in reports])
+
+
 def _reported_trial(tracker, tid: str, seed: int, epoch_report) -> tuple[FakeTrial, list[dict]]:
     """A trial started and reported two epochs (the second final) to ``tracker``; returns it and its reports."""
     rng = np.random.default_rng(seed)
