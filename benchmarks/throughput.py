@@ -9,8 +9,8 @@ Figures and targets (one run, 2 shared cores; every ratio against a reference me
     (:mod:`benchmarks._timed_trial`), less that first epoch's compute in one warm process (the platform part);
     against the fresh-import floor measured in the same run (one fresh Python importing what a worker imports,
     :func:`benchmarks.startup.import_floor`); target: packed <= 1.5x floor.
-(c) per-epoch platform overhead: the median over a trial's epochs 2.. of Tune's ``time_this_iter_s`` (consecutive
-    report timestamps of the trial) minus the median epoch of the same loop (``run_lockstep``, the loop of
+(c) per-epoch platform overhead: the median over a trial's epochs 2.. of the time between consecutive epoch reports
+    of its lead worker (:mod:`benchmarks._timed_trial`; what Tune's ``time_this_iter_s`` measures) minus the median epoch of the same loop (``run_lockstep``, the loop of
     ``cross_validate``) in one warm process, same config, thread count and fold execution (``auto``: what the
     trial ran, recorded as ``fold_execution``); target <= 25 ms (packed).
 (d) bytes written to an S3-compatible store (a moto server on 127.0.0.1, every PUT/POST body counted by a WSGI
@@ -174,17 +174,20 @@ def _reuse_actors(on: bool):
 
 
 def _trial_rows(r: Any) -> dict:
-    """One Tune result: id, final metrics and the per-epoch ``time_this_iter_s`` / ``epoch`` columns (the final
-    report, which writes the artifacts, is left out)."""
+    """One Tune result: id and final metrics (the per-epoch times come from the timing files,
+    :func:`trial_timings`: Tune's trial folder keeps the latest result only)."""
     m = r.metrics or {}
-    df = r.metrics_dataframe
-    rows = {"epoch": [], "iter_s": []}
-    if df is not None and "time_this_iter_s" in df:
-        df = df[~df["final"].astype(bool)] if "final" in df else df  # the final report: artifacts, not an epoch
-        rows = {"epoch": [int(x) for x in df["epoch"].tolist()], "iter_s": df["time_this_iter_s"].tolist()}
     return {"trial_id": m.get("trial_id"), "error": None if r.error is None else repr(r.error)[:500],
             "score": m.get("score"), "final": bool(m.get("final")), "epochs": m.get("epoch"),
-            "fold_execution": m.get("fold_execution"), **rows}
+            "fold_execution": m.get("fold_execution")}
+
+
+def epoch_times(rows: list[dict], trials: list[dict]) -> list[float]:
+    """Epochs 2.. of every trial in ``trials`` (:func:`_trial_rows`) that ``rows`` (:func:`trial_timings`) timed:
+    the intervals between its lead worker's consecutive epoch reports (s); the final report, which writes the
+    artifacts, is not an epoch."""
+    epochs = {t["trial_id"]: int(t["epochs"] or 0) for t in trials}
+    return [x for r in rows if r["trial_id"] in epochs for x in r["reports"][:max(0, epochs[r["trial_id"]] - 1)]]
 
 
 def run_driver(spec: dict, timing_dir: Path, env: dict | None = None, timeout: float = 3600) -> dict:
@@ -443,11 +446,12 @@ def record_layouts(res: Result, searches: list[dict], driver: dict, timing: Path
             for k in ("train_setup", "imports", "data"):
                 res.figure(f"{tag}/{k}_s", [r[k] for r in rows], "s", note="lead worker, per trial")
         execs = sorted({t["fold_execution"] for t in ok if t["fold_execution"]})
-        iters = [x for t in ok for e, x in zip(t["epoch"], t["iter_s"]) if e >= 2]
+        iters = epoch_times(rows, ok)
         ref = refs[(s["model"], s["layout"])]
         if iters:
             over = [x - statistics.median(ref["epoch_s"][1:]) for x in iters]
-            res.figure(f"{tag}/epoch_s", iters, "s", note="Tune time_this_iter_s, epochs >= 2, all trials; "
+            res.figure(f"{tag}/epoch_s", iters, "s", note="between the lead worker's epoch reports, epochs >= 2, "
+                       "all trials; "
                        f"fold_execution {','.join(execs) or '?'}")
             res.figure(f"{tag}/epoch_in_process_s", ref["epoch_s"][1:], "s",
                        note=f"run_lockstep in one warm process, {ref['threads']} thread(s), {ref['execution']}")

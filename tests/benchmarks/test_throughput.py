@@ -61,6 +61,9 @@ def test_trial_timings_joins_trials_and_lead_workers_of_one_experiment(tmp_path)
     assert rows[0]["first_report"] == 9.0 and rows[0]["train_setup"] == 4.0 and rows[0]["imports"] == 2.0
     assert rows[0]["gap"] is None and rows[1]["gap"] == 5.0
     assert rows[1]["reports"] == [1.0, 2.0]
+    # epochs 2.. only: trial a completed 2 epochs (3 reports, the last the final one), b was stopped after 3
+    trials = [{"trial_id": "a", "epochs": 2}, {"trial_id": "b", "epochs": 3}, {"trial_id": "q", "epochs": 9}]
+    assert tp.epoch_times(rows, trials) == [1.0, 1.0, 2.0]
 
 
 class _FakeS3:
