@@ -114,10 +114,11 @@ class ShardWriter:
             pass
 
 
-def read_epoch_reports(uri: str | None) -> list[dict[str, Any]]:
-    """The epoch reports one attempt wrote (:meth:`ShardWriter.write`), in epoch order; [] when ``uri`` is None
-    or holds none, or when they cannot be read (the caller falls back to Tune's own results). Reports are taken
-    while their epochs run ``1, 2, ...`` without a gap: a later epoch after a missing one is not returned."""
+def read_epoch_reports(uri: str | None, upto: int | None = None) -> list[dict[str, Any]]:
+    """The epoch reports one attempt wrote (:meth:`ShardWriter.write`), in epoch order, up to epoch ``upto`` (the
+    last one Tune received; None: all); [] when ``uri`` is None or holds none, or when they cannot be read (the
+    caller falls back to Tune's own results). Reports are taken while their epochs run ``1, 2, ...`` without a
+    gap: a later epoch after a missing one is not returned."""
     import pyarrow.fs as pafs
 
     if not uri:
@@ -130,7 +131,7 @@ def read_epoch_reports(uri: str | None) -> list[dict[str, Any]]:
                        and i.base_name.endswith(".json"))
         rows = []
         for e, name in enumerate(names, start=1):
-            if name != report_name(e):
+            if name != report_name(e) or (upto is not None and e > upto):
                 break
             with fs.open_input_stream(f"{path}/{name}") as f:
                 rows.append(json.loads(f.read().decode()))
@@ -139,11 +140,13 @@ def read_epoch_reports(uri: str | None) -> list[dict[str, Any]]:
         return []
 
 
-def read_oof_epochs(uri: str) -> dict[str, np.ndarray]:
+def read_oof_epochs(uri: str, upto: int | None = None) -> dict[str, np.ndarray]:
     """Assemble the shards of one attempt into the arrays of ``oof_epochs.npz``.
 
     Args:
         uri: a :attr:`ShardWriter.uri` (local path or object-store URI).
+        upto: the last epoch Tune received (a stopped trial's worker may have written the shard of the epoch after
+            its last report before the stop reached it: that epoch is not the trial's); None: every shard.
 
     Returns:
         ``{"probs": float32 (N, 6, E), "folds": int64 (N,), "filenames": str (N,)}``.
@@ -161,7 +164,11 @@ def read_oof_epochs(uri: str) -> dict[str, np.ndarray]:
     if CLIPS not in names or not shards:
         raise FileNotFoundError(f"{uri}: no OOF shards ({CLIPS} and epoch_*.npz)")
     epochs = [int(n[len("epoch_"):-len(".npz")]) for n in shards]
-    missing = sorted(set(range(1, max(epochs) + 1)) - set(epochs))
+    if upto is not None:
+        keep = [(n, e) for n, e in zip(shards, epochs, strict=True) if e <= upto]
+        shards, epochs = [n for n, _ in keep], [e for _, e in keep]
+    last = upto if upto is not None else max(epochs)
+    missing = sorted(set(range(1, last + 1)) - set(epochs))
     if missing:
         raise ValueError(f"{uri}: OOF shards of epochs {missing} are missing (found {len(epochs)} epochs)")
 

@@ -22,7 +22,10 @@ search it, ``train.max_epochs``, the headline protocol ``thresholds.protocol``.
 
 The trials go into the study through Optuna's public API (``optuna.trial.create_trial`` with each parameter's
 distribution, ``study.add_trials``) before the first proposal, so TPE's start-up count is already spent when the
-seeded trials reach it and its first proposal comes from the seeded model. The one third-party internal is how
+seeded trials reach it and its proposals come from the seeded model. The :data:`REPLAY_BEST` best earlier
+configurations (single objective: by their score; Pareto: the first front) are evaluated first
+(``study.enqueue_trial``, as Ray Tune's ``points_to_evaluate`` does): the new search starts from what the earlier
+one found best, measured again under the new search's own scheduler, before TPE proposes anything. The one third-party internal is how
 Ray's ``OptunaSearch`` holds its study (:func:`study_of`). ``blemore resume`` keeps the warm start: Tune restores the
 searcher with its study, and the names are in the manifest's stored options. The new search's experiment records
 what seeded it (tags ``warm_start.experiments``, ``warm_start.trials``, ``warm_start.not_used``; :func:`record`).
@@ -51,6 +54,8 @@ USED_STATUSES = ("completed", "stopped")
 #: fixed settings a trial must share with the new search (Config.flat() keys, besides the release)
 FIXED_KEYS = ("train.max_epochs", "thresholds.protocol")
 _MAX_RUNS = 50_000
+#: how many of the earlier searches' best configurations a warm-started search evaluates first (:func:`seed_study`)
+REPLAY_BEST = 2
 
 
 @dataclass(frozen=True)
@@ -91,11 +96,38 @@ class WarmStart:
     used: dict[str, int] = field(default_factory=dict)
     not_used: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
+    replayed: list = field(default_factory=list)
+
+    def best(self, k: int) -> list:
+        """Up to ``k`` seeded trials with distinct params, best first: one objective: COMPLETE trials by value and
+        PRUNED ones by their best intermediate value; two objectives (Pareto): the COMPLETE trials no other
+        COMPLETE trial dominates, by the first objective."""
+        from optuna.trial import TrialState
+
+        if any(t.values is not None and len(t.values) > 1 for t in self.trials):
+            done = [t for t in self.trials if t.state == TrialState.COMPLETE]
+            front = [t for t in done if not any(_dominates(o.values, t.values) for o in done)]
+            ranked = sorted(front, key=lambda t: -t.values[0])
+        else:
+            def key(t: Any) -> float:
+                if t.state == TrialState.COMPLETE:
+                    return t.value
+                return max(t.intermediate_values.values(), default=-math.inf)
+
+            ranked = sorted(self.trials, key=lambda t: -key(t))
+        out: list = []
+        for t in ranked:
+            if len(out) < k and all(t.params != o.params for o in out):
+                out.append(t)
+        return out
 
     def describe(self) -> list[str]:
         """Lines for the console: what seeded the sampler, what was left out and why."""
         names = ", ".join(f"{n!r} ({k})" for n, k in self.used.items())
         lines = [f"warm start: {len(self.trials)} finished trials seed the sampler ({names or 'none'})"]
+        if self.replayed:
+            lines.append(f"warm start: the {len(self.replayed)} best earlier configuration(s) run first "
+                         f"(runs {', '.join(self.replayed)})")
         if self.not_used:
             why = "; ".join(f"{r}: {c}" for r, c in sorted(self.not_used.items()))
             lines.append(f"warm start: {sum(self.not_used.values())} trials not used ({why})")
@@ -106,7 +138,13 @@ class WarmStart:
     def tags(self) -> dict[str, str]:
         """Experiment tags recording the warm start (``warm_start.*``)."""
         return {"warm_start.experiments": json.dumps(self.used), "warm_start.trials": str(len(self.trials)),
-                "warm_start.not_used": json.dumps(dict(self.not_used))}
+                "warm_start.not_used": json.dumps(dict(self.not_used)),
+                "warm_start.replayed": json.dumps(self.replayed)}
+
+
+def _dominates(a: Any, b: Any) -> bool:
+    """``a`` dominates ``b`` (both maximised): at least as good in every objective, better in one."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
 
 
 def names_of(space: Any, opts: Any) -> tuple[str, ...]:
@@ -339,13 +377,21 @@ def study_of(searcher: Any) -> Any:
     return study
 
 
-def seed_study(study: Any, warm: WarmStart) -> int:
-    """Add the warm start's trials to ``study`` (``study.add_trials``); returns how many were added.
+def seed_study(study: Any, warm: WarmStart, replay: int = REPLAY_BEST) -> int:
+    """Add the warm start's trials to ``study`` (``study.add_trials``) and enqueue the params of its ``replay``
+    best (:meth:`WarmStart.best`; ``study.enqueue_trial``, user attribute ``warm_start_replay`` = the earlier run):
+    the study's next ``replay`` proposals. Records the replayed runs in ``warm.replayed``; returns how many trials
+    were added.
 
     Raises:
         ValueError: a trial Optuna rejects (its number of objectives differs from the study's).
     """
     study.add_trials(warm.trials)
+    warm.replayed = []
+    for t in warm.best(replay):
+        run = str(t.user_attrs.get("mlflow_run_id", ""))
+        study.enqueue_trial(dict(t.params), user_attrs={"warm_start_replay": run})
+        warm.replayed.append(run)
     return len(warm.trials)
 
 

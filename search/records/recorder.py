@@ -180,7 +180,7 @@ class TrialRecorder:
                 self.log(self.index.parent(trial), {m: last.get(m) for m in OBJECTIVES})
             if last.get("oof_shards"):  # every epoch it ran, assembled once from its per-epoch shards
                 try:
-                    upload_shards(self.client, last["oof_shards"], self.index.parent(trial))
+                    upload_shards(self.client, last["oof_shards"], self.index.parent(trial), last.get("epoch"))
                 except Exception as e:  # artifacts are best effort; the metrics are already recorded
                     self.client.set_tag(self.index.parent(trial), "artifact_error",
                                         mask_uri(str(e))[:ERROR_TAG_MAX])

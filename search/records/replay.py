@@ -40,7 +40,7 @@ def replay(recorder: TrialRecorder, results: Any, cut: bool = False) -> int:
             continue
         info = TrialInfo(str(tid), f"trial {tid}", dict(res.config or {}), None, 0)
         recorder.start(info)
-        for r in read_epoch_reports(m.get("oof_shards")) or tune_results(res):
+        for r in read_epoch_reports(m.get("oof_shards"), m.get("epoch")) or tune_results(res):
             if not r.get("final") and r.get("trial_id", tid) == tid:
                 recorder.result(info, r)
         if m.get("final"):

@@ -36,13 +36,14 @@ def upload_checkpoint(client: Any, storage: str | None, ckpt: str, parent: str, 
             shutil.rmtree(d, ignore_errors=True)
 
 
-def upload_shards(client: Any, shards_uri: str, parent: str) -> None:
+def upload_shards(client: Any, shards_uri: str, parent: str, upto: int | None = None) -> None:
     """Log ``oof_epochs.npz`` of a trial that ended without a final checkpoint (stopped by the scheduler), assembled
-    once from its per-epoch OOF shards (:func:`search.oof_shards.read_oof_epochs`: every epoch it ran, once)."""
+    once from its per-epoch OOF shards (:func:`search.oof_shards.read_oof_epochs`: every epoch it reported, once;
+    ``upto``: its last reported epoch)."""
     from search.oof_shards import read_oof_epochs, write_oof_epochs_file
 
     with tempfile.TemporaryDirectory(prefix="blemore-oof-") as tmp:
-        path = write_oof_epochs_file(read_oof_epochs(shards_uri), Path(tmp) / "oof_epochs.npz")
+        path = write_oof_epochs_file(read_oof_epochs(shards_uri, upto), Path(tmp) / "oof_epochs.npz")
         client.log_artifact(parent, str(path))
 
 

@@ -38,6 +38,10 @@ def test_shards_assemble_every_epoch_once_and_grow_linearly(tmp_path):
     np.testing.assert_array_equal(got["probs"], np.stack(want, axis=2))
     np.testing.assert_array_equal(got["folds"], data.folds)
     assert list(got["filenames"]) == data.filenames
+    # a stopped trial's worker may write the shard of the epoch after its last report: read up to that report
+    np.testing.assert_array_equal(read_oof_epochs(w.uri, 4)["probs"], np.stack(want[:4], axis=2))
+    with pytest.raises(ValueError, match=r"epochs \[7, 8\] are missing"):
+        read_oof_epochs(w.uri, 8)
 
 
 def test_epoch_reports_are_written_once_read_in_order_and_outlive_the_probability_shards(tmp_path):
@@ -55,6 +59,7 @@ def test_epoch_reports_are_written_once_read_in_order_and_outlive_the_probabilit
     sizes = [(d / report_name(e)).stat().st_size for e in range(1, 5)]
     assert max(sizes) < 1.2 * min(sizes), sizes  # each holds its own epoch only
     assert read_epoch_reports(w.uri) == reports
+    assert read_epoch_reports(w.uri, 2) == reports[:2]  # up to the last epoch Tune received
     w.delete()
     assert sorted(f.name for f in d.iterdir()) == [report_name(e) for e in range(1, 5)]  # npz gone, reports kept
     assert read_epoch_reports(w.uri) == reports

@@ -283,7 +283,7 @@ def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny, monkeypatc
             left = sorted(f.name for f in Path(r.metrics["oof_shards"]).iterdir())
             assert left == [f"report_{e:05d}.json" for e in range(1, r.metrics["epoch"] + 1)], left  # reports only
         else:  # stopped by ASHA: its per-epoch shards, every epoch it ran exactly once
-            npz = read_oof_epochs(r.metrics["oof_shards"])
+            npz = read_oof_epochs(r.metrics["oof_shards"], r.metrics["epoch"])
         probs = npz["probs"]
         assert probs.shape[2] == r.metrics["epoch"]
         want = _reference_objective(probs, release.labels, np.asarray(release.folds))

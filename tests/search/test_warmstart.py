@@ -98,8 +98,17 @@ def test_seeded_study_holds_exactly_the_compatible_trials(space, store):
     searcher = OptunaSearch(space=_DefineByRun(space), metric="score", mode="max", sampler=make_sampler(0, 20))
     study = warmstart.study_of(searcher)
     warmstart.seed_study(study, warm)
-    trials = {t.user_attrs["mlflow_run_id"]: t for t in study.trials}
+    trials = {t.user_attrs["mlflow_run_id"]: t for t in study.trials if t.state != TrialState.WAITING}
     assert set(trials) == set(good.values())
+    # the two best compatible configurations (0.35, 0.30; never an unused 0.9) are the next two proposals
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs["warm_start_replay"] for t in waiting] == [good["completed_mlp"], good["completed_linear"]]
+    assert warm.replayed == [good["completed_mlp"], good["completed_linear"]]
+    asked = [study.ask() for _ in range(2)]
+    for t in asked:
+        space.suggest(t)  # the define-by-run space, as the searcher runs it
+    assert [t.params for t in asked] == [trials[good["completed_mlp"]].params,
+                                         trials[good["completed_linear"]].params]
     lin, mlp = trials[good["completed_linear"]], trials[good["completed_mlp"]]
     assert lin.state == TrialState.COMPLETE and lin.value == pytest.approx(0.30)
     assert lin.params == {"model.arch": "linear", "train.lr": pytest.approx(1e-3)}  # dropout: inactive for linear
@@ -124,8 +133,11 @@ def test_pareto_space_seeds_both_objectives(space, store):
     warm = warmstart.build_warm_start(pareto, ("first",), client, RELEASE)
     study = optuna.create_study(directions=["maximize", "maximize"])
     warmstart.seed_study(study, warm)
-    t = next(t for t in study.trials if t.user_attrs["mlflow_run_id"] == good["completed_mlp"])
+    t = next(t for t in study.trials if t.user_attrs.get("mlflow_run_id") == good["completed_mlp"])
     assert t.values == pytest.approx([0.45, 0.25])
+    # replayed first: the front of the completed trials (mlp 0.45/0.25 dominates linear 0.40/0.20 and
+    # lr_outside 0.30/0.10), so one configuration
+    assert warm.replayed == [good["completed_mlp"]]
 
 
 def test_study_of_reads_rays_optuna_search():
