@@ -126,7 +126,8 @@ def test_three_trial_search_records_everything(tmp_path, tiny):
     r = next(r for r in out.results if r.metrics.get("final"))
     cv = _same_as_cross_validate(r, tmp_path / "e2e.yaml", tiny, execution="auto")
     assert r.metrics["fold_execution"] == cv.execution
-    assert not Path(r.metrics["oof_shards"]).exists()  # the final checkpoint carries every epoch
+    left = sorted(f.name for f in Path(r.metrics["oof_shards"]).iterdir())  # the final checkpoint carries every
+    assert left == [f"report_{e:05d}.json" for e in range(1, r.metrics["epoch"] + 1)], left  # epoch: reports only
 
 
 def _same_as_cross_validate(r, space_file: Path, tiny: Path, execution: str):
