@@ -21,8 +21,12 @@ Scores are what a search records for a trial (:func:`recorded`: its last epoch's
 reached at the end of the first trial recording it.
 
 * ``tpe_asha_fraction_of_random_fold_epochs``: fold-epochs TPE + ASHA spends until a trial first records 95 % of
-  the best score random or TPE + ASHA recorded with that seed, over random search's (every trial to max_epochs);
-  median over seeds <= 1/3.
+  the best score random or TPE + ASHA recorded with that seed within the shared budget, over random search's (every
+  trial to max_epochs); median over seeds <= 1/3. Where good configurations are rare, random search often has not
+  recorded that level by the end of the shared budget: a search that has not goes on past it (the same sampler,
+  seed and stopping; the level stays the one set within the budget) up to :data:`EXTEND` x the budget, so that its
+  fold-epochs are measured instead of bounded by the budget; one still not there counts as that cap (random: the
+  seed's ratio is an upper bound; TPE + ASHA: a lower bound).
 * ``warm_fraction_of_cold_fold_epochs``: the earlier search = TPE + ASHA with seed s; a warm-started search (sampler
   seed s+1 mod 5, seeded with every trial of the earlier search as ``blemore search --warm-start`` does: completed
   trials COMPLETE, ASHA-stopped ones PRUNED with their learning curve, the earlier search's best configurations
@@ -53,6 +57,9 @@ TARGET_FRACTION = 1 / 3
 #: trials far behind (at 3, the former budget, every TPE proposal was a start-up one) and random search meets the
 #: rare good region a few times; a full run takes about 30 minutes on 2 cores
 RANDOM_TRIALS = 36
+#: a search that has not recorded the level of the TPE + ASHA target by the end of the shared budget goes on up to
+#: EXTEND x the budget (see the module docstring)
+EXTEND = 4
 WARM_TARGET_FRACTION = 1 / 4
 N_FOLDS = 5
 
@@ -140,11 +147,15 @@ def _decider(kind: str | None, space):
 
 
 def search(space, data, sampler: str, seed: int, budget: int, stop: str | None, pareto: bool = False,
-           seeded: list[dict] | None = None) -> list[dict]:
+           seeded: list[dict] | None = None, until: float | None = None,
+           replay: list[dict] | None = None) -> list[dict]:
     """One search until ``budget`` fold-epochs are spent: [{params, rows, fold_epochs}] in trial order.
 
     ``sampler``: ``random`` or ``tpe`` (the runner's :func:`make_sampler`); ``seeded``: trials of an earlier search
-    seeding the study through the warm start's own functions."""
+    seeding the study through the warm start's own functions; ``until``: also stop after the first trial recording
+    at least this Score; ``replay``: the trials of an earlier run of the same search (same sampler, seed, stopping
+    and seeding), taken in order instead of training them again (:func:`_replay`; the first is trained again and
+    must give the same epochs, see :func:`_check_replay`). Raises RuntimeError when a replay diverges."""
     import optuna
     from optuna.trial import TrialState
 
@@ -172,13 +183,54 @@ def search(space, data, sampler: str, seed: int, budget: int, stop: str | None, 
         except ConfigError:
             study.tell(t, state=TrialState.FAIL)
             continue
-        rows = run_trial(cfg, data, decide(str(t.number)))
+        flat = {k: str(v) for k, v in cfg.flat().items()}
+        if len(out) < len(replay or ()):
+            if not out:
+                _check_replay(cfg, data, replay[0])
+            rows = _replay(replay[len(out)], flat, decide(str(t.number)), len(out))
+        else:
+            rows = run_trial(cfg, data, decide(str(t.number)))
         spent += len(rows) * N_FOLDS
         last = rows[-1]
         study.tell(t, [last[1], last[2]] if pareto else last[0])
-        out.append({"params": params, "rows": rows, "fold_epochs": len(rows) * N_FOLDS,
-                    "flat": {k: str(v) for k, v in cfg.flat().items()}, "stopped": len(rows) < space.max_epochs})
+        out.append({"params": params, "rows": rows, "fold_epochs": len(rows) * N_FOLDS, "flat": flat,
+                    "stopped": len(rows) < space.max_epochs})
+        if until is not None and last[0] >= until - 1e-12:
+            break
     return out
+
+
+def _replay(earlier: dict, flat: dict, decide, i: int) -> list[tuple[float, float, float]]:
+    """Trial ``i`` of an earlier run of the same search, fed to this search's scheduler instead of being trained
+    again (training seed 0: a configuration trains to the same epochs in every search). Raises RuntimeError when
+    the sampler proposed another configuration or the scheduler stops the trial at another epoch than before."""
+    if earlier["flat"] != flat:
+        raise RuntimeError(f"replay diverged at trial {i}: the sampler proposed another configuration than the "
+                           "earlier run (another space, seed or Optuna version?)")
+    rows = [tuple(float(x) for x in r) for r in earlier["rows"]]
+    for n, r in enumerate(rows, 1):
+        go = decide is None or decide(n, r)
+        if (not go and n < len(rows)) or (go and n == len(rows) and earlier["stopped"]):
+            raise RuntimeError(f"replay diverged at trial {i}: the scheduler {'stops' if not go else 'continues'} "
+                               f"it at epoch {n}, the earlier run {'stopped it' if earlier['stopped'] else 'ran'} "
+                               f"to epoch {len(rows)}")
+        if not go:
+            break
+    return rows
+
+
+#: largest difference allowed between a replayed trial's Scores and the same trial trained again
+REPLAY_TOLERANCE = 1e-9
+
+
+def _check_replay(cfg, data, earlier: dict) -> None:
+    """Train the first replayed trial again (no stopping) and compare its epochs with the earlier run's; raises
+    RuntimeError when a Score differs by more than :data:`REPLAY_TOLERANCE` (the replay is of other code or data)."""
+    rows = run_trial(cfg, data)[:len(earlier["rows"])]
+    diff = max(abs(a - b) for r, e in zip(rows, earlier["rows"]) for a, b in zip(r, e))
+    if len(rows) != len(earlier["rows"]) or diff > REPLAY_TOLERANCE:
+        raise RuntimeError(f"replayed trials are not what this code trains: the first trial gives {rows}, the "
+                           f"earlier run recorded {earlier['rows']}")
 
 
 def _pareto(space):
@@ -238,19 +290,24 @@ WORKERS = int(os.environ.get("BLEMORE_EFFICIENCY_WORKERS", "5"))
 _W: dict = {}
 
 
-def _load(quick: bool):
-    """The benchmark's space (max_epochs 2 when quick) and the tiny release's training data."""
+def rare_space(quick: bool):
+    """The benchmark's search space :data:`RARE_SPACE` (max_epochs 2 when quick)."""
     import tempfile
 
-    from blemore_core.train import prepare_data
     from search.space import load_space
 
     with tempfile.TemporaryDirectory(prefix="bench_efficiency_") as d:
         path = Path(d) / "efficiency_rare.yaml"
         path.write_text(RARE_SPACE)
         space = load_space(path)
-    if quick:
-        space = _with_max_epochs(space, 2)
+    return _with_max_epochs(space, 2) if quick else space
+
+
+def _load(quick: bool):
+    """The benchmark's space and the tiny release's training data."""
+    from blemore_core.train import prepare_data
+
+    space = rare_space(quick)
     return space, prepare_data(space.base, release("tiny"), progress=False)
 
 
@@ -262,38 +319,59 @@ def _init_worker(quick: bool) -> None:
 
 
 def _task(job: tuple) -> list[dict]:
-    """One search in a worker: ``(kind, seed, budget, seeded)``."""
-    kind, seed, budget, seeded = job
+    """One search in a worker: ``(kind, seed, budget, seeded, replay, until)`` (see :func:`search`)."""
+    kind, seed, budget, seeded, replay, until = job
     space, data = _W["space"], _W["data"]
+    more = {"replay": replay, "until": until}
     if kind == "random":
-        return search(space, data, "random", seed, budget, None)
+        return search(space, data, "random", seed, budget, None, **more)
     if kind in ("tpe_asha", "warm"):
-        return search(space, data, "tpe", seed, budget, "asha", seeded=seeded)
+        return search(space, data, "tpe", seed, budget, "asha", seeded=seeded, **more)
     return search(_pareto(space), data, "tpe", seed, budget, "pareto" if kind == "pareto_stop" else "asha",
-                  pareto=True)
+                  pareto=True, **more)
 
 
-def run(quick: bool, out: Path) -> Result:
+def run(quick: bool, out: Path, replay_from: Path | None = None) -> Result:
+    """The benchmark; ``replay_from``: an earlier efficiency.json of the same inputs whose trials (``details``) are
+    replayed instead of trained again (see :func:`search`), e.g. to add the searches past the budget to a run."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     res = Result("efficiency", quick)
-    space, _ = _load(quick)
+    space = rare_space(quick)
     seeds, n_random = ((0, 1), 1) if quick else ((0, 1, 2, 3, 4), RANDOM_TRIALS)
     budget = n_random * space.max_epochs * N_FOLDS
     res.inputs = {"profile": "tiny", "space": RARE_SPACE.strip(), "max_epochs": space.max_epochs,
                   "grace_period": space.grace_period, "reduction_factor": space.reduction_factor,
-                  "random_trials": n_random, "budget_fold_epochs": budget, "seeds": list(seeds), "patience": "off",
-                  "training_seed": 0, "workers": WORKERS}
+                  "random_trials": n_random, "budget_fold_epochs": budget, "extend": EXTEND, "seeds": list(seeds),
+                  "patience": "off", "training_seed": 0, "workers": WORKERS}
+    old = _earlier_trials(replay_from, res.inputs) if replay_from else {}
+    if replay_from:
+        res.notes.append(f"trials replayed from {replay_from} (started {old.pop('started_utc')}), not trained again; "
+                         "the first of each search was trained again and gave the same epochs")
     kinds = ("random", "tpe_asha", "pareto_stop", "pareto_asha")
+
+    def again(s, k):
+        return old.get(f"seed{s}", {}).get(k)
+
     with ProcessPoolExecutor(WORKERS, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(quick,)) as pool:
-        jobs = {(k, s): pool.submit(_task, (k, s, budget, None)) for s in seeds for k in kinds}
+        jobs = {(k, s): pool.submit(_task, (k, s, budget, None, again(s, k), None)) for s in seeds for k in kinds}
         runs = {s: {k: jobs[(k, s)].result() for k in kinds} for s in seeds}
         nxt = {s: seeds[(seeds.index(s) + 1) % len(seeds)] for s in seeds}  # warm: seeded from s, sampler seed s+1
-        warm = {s: pool.submit(_task, ("warm", nxt[s], budget, runs[s]["tpe_asha"])) for s in seeds}
+        warm = {s: pool.submit(_task, ("warm", nxt[s], budget, runs[s]["tpe_asha"], again(s, "warm_from_tpe_asha"),
+                                       None)) for s in seeds}
+        beyond = {}
+        for s in seeds:  # the TPE + ASHA target's searches that have not recorded its level go on past the budget
+            level = _level(runs[s])
+            for k in ("random", "tpe_asha"):
+                if fold_epochs_to_reach(runs[s][k], level) is None:
+                    earlier = runs[s][k] + (again(s, f"{k}_beyond_budget") or [])
+                    beyond[(s, k)] = pool.submit(_task, (k, s, EXTEND * budget, None, earlier, level))
         for s in seeds:
             runs[s]["warm_from_tpe_asha"] = warm[s].result()
+        for (s, k), f in beyond.items():
+            runs[s][f"{k}_beyond_budget"] = f.result()[len(runs[s][k]):]
     _score_targets(res, runs, budget)
     _warm_targets(res, runs, budget)
     _pareto_targets(res, runs, budget)
@@ -301,36 +379,48 @@ def run(quick: bool, out: Path) -> Result:
     return res
 
 
+def _level(run: dict) -> float:
+    """The TPE + ASHA target's level of one seed: 95 % of the best Score random or TPE + ASHA recorded within the
+    shared budget (their trials past it do not move it)."""
+    return 0.95 * max(_best(run["random"]), _best(run["tpe_asha"]))
+
+
 def _score_targets(res: Result, runs: dict, budget: int) -> None:
-    ratios, facts = [], {"random": [], "tpe_asha": [], "share": []}
+    cap = EXTEND * budget
+    ratios, facts = [], {"random": [], "tpe_asha": [], "share": [], "upper": 0, "lower": 0}
     for s, r in runs.items():
-        rnd, tpe = r["random"], r["tpe_asha"]
-        best = max(_best(rnd), _best(tpe))
-        fr, ft = fold_epochs_to_reach(rnd, 0.95 * best), fold_epochs_to_reach(tpe, 0.95 * best)
-        share = sum(recorded(t) >= 0.95 * best for t in rnd) / len(rnd)
-        res.figure(f"seed{s}/best_score", best, "Score")
+        level = _level(r)
+        rnd = r["random"] + r.get("random_beyond_budget", [])
+        tpe = r["tpe_asha"] + r.get("tpe_asha_beyond_budget", [])
+        fr, ft = fold_epochs_to_reach(rnd, level), fold_epochs_to_reach(tpe, level)
+        share = sum(recorded(t) >= level - 1e-12 for t in rnd) / len(rnd)
+        res.figure(f"seed{s}/best_score", level / 0.95, "Score", note="the best recorded within the shared budget")
         for m, v, trials in (("random", fr, rnd), ("tpe_asha", ft, tpe)):
             res.figure(f"seed{s}/{m}_fold_epochs_to_95pct", v if v is not None else float("nan"), "fold-epochs",
-                       note="NaN: not reached within the budget")
-            res.figure(f"seed{s}/{m}_trials", len(trials), "trials")
-            res.figure(f"seed{s}/{m}_best_score", _best(trials), "Score")
+                       note=f"past the budget ({budget}) the search went on up to {cap}; NaN: not reached by then")
+            res.figure(f"seed{s}/{m}_trials", len(trials), "trials", note="including those past the budget")
+            res.figure(f"seed{s}/{m}_best_score", _best(r[m]), "Score", note="within the shared budget")
         res.figure(f"seed{s}/random_share_reaching_95pct", share, "fraction",
-                   note="how rare good configurations are: random trials reaching 95 % of the best")
-        if ft is not None:
-            ratios.append(ft / (fr if fr is not None else budget))
-        facts["random"].append(fr if fr is not None else budget)
-        facts["tpe_asha"].append(ft if ft is not None else budget)
+                   note="how rare good configurations are: random trials (all run) reaching 95 % of the best")
+        ratios.append((ft if ft is not None else cap) / (fr if fr is not None else cap))
+        facts["upper"] += fr is None and ft is not None
+        facts["lower"] += ft is None and fr is not None
+        facts["random"].append(fr if fr is not None else cap)
+        facts["tpe_asha"].append(ft if ft is not None else cap)
         facts["share"].append(share)
-    if ratios:
-        res.figure("ratio_tpe_asha_over_random", ratios, "fraction",
-                   note="random search not reaching the level counts as its budget (an upper bound)")
+    res.figure("ratio_tpe_asha_over_random", ratios, "fraction",
+               note=f"a search not reaching the level by {EXTEND}x the budget counts as that: random, an upper "
+                    "bound of the seed's ratio; TPE + ASHA, a lower bound")
     t = res.target("tpe_asha_fraction_of_random_fold_epochs", statistics.median(ratios) if ratios else None, "<=",
-                   round(TARGET_FRACTION, 4), "random search, every trial to max_epochs, same budget and seeds",
-                   not_measured=None if ratios else "TPE + ASHA never reached 95 % of the best Score")
+                   round(TARGET_FRACTION, 4), "random search, every trial to max_epochs, same sampler seeds; the "
+                   "level set within the same budget", not_measured=None if ratios else "no seeds")
     res.notes.append(_why("TPE + ASHA vs random", t, (
-        f"median fold-epochs to 95 % of the best: random {_med(facts['random'])}, TPE + ASHA "
-        f"{_med(facts['tpe_asha'])} (the budget where not reached); median share of random trials reaching it "
-        f"{_med(facts['share'])}; budget {budget} fold-epochs")))
+        f"median fold-epochs to 95 % of the best recorded within the shared budget ({budget} fold-epochs): random "
+        f"{_med(facts['random'])}, TPE + ASHA {_med(facts['tpe_asha'])}; a search not there by the end of the budget "
+        f"went on (same sampler, seed and stopping) up to {cap}, one not there by then counts as {cap}: random in "
+        f"{facts['upper']} of {len(ratios)} seeds (that seed's ratio an upper bound), TPE + ASHA in {facts['lower']} "
+        f"(a lower bound); per seed ratios {[round(x, 3) for x in ratios]}; median share of random trials reaching "
+        f"the level {_med(facts['share'])}")))
 
 
 def _warm_targets(res: Result, runs: dict, budget: int) -> None:
@@ -378,6 +468,19 @@ def _pareto_targets(res: Result, runs: dict, budget: int) -> None:
         f"{[round(r, 3) for r in ratios]}")))
 
 
+def _earlier_trials(path: Path, inputs: dict) -> dict:
+    """The ``details`` (trials per seed and search) of an earlier efficiency.json of the same inputs, and its
+    ``started_utc``. Raises ValueError naming the file and field when its inputs differ."""
+    import json
+
+    doc = json.loads(Path(path).read_text())
+    for key in ("space", "max_epochs", "random_trials", "budget_fold_epochs", "seeds", "training_seed"):
+        if doc.get("inputs", {}).get(key) != inputs[key]:
+            raise ValueError(f"{path}: inputs.{key} is {doc.get('inputs', {}).get(key)!r}, this run's is "
+                             f"{inputs[key]!r}: its trials cannot be replayed")
+    return {**doc.get("details", {}), "started_utc": doc.get("started_utc")}
+
+
 def _med(values: list) -> str:
     return f"{statistics.median(values):.3g}" if values else "n/a"
 
@@ -396,3 +499,20 @@ def _with_max_epochs(space, max_epochs: int):
                                 "model.mixed_pretrain_epochs": min(space.base.model.mixed_pretrain_epochs,
                                                                    max_epochs - 1)})
     return dataclasses.replace(space, base=base, max_epochs=max_epochs)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from ._common import DEFAULT_OUT
+
+    ap = argparse.ArgumentParser(description="python -m benchmarks.efficiency [--replay-from JSON]: the efficiency "
+                                             "benchmark (as python -m benchmarks --only efficiency), optionally "
+                                             "replaying an earlier run's trials instead of training them again")
+    ap.add_argument("--replay-from", type=Path, default=None, help="an earlier efficiency.json of the same inputs")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    a = ap.parse_args()
+    r = run(False, a.out, a.replay_from)
+    print(f"wrote {r.write(a.out)}")
+    for k, v in r.targets.items():
+        print(f"   target {k}: {v['measured']} (target {v['target']}): {v['holds']}")
