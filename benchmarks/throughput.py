@@ -541,12 +541,16 @@ def record_warm(res: Result, variants: dict[str, list[dict]], floor: float, firs
 
 # ------------------------------------------------------------------------------------------ (e) the main job
 def main_job_key() -> dict:
-    """What a recorded main-job run must match to be reused: the space file, the generator, the budget."""
+    """What a recorded main-job run must match to be reused: the space (its parsed content: a comment edit does not
+    void the record), the generator, the budget."""
     import hashlib
+
+    import yaml
 
     from blemore_core.data.synth import GENERATOR_VERSION
 
-    return {"space_sha256": hashlib.sha256(MAIN_JOB_SPACE.read_bytes()).hexdigest()[:16],
+    content = json.dumps(yaml.safe_load(MAIN_JOB_SPACE.read_text()), sort_keys=True, default=str)
+    return {"space_sha256": hashlib.sha256(content.encode()).hexdigest()[:16],
             "generator_version": GENERATOR_VERSION, "num_samples": MAIN_JOB_SAMPLES, "seed": 0}
 
 

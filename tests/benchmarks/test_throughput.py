@@ -144,3 +144,14 @@ def test_references_run_once_per_model_and_thread_count_and_serve_both_layouts(t
     assert refs[("rank_aware", "workers")]["epoch_s"] == [5.0, 4.0] and refs[("baseline", "packed")]["threads"] == 2
     assert refs[("baseline", "packed")]["epoch_s"] == [1.5, 0.5]
     assert first == {"baseline": 1.5, "rank_aware": 3.0}  # the packed layout's (start-up is measured on it)
+
+
+def test_main_job_key_follows_the_space_content_not_its_comments(tmp_path, monkeypatch):
+    space = tmp_path / "rank_aware.yaml"
+    space.write_text("# a comment\nname: rank_aware\nbudget: {num_samples: 8}\n")
+    monkeypatch.setattr(tp, "MAIN_JOB_SPACE", space)
+    key = tp.main_job_key()
+    space.write_text("# another comment, other layout\nname:   rank_aware\nbudget:\n  num_samples: 8\n")
+    assert tp.main_job_key() == key
+    space.write_text("name: rank_aware\nbudget: {num_samples: 9}\n")
+    assert tp.main_job_key() != key
