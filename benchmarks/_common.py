@@ -159,11 +159,18 @@ class Result:
                 "targets": self.targets, "notes": self.notes, **({"details": self.extra} if self.extra else {})}
 
     def write(self, out: Path) -> Path:
-        """Write ``<out>/<name>.json`` atomically (tmp file, then rename)."""
+        """Write ``<out>/<name>.json`` atomically (tmp file, then rename); the figures indented, the ``details``
+        (per-trial records, often megabytes) on one compact line at the end."""
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{self.name}.json"
         tmp = path.with_suffix(f".json.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        doc = self.to_dict()
+        details = doc.pop("details", None)
+        text = json.dumps(doc, indent=2, default=_json_default)
+        if details is not None:
+            text = (text[:-2] + ',\n  "details": '
+                    + json.dumps(details, default=_json_default, separators=(",", ":")) + "\n}")
+        tmp.write_text(text + "\n")
         os.replace(tmp, path)
         return path
 

@@ -40,6 +40,7 @@ reached at the end of the first trial recording it.
   epoch within the budget; median over seeds of the ratio >= 1.
 
     python -m benchmarks --only efficiency
+    python -m benchmarks.efficiency --replay-from benchmarks/results/efficiency.json   # reuse an earlier run's trials
 """
 
 from __future__ import annotations

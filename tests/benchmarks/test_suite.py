@@ -161,3 +161,17 @@ def test_fold_memory_fails_fast_when_a_fold_worker_dies(tmp_path):
     with pytest.raises(RuntimeError, match=r"fold worker\(s\) [01] \(exit code 1\).* died before reporting"):
         measure(str(tmp_path / "missing.yaml"), str(tmp_path), n=2)
     assert time.monotonic() - t < 120
+
+
+def test_result_json_keeps_figures_readable_and_details_on_one_line(tmp_path):
+    r = Result("x", quick=True)
+    r.figure("f", [1.0, 2.0], "s")
+    r.extra = {"seed0": [{"rows": [[0.1, 0.2, 0.3]], "flat": {"a": "1"}}] * 3}
+    path = r.write(tmp_path)
+    text = path.read_text()
+    doc = json.loads(text)
+    assert doc["details"] == r.extra and doc["figures"]["f"]["median"] == 1.5
+    lines = text.splitlines()
+    assert sum('"details"' in ln for ln in lines) == 1 and lines[-2].startswith('  "details": {"seed0":')
+    assert '    "f": {' in text  # figures indented
+    assert not list(tmp_path.glob("*.tmp-*"))
