@@ -70,6 +70,7 @@ class PastTrial:
         metrics: the run's last ``score``, ``acc_presence``, ``acc_salience`` (floats; absent when not logged).
         curve: ``{epoch: score}`` from ``epoch/score`` (read for stopped trials only; empty otherwise).
         release: the release directory of the earlier search, or None when it was not recorded.
+        run_name: the parent run's name (``t03 rank_aware top3 lr=1.1e-3``), for the console.
     """
 
     experiment: str
@@ -79,6 +80,7 @@ class PastTrial:
     metrics: dict[str, float]
     curve: dict[int, float] = field(default_factory=dict)
     release: str | None = None
+    run_name: str = ""
 
 
 @dataclass
@@ -90,6 +92,8 @@ class WarmStart:
         used: seeded trials per experiment name.
         not_used: trials left out, by reason (``"train.max_epochs differs (8 != 10)"``, ...).
         notes: values dropped from used trials, by parameter (``"train.lr: 1.0 outside [1e-05, 0.1]"`` -> count).
+        replayed: the MLflow run ids of the earlier configurations the search runs first (:func:`seed_study`).
+        replayed_names: the same, as the console names them (run name, short id, search, recorded objective).
     """
 
     trials: list = field(default_factory=list)
@@ -97,6 +101,7 @@ class WarmStart:
     not_used: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
     replayed: list = field(default_factory=list)
+    replayed_names: list = field(default_factory=list)
 
     def best(self, k: int) -> list:
         """Up to ``k`` seeded trials with distinct params, best first: one objective: COMPLETE trials by value and
@@ -126,8 +131,8 @@ class WarmStart:
         names = ", ".join(f"{n!r} ({k})" for n, k in self.used.items())
         lines = [f"warm start: {len(self.trials)} finished trials seed the sampler ({names or 'none'})"]
         if self.replayed:
-            lines.append(f"warm start: the {len(self.replayed)} best earlier configuration(s) run first "
-                         f"(runs {', '.join(self.replayed)})")
+            lines.append(f"warm start: the {len(self.replayed)} best earlier configuration(s) run first: "
+                         + "; ".join(self.replayed_names or self.replayed))
         if self.not_used:
             why = "; ".join(f"{r}: {c}" for r, c in sorted(self.not_used.items()))
             lines.append(f"warm start: {sum(self.not_used.values())} trials not used ({why})")
@@ -205,7 +210,7 @@ def read_past_trials(client: Any, experiment: str) -> tuple[list[PastTrial], Cou
         if status == "stopped":
             curve = {int(m.step): float(m.value) for m in client.get_metric_history(r.info.run_id, "epoch/score")}
         out.append(PastTrial(experiment, r.info.run_id, status, dict(r.data.params), dict(r.data.metrics), curve,
-                             release))
+                             release, r.info.run_name or ""))
     return out, skipped
 
 
@@ -312,7 +317,7 @@ def frozen_trial(space: Any, past: PastTrial, notes: Counter) -> tuple[Any | Non
     params, dists = past_params(space, past, notes)
     if not params:
         return None, "no parameter of the new space"
-    attrs = {"warm_start": past.experiment, "mlflow_run_id": past.run_id}
+    attrs = {"warm_start": past.experiment, "mlflow_run_id": past.run_id, "mlflow_run_name": past.run_name}
     if past.status == "stopped":
         curve = {e: v for e, v in past.curve.items() if math.isfinite(v)}
         if not curve:
@@ -387,11 +392,14 @@ def seed_study(study: Any, warm: WarmStart, replay: int = REPLAY_BEST) -> int:
         ValueError: a trial Optuna rejects (its number of objectives differs from the study's).
     """
     study.add_trials(warm.trials)
-    warm.replayed = []
+    warm.replayed, warm.replayed_names = [], []
     for t in warm.best(replay):
         run = str(t.user_attrs.get("mlflow_run_id", ""))
         study.enqueue_trial(dict(t.params), user_attrs={"warm_start_replay": run})
         warm.replayed.append(run)
+        recorded = "/".join(f"{v:.4f}" for v in t.values)
+        warm.replayed_names.append(f"{t.user_attrs.get('mlflow_run_name') or 'run'} {run[:8]} "
+                                   f"({t.user_attrs.get('warm_start')}, recorded {recorded})")
     return len(warm.trials)
 
 

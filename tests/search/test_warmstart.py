@@ -104,6 +104,9 @@ def test_seeded_study_holds_exactly_the_compatible_trials(space, store):
     waiting = [t for t in study.trials if t.state == TrialState.WAITING]
     assert [t.user_attrs["warm_start_replay"] for t in waiting] == [good["completed_mlp"], good["completed_linear"]]
     assert warm.replayed == [good["completed_mlp"], good["completed_linear"]]
+    line = next(ln for ln in warm.describe() if "run first" in ln)  # the console names them as MLflow shows them
+    for rid, recorded in ((good["completed_mlp"], "0.3500"), (good["completed_linear"], "0.3000")):
+        assert f"{client.get_run(rid).info.run_name} {rid[:8]} (first, recorded {recorded})" in line, line
     asked = [study.ask() for _ in range(2)]
     for t in asked:
         space.suggest(t)  # the define-by-run space, as the searcher runs it
