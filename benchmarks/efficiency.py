@@ -56,7 +56,8 @@ from ._common import Result, release
 TARGET_FRACTION = 1 / 3
 #: random search's trials to max_epochs within the shared budget: enough that TPE leaves its 5 random start-up
 #: trials far behind (at 3, the former budget, every TPE proposal was a start-up one) and random search meets the
-#: rare good region a few times; a full run takes about 30 minutes on 2 cores
+#: rare good region a few times; a full run takes about 45-55 minutes with one worker on 2 cores (42 min within the
+#: budget, then the searches past it; 10 min when the budget's trials are replayed with --replay-from)
 RANDOM_TRIALS = 36
 #: a search that has not recorded the level of the TPE + ASHA target by the end of the shared budget goes on up to
 #: EXTEND x the budget (see the module docstring)
