@@ -4,11 +4,11 @@
 trial function starts in its actor, swaps in :func:`timed_fold_worker` for the Train workers and calls the
 production ``run_trial``. ``timed_fold_worker`` records when the worker function is entered, times the worker's
 imports and the data load itself (``search.trainable.load_data``, which memoises, so the production worker then
-reuses it), wraps ``ray.train.report`` to note when each epoch's report returned (the first one ends the first
-epoch: training pass, validation forward, exchange, OOF shard, report; this holds for every fold layout and fold
-execution, fused included), and runs the production ``trial_worker`` unchanged. Timestamps (``time.time()``, one
-machine) go to ``$BLEMORE_BENCH_TIMING_DIR`` as one JSON file per process; trial records carry the Tune experiment
-name, so one timing folder serves several searches. Nothing here changes what a trial computes.
+reuses it), wraps ``ray.train.report`` to note when each epoch's report was called and returned and the worker
+process's CPU seconds then (the first return ends the first epoch: training pass, validation forward, exchange, OOF
+shard, report; this holds for every fold layout and fold execution, fused included), and runs the production
+``trial_worker`` unchanged. Timestamps (``time.time()``, one machine) go to ``$BLEMORE_BENCH_TIMING_DIR`` as one
+JSON file per process; trial records carry the Tune experiment name, so one timing folder serves several searches. Nothing here changes what a trial computes.
 """
 
 from __future__ import annotations
@@ -52,11 +52,15 @@ def timed_fold_worker(loop_config: dict) -> None:
     t_data = time.time()
     rank = ray.train.get_context().get_world_rank()
     reports: list[float] = []
+    calls: list[float] = []  # when each report was called: returned - called = the time spent inside Ray Train
+    cpu: list[float] = []  # this process's CPU seconds (every thread) when each report returned
     production_report = ray.train.report
 
     def report(*args, **kwargs):
+        calls.append(time.time())
         out = production_report(*args, **kwargs)
         reports.append(time.time())
+        cpu.append(time.process_time())
         return out
 
     ray.train.report = report  # trial_worker looks it up on the module at each call
@@ -66,7 +70,8 @@ def timed_fold_worker(loop_config: dict) -> None:
         ray.train.report = production_report
         _write("worker", {"trial_id": loop_config["trial_id"], "rank": rank, "enter": t_enter, "libs": t_lib,
                           "imports": t_imports, "data": t_data, "first_epoch": reports[0] if reports else None,
-                          "reports": reports, "pid": os.getpid(), "end": time.time()})
+                          "reports": reports, "report_calls": calls, "cpu": cpu, "pid": os.getpid(),
+                          "end": time.time()})
 
 
 def timed_run_trial(config: dict, setup) -> None:

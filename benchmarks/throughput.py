@@ -10,8 +10,8 @@ Figures and targets (one run, 2 shared cores; every ratio against a reference me
     against the fresh-import floor measured in the same run (one fresh Python importing what a worker imports,
     :func:`benchmarks.startup.import_floor`); target: packed <= 1.5x floor.
 (c) per-epoch platform overhead: the median over a trial's epochs 2.. of the time between consecutive epoch reports
-    of its lead worker (:mod:`benchmarks._timed_trial`; what Tune's ``time_this_iter_s`` measures) minus the median epoch of the same loop (``run_lockstep``, the loop of
-    ``cross_validate``) in one warm process, same config, thread count and fold execution (``auto``: what the
+    of its lead worker (:mod:`benchmarks._timed_trial`; what Tune's ``time_this_iter_s`` measures) minus the
+    median epoch of the same loop (``run_lockstep``, the loop of ``cross_validate``) in one warm process, same config, thread count and fold execution (``auto``: what the
     trial ran, recorded as ``fold_execution``); target <= 25 ms (packed).
 (d) bytes written to an S3-compatible store (a moto server on 127.0.0.1, every PUT/POST body counted by a WSGI
     wrapper) by a one-trial search at 10 / 40 / 160 epochs of the baseline MLP (patience off) vs the trial's final
@@ -27,6 +27,11 @@ Figures and targets (one run, 2 shared cores; every ratio against a reference me
 (g) warm trials (item 5): start-up per trial and the gap between trials of the packed layout with Tune's
     ``reuse_actors=True`` and with Ray's prestarted workers preloading the worker's modules
     (``RAY_preload_python_modules``, ``RAY_enable_worker_prestart``), against the default, same run.
+(h) why (b) and (c) cost what they cost, measured: a packed baseline search of its own sampled by a process
+    census (:mod:`benchmarks._census`): the processes a trial starts before its first epoch and every process
+    kind's CPU seconds meanwhile, and the cores the trial's worker and everything else used while it trained; and
+    for (c), per epoch the lead worker's time inside ``ray.train.report`` and its process's CPU seconds against
+    the in-process reference's CPU seconds.
 
     python -m benchmarks --only throughput
 """
@@ -67,8 +72,9 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 #: sizes: (profile, {model: (trials, epochs)}, storage lengths, warm-trial (trials, epochs), floor repeats)
 FULL = {"profile": "demo", "runs": {"baseline": (2, 20), "rank_aware": (1, 6)}, "lengths": (10, 40, 160),
-        "warm": (2, 2), "floor_repeats": 2}
-QUICK = {"profile": "tiny", "runs": {"baseline": (1, 2)}, "lengths": (3,), "warm": None, "floor_repeats": 1}
+        "warm": (2, 2), "floor_repeats": 2, "census": (2, 8)}
+QUICK = {"profile": "tiny", "runs": {"baseline": (1, 2)}, "lengths": (3,), "warm": None, "floor_repeats": 1,
+         "census": (1, 3)}
 LAYOUTS = ("packed", "workers")
 #: the README main job, reduced for 2 cores (its own budget: 8 trials, time_budget_s 780)
 MAIN_JOB_SPACE = ROOT / "spaces" / "rank_aware.yaml"
@@ -131,15 +137,23 @@ def drive(spec: dict) -> None:
         t0 = time.time()
         trainable.run_trial = (_timed_trial.timed_local_run_trial if s.get("train_local_mode")
                                else _timed_trial.timed_run_trial)
+        census = None
         try:
             with _reuse_actors(s.get("reuse_actors", False)):
-                outcome = run_search(s["space"], opts)
+                if s.get("census"):
+                    from ._census import ProcessCensus
+
+                    with ProcessCensus() as census:
+                        outcome = run_search(s["space"], opts)
+                else:
+                    outcome = run_search(s["space"], opts)
             trials = [_trial_rows(r) for r in outcome.results]
         except Exception as e:  # noqa: BLE001 - one failed search must not hide the others' figures
             out["searches"].append({"name": s["name"], "start": t0, "wall_s": time.time() - t0, "trials": [],
                                     "exception": repr(e)[:2000]})
             continue
-        out["searches"].append({"name": s["name"], "start": t0, "wall_s": time.time() - t0, "trials": trials})
+        out["searches"].append({"name": s["name"], "start": t0, "wall_s": time.time() - t0, "trials": trials,
+                                **({"census": census.records} if census is not None else {})})
     if spec.get("references"):
         out["floor"].append(_in_ray("benchmarks.startup", "import_floor", 1))
     print(json.dumps(out, default=float))
@@ -182,12 +196,13 @@ def _trial_rows(r: Any) -> dict:
             "fold_execution": m.get("fold_execution")}
 
 
-def epoch_times(rows: list[dict], trials: list[dict]) -> list[float]:
+def epoch_times(rows: list[dict], trials: list[dict], field: str = "reports") -> list[float]:
     """Epochs 2.. of every trial in ``trials`` (:func:`_trial_rows`) that ``rows`` (:func:`trial_timings`) timed:
-    the intervals between its lead worker's consecutive epoch reports (s); the final report, which writes the
-    artifacts, is not an epoch."""
+    by default the intervals between its lead worker's consecutive epoch reports (s); ``field="in_report"`` the
+    seconds spent inside ``ray.train.report``, ``"cpu"`` the worker process's CPU seconds, of the same epochs. The
+    final report, which writes the artifacts, is not an epoch."""
     epochs = {t["trial_id"]: int(t["epochs"] or 0) for t in trials}
-    return [x for r in rows if r["trial_id"] in epochs for x in r["reports"][:max(0, epochs[r["trial_id"]] - 1)]]
+    return [x for r in rows if r["trial_id"] in epochs for x in r.get(field, [])[:max(0, epochs[r["trial_id"]] - 1)]]
 
 
 def run_driver(spec: dict, timing_dir: Path, env: dict | None = None, timeout: float = 3600) -> dict:
@@ -200,7 +215,9 @@ def run_driver(spec: dict, timing_dir: Path, env: dict | None = None, timeout: f
 
 def trial_timings(timing_dir: Path, experiment: str) -> list[dict]:
     """Per trial of ``experiment`` (by start): start-up (trial start -> first epoch reported by the lead worker),
-    train set-up, imports, data, the gap since the previous trial ended, and the lead worker's report times."""
+    train set-up, imports, data, the gap since the previous trial ended, the lead worker's report intervals, its
+    time inside ``ray.train.report`` and its process's CPU seconds per epoch, and the trial's absolute (start,
+    first report, end) ``window``."""
     recs = [json.loads(p.read_text()) for p in timing_dir.glob("*.json")]
     trials = sorted((r for r in recs if "start" in r and r.get("experiment") == experiment), key=lambda r: r["start"])
     leads = {r["trial_id"]: r for r in recs if r.get("rank") == 0}
@@ -213,7 +230,11 @@ def trial_timings(timing_dir: Path, experiment: str) -> list[dict]:
                      "train_setup": w["enter"] - tr["start"], "imports": w["imports"] - w["enter"],
                      "data": w["data"] - w["imports"], "gap": None if prev_end is None else tr["start"] - prev_end,
                      "reports": [b - a for a, b in zip(w["reports"], w["reports"][1:])],
-                     "actor_pid": tr.get("pid"), "worker_pid": w.get("pid")})
+                     # per epoch 2..: seconds inside ray.train.report, the worker process's CPU seconds (all threads)
+                     "in_report": [b - a for a, b in zip(w.get("report_calls", []), w["reports"])][1:],
+                     "cpu": [b - a for a, b in zip(w.get("cpu", []), w.get("cpu", [])[1:])],
+                     "actor_pid": tr.get("pid"), "worker_pid": w.get("pid"),
+                     "window": (tr["start"], w["first_epoch"], tr["end"])})  # absolute: start, first report, end
         prev_end = tr["end"]
     return rows
 
@@ -230,21 +251,25 @@ cfg = space.resolve({{"train.lr": 1.0e-3}})
 data = prepare_data(cfg, {root!r}, progress=False)
 folds = sorted(set(np.asarray(data.folds).tolist()))
 def loop(epochs):
-    t = [time.perf_counter()]
+    t, cpu = [time.perf_counter()], []
     group = fold_group(cfg, data, folds, "auto")
     curves = new_curves(cfg, data, folds)
     t.append(time.perf_counter())
-    run_lockstep(group, curves, LocalExchange(), epochs, lambda c, r: t.append(time.perf_counter()))
-    return group.execution, t[1] - t[0], [b - a for a, b in zip(t[1:], t[2:])]
+    cpu.append(time.process_time())
+    run_lockstep(group, curves, LocalExchange(), epochs,
+                 lambda c, r: (t.append(time.perf_counter()), cpu.append(time.process_time())))
+    return (group.execution, t[1] - t[0], [b - a for a, b in zip(t[1:], t[2:])],
+            [b - a for a, b in zip(cpu, cpu[1:])])
 loop(2)                                                  # warm: first-use costs of torch and the data
-execution, setup, epochs = loop({epochs})
-print(json.dumps({{"execution": execution, "setup_s": setup, "epoch_s": epochs}}))
+execution, setup, epochs, cpu = loop({epochs})
+print(json.dumps({{"execution": execution, "setup_s": setup, "epoch_s": epochs, "epoch_cpu_s": cpu}}))
 """
 
 
 def in_process(space: Path, root: Path, threads: int, epochs: int) -> dict:
-    """Per-epoch wall seconds of the trial's loop (``run_lockstep`` over ``fold_group(..., "auto")``, as in
-    ``cross_validate``) in one warm fresh process, ``threads`` torch threads; also the fold set-up time."""
+    """Per-epoch wall seconds (``epoch_s``) and the process's CPU seconds (``epoch_cpu_s``, every thread) of the
+    trial's loop (``run_lockstep`` over ``fold_group(..., "auto")``, as in ``cross_validate``) in one warm fresh
+    process, ``threads`` torch threads; also the fold set-up time."""
     return run_python(INPROC.format(space=str(space), root=str(root), threads=threads, epochs=epochs),
                       timeout=3600)
 
@@ -407,6 +432,71 @@ def storage_searches(tmp: Path, root: Path, lengths: tuple[int, ...]) -> list[di
     return out
 
 
+def census_search(tmp: Path, root: Path, trials: int, epochs: int) -> dict:
+    """The (h) search: the packed baseline again, with the process census sampling the machine (its own search, so
+    that the sampler's CPU does not touch the measured ones)."""
+    name = "tp_census_baseline_packed"
+    space = tmp / f"{name}.yaml"
+    space.write_text(space_text(name, "baseline", root, trials, epochs))
+    return {"space": str(space), "name": name, "layout": "packed", "storage": str(tmp / "rr"), "census": True,
+            "model": "baseline", "trials": trials, "epochs": epochs}
+
+
+def record_census(res: Result, search: dict, driver: dict, timing: Path) -> None:
+    """(h): per trial of the census search, the processes it started and every process kind's CPU seconds while it
+    started (trial start -> first epoch reported) and the cores each kind used while it trained (first report ->
+    trial end); figures ``census/*``, per-kind means in ``extra["census"]`` and one note that says it in words."""
+    from ._census import DRIVER, cpu_in, started_in
+
+    got = next(s for s in driver["searches"] if s["name"] == search["name"])
+    if "census" not in got:
+        res.notes.append(f"census: the search {search['name']} recorded no census ({got.get('exception', '')})")
+        return
+    records, rows = got["census"], trial_timings(timing, search["name"])
+    started, start_cpu, epoch_cores = [], [], []
+    for r in rows:
+        t0, t1, t2 = r["window"]
+        started.append(started_in(records, t0, t1))
+        start_cpu.append(cpu_in(records, t0, t1))
+        if t2 - t1 > 1.0:
+            epoch_cores.append({k: v / (t2 - t1) for k, v in cpu_in(records, t1, t2).items()})
+    if not rows:
+        res.notes.append(f"census: no timed trial in {search['name']}")
+        return
+    res.figure("census/processes_started_per_trial", [sum(c.values()) for c in started], "processes",
+               note="processes created between a packed trial's start and its first epoch report (sampled)")
+    res.figure("census/start_up_cpu_s", [sum(c.values()) for c in start_cpu], "CPU s",
+               note="CPU seconds of every process between a packed trial's start and its first epoch report")
+    if epoch_cores:
+        res.figure("census/epochs_worker_cores", [c.get("RayTrainWorker", 0.0) for c in epoch_cores], "cores",
+                   note="cores the trial's Ray Train worker used while its epochs ran (first report -> trial end)")
+        res.figure("census/epochs_other_cores",
+                   [sum(v for k, v in c.items() if k != "RayTrainWorker") for c in epoch_cores], "cores",
+                   note="cores every other process used meanwhile (driver incl. the census sampler, Train "
+                        "controller, Ray's own processes)")
+
+    def mean(dicts: list[dict]) -> dict[str, float]:
+        keys = sorted({k for d in dicts for k in d})
+        return {k: round(statistics.mean(d.get(k, 0) for d in dicts), 3) for k in keys}
+
+    by_kind = {"started_per_trial": mean(started), "start_up_cpu_s": mean(start_cpu),
+               "epochs_cores": mean(epoch_cores) if epoch_cores else {}}
+    res.extra["census"] = {"search": search["name"], "trials": len(rows), "epochs": search["epochs"], **by_kind}
+    top = sorted(by_kind["start_up_cpu_s"].items(), key=lambda kv: -kv[1])[:6]
+    others = sorted(((k, v) for k, v in by_kind["epochs_cores"].items() if k != "RayTrainWorker"),
+                    key=lambda kv: -kv[1])[:4]
+    res.notes.append(
+        "census (measured, same run): a packed trial starts "
+        f"{statistics.mean(sum(c.values()) for c in started):.1f} processes before its first epoch "
+        f"({', '.join(f'{k} x{v:g}' for k, v in by_kind['started_per_trial'].items())}); its start-up took "
+        f"{statistics.mean(sum(c.values()) for c in start_cpu):.1f} CPU s of the machine "
+        f"({', '.join(f'{k} {v:.1f}' for k, v in top)})"
+        + (f"; while it trained, its worker used {by_kind['epochs_cores'].get('RayTrainWorker', 0):.2f} cores and "
+           f"the others {sum(v for k, v in by_kind['epochs_cores'].items() if k != 'RayTrainWorker'):.2f} "
+           f"({', '.join(f'{k} {v:.2f}' for k, v in others)}; {DRIVER} includes the sampler)"
+           if by_kind["epochs_cores"] else ""))
+
+
 def warm_searches(tmp: Path, root: Path, trials: int, epochs: int) -> list[dict]:
     """The (g) searches run in the main driver: the packed baseline with Tune's ``reuse_actors``, and the prototype
     :func:`benchmarks._timed_trial.timed_local_run_trial` (Ray Train local mode) with ``reuse_actors`` (the default
@@ -457,6 +547,16 @@ def record_layouts(res: Result, searches: list[dict], driver: dict, timing: Path
                        note=f"run_lockstep in one warm process, {ref['threads']} thread(s), {ref['execution']}")
             res.figure(f"{tag}/epoch_overhead_ms", [1000 * x for x in over], "ms",
                        note="trial epoch - median in-process epoch")
+            in_report, cpu = epoch_times(rows, ok, "in_report"), epoch_times(rows, ok, "cpu")
+            if in_report:
+                res.figure(f"{tag}/epoch_in_report_ms", [1000 * x for x in in_report], "ms",
+                           note="inside ray.train.report, lead worker, same epochs (Ray Train's barrier and queue)")
+            if cpu:
+                res.figure(f"{tag}/epoch_cpu_s", cpu, "CPU s",
+                           note="the lead worker process's CPU seconds (every thread) per epoch, same epochs")
+            if ref.get("epoch_cpu_s"):
+                res.figure(f"{tag}/epoch_cpu_in_process_s", ref["epoch_cpu_s"][1:], "CPU s",
+                           note="the in-process reference's CPU seconds per epoch")
         res.extra.setdefault("fold_execution", {})[tag] = {"trials": execs, "in_process": ref["execution"]}
     for model in {s["model"] for s in searches}:
         tag = f"{model}/packed"
@@ -735,9 +835,11 @@ def run(quick: bool, out: Path) -> Result:
         layouts = layout_searches(tmp, root, sizes)
         storage = storage_searches(tmp, root, sizes["lengths"])
         warm = warm_searches(tmp, root, *sizes["warm"]) if sizes["warm"] else []
+        census = census_search(tmp, root, *sizes["census"])
         with CountingS3() as s3:
             spec = {"num_cpus": cpus, "tracking_uri": f"sqlite:///{tmp}/mlflow.db",
-                    "searches": layouts + storage + warm, "references": reference_specs(layouts, root, cpus)}
+                    "searches": layouts + storage + warm + [census],
+                    "references": reference_specs(layouts, root, cpus)}
             drv = run_driver(spec, tmp / "timing", env=s3.env, timeout=3 * 3600)
             _guarded(res, "storage", record_storage, res, storage, s3, drv)
         refs, first = references(layouts, cpus, drv["references"])
@@ -755,6 +857,7 @@ def run(quick: bool, out: Path) -> Result:
                 res.notes.append(f"search {s['name']} failed: {s['exception']}")
         _guarded(res, "layouts", record_layouts, res, layouts, drv, tmp / "timing", refs, statistics.median(floor),
                  first)
+        _guarded(res, "census", record_census, res, census, drv, tmp / "timing")
         partial = "partial record: the warm-trial, main-job and GPU parts were still running"
         res.notes.append(partial)
         res.write(out)  # a long run cut short keeps (a)-(d); replaced by the complete record below

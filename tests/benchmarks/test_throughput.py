@@ -53,7 +53,9 @@ def test_trial_timings_joins_trials_and_lead_workers_of_one_experiment(tmp_path)
     for tid, t in (("a", 100.0), ("b", 135.0), ("z", 50.0)):
         _write(tmp_path, f"worker-{tid}0", {"trial_id": tid, "rank": 0, "enter": t + 4, "libs": t + 5,
                                               "imports": t + 6, "data": t + 7, "first_epoch": t + 9,
-                                              "reports": [t + 9, t + 10, t + 12], "pid": 2, "end": t + 20})
+                                              "reports": [t + 9, t + 10, t + 12], "pid": 2, "end": t + 20,
+                                              "report_calls": [t + 8.9, t + 9.75, t + 11.5],
+                                              "cpu": [3.0, 4.5, 7.5]})
         _write(tmp_path, f"worker-{tid}1", {"trial_id": tid, "rank": 1, "enter": t + 50, "libs": 0, "imports": 0,
                                               "data": 0, "first_epoch": t + 90, "reports": [], "pid": 3, "end": 0})
     rows = tp.trial_timings(tmp_path, "e1")
@@ -64,6 +66,10 @@ def test_trial_timings_joins_trials_and_lead_workers_of_one_experiment(tmp_path)
     # epochs 2.. only: trial a completed 2 epochs (3 reports, the last the final one), b was stopped after 3
     trials = [{"trial_id": "a", "epochs": 2}, {"trial_id": "b", "epochs": 3}, {"trial_id": "q", "epochs": 9}]
     assert tp.epoch_times(rows, trials) == [1.0, 1.0, 2.0]
+    # the same epochs' time inside ray.train.report (return - call) and worker CPU seconds (consecutive reports)
+    assert tp.epoch_times(rows, trials, "in_report") == pytest.approx([0.25, 0.25, 0.5])
+    assert tp.epoch_times(rows, trials, "cpu") == pytest.approx([1.5, 1.5, 3.0])
+    assert rows[1]["window"] == (135.0, 144.0, 160.0)
 
 
 class _FakeS3:
