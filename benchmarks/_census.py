@@ -4,7 +4,7 @@ and where the machine's CPU goes while it starts and while it trains.
 A thread samples every process's CPU seconds (user + system, all threads; ``psutil``) every ``period`` seconds
 and names it by its process title: Ray titles an actor's process ``ray::<Class>`` (``ray::<Class>.<method>`` while
 a method runs; ``ray::IDLE`` for a pooled worker not yet used), so a process is counted under the last class it
-showed (e.g. ``TrainController``, ``RayTrainWorker``, ``SynchronizationActor``, ``ImplicitFunc`` = Tune's trial
+showed while it could be read (an exiting process has no title; e.g. ``TrainController``, ``RayTrainWorker``, ``SynchronizationActor``, ``ImplicitFunc`` = Tune's trial
 actor). The process running the search (Tune's driver, the MLflow callback and this sampler) is ``driver``.
 The figures are what :func:`started_in` and :func:`cpu_in` read from the records over a trial's time windows
 (:func:`benchmarks.throughput.trial_timings`); the sampler's own CPU is in ``driver``, and the last ``period``
@@ -67,12 +67,12 @@ class ProcessCensus:
                 continue  # gone or not ours to read
             key = (info["pid"], info["create_time"])
             rec = self._procs.get(key)
-            kind = DRIVER if info["pid"] == self.driver_pid else kind_of((info.get("cmdline") or [""])[0] or "",
-                                                                         info.get("name") or "?")
+            title = (info.get("cmdline") or [""])[0] or ""  # empty for an exiting process: its kind stays
+            kind = DRIVER if info["pid"] == self.driver_pid else kind_of(title, info.get("name") or "?")
             if rec is None:
                 rec = self._procs[key] = {"kind": kind, "pid": info["pid"], "created": info["create_time"],
                                           "samples": []}
-            elif kind != IDLE:
+            elif title and kind != IDLE:
                 rec["kind"] = kind
             rec["samples"].append([now, info["cpu_times"].user + info["cpu_times"].system])
 

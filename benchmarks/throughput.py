@@ -557,6 +557,14 @@ def record_layouts(res: Result, searches: list[dict], driver: dict, timing: Path
             if ref.get("epoch_cpu_s"):
                 res.figure(f"{tag}/epoch_cpu_in_process_s", ref["epoch_cpu_s"][1:], "CPU s",
                            note="the in-process reference's CPU seconds per epoch")
+            if s["layout"] == "packed" and in_report and len(cpu) == len(in_report) and ref.get("epoch_cpu_s"):
+                ref_cpu, ref_wall = statistics.median(ref["epoch_cpu_s"][1:]), statistics.median(ref["epoch_s"][1:])
+                res.figure(f"{tag}/epoch_overhead_own_ms",
+                           [1000 * ((c - ref_cpu) / (ref_cpu / ref_wall) + w) for c, w in zip(cpu, in_report)], "ms",
+                           note="the trial's own part of epoch_overhead_ms: its worker's CPU seconds beyond the "
+                                "in-process reference's, at the reference's cores in use, plus the time inside "
+                                "ray.train.report; the rest is the cores it shared with the driver and Ray's "
+                                "processes (census)")
         res.extra.setdefault("fold_execution", {})[tag] = {"trials": execs, "in_process": ref["execution"]}
     for model in {s["model"] for s in searches}:
         tag = f"{model}/packed"
@@ -567,6 +575,14 @@ def record_layouts(res: Result, searches: list[dict], driver: dict, timing: Path
         if f"{tag}/epoch_overhead_ms" in res.figures:
             res.target(f"epoch_overhead_ms/{model}/packed", res.figures[f"{tag}/epoch_overhead_ms"]["median"], "<=",
                        25.0, "the same epoch of cross_validate's loop in one warm process, same threads/execution")
+            if f"{tag}/epoch_overhead_own_ms" in res.figures:
+                f = res.figures
+                res.notes.append(
+                    f"per-epoch overhead, {model} packed (measured, same run): {f[f'{tag}/epoch_overhead_ms']['median']:.0f}"
+                    f" ms in all; the trial's own part {f[f'{tag}/epoch_overhead_own_ms']['median']:.0f} ms (worker "
+                    f"CPU {f[f'{tag}/epoch_cpu_s']['median']:.3f} s per epoch vs {f[f'{tag}/epoch_cpu_in_process_s']['median']:.3f}"
+                    f" s in process, {f[f'{tag}/epoch_in_report_ms']['median']:.1f} ms inside ray.train.report); "
+                    "the rest is time its threads waited for the two cores held by the search's other processes")
         if (model, "workers") in per_hour:
             res.figure(f"{model}/trials_per_hour_packed_over_workers",
                        per_hour[(model, "packed")] / per_hour[(model, "workers")], "x")

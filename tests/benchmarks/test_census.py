@@ -84,17 +84,19 @@ def test_record_census_figures_and_note(tmp_path):
 def test_a_pooled_worker_is_counted_under_the_actor_it_became(monkeypatch):
     import psutil
 
-    titles = iter([["ray::IDLE"], ["ray::TrainController.run"], ["ray::IDLE"]])
+    # a pooled worker, then the controller; an exiting process shows no command line, only its cut name
+    titles = iter([(["ray::IDLE"], "ray::IDLE"), (["ray::TrainController.run"], "ray::TrainContr"),
+                   (["ray::IDLE"], "ray::IDLE"), ([], "ray::TrainContr")])
 
     class Proc:
-        def __init__(self, cmdline):
+        def __init__(self, cmdline, name):
             cpu = type("T", (), {"user": 1.0, "system": 0.5})()
-            self.info = {"pid": 4242, "name": "python3", "cmdline": cmdline, "create_time": 7.0, "cpu_times": cpu}
+            self.info = {"pid": 4242, "name": name, "cmdline": cmdline, "create_time": 7.0, "cpu_times": cpu}
 
-    monkeypatch.setattr(psutil, "process_iter", lambda attrs: [Proc(next(titles))])
+    monkeypatch.setattr(psutil, "process_iter", lambda attrs: [Proc(*next(titles))])
     c = census.ProcessCensus(driver_pid=1)
-    for _ in range(3):
+    for _ in range(4):
         c.sample()
     (rec,) = c.records
     assert rec["kind"] == "TrainController" and rec["created"] == 7.0
-    assert [s[1] for s in rec["samples"]] == [1.5, 1.5, 1.5]
+    assert [s[1] for s in rec["samples"]] == [1.5, 1.5, 1.5, 1.5]

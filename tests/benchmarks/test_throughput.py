@@ -161,3 +161,28 @@ def test_main_job_key_follows_the_space_content_not_its_comments(tmp_path, monke
     assert tp.main_job_key() == key
     space.write_text("name: rank_aware\nbudget: {num_samples: 9}\n")
     assert tp.main_job_key() != key
+
+
+def test_per_epoch_overhead_is_split_into_the_trials_own_part_and_the_shared_cores(tmp_path):
+    """record_layouts: overhead = trial epoch - in-process epoch; the trial's own part = its worker's extra CPU
+    seconds at the reference's cores in use + the time inside ray.train.report."""
+    _write(tmp_path, "trial-a", {"trial_id": "a", "experiment": "tp_baseline_packed", "start": 100.0, "end": 130.0,
+                                 "pid": 1})
+    # epochs 2..3 take 1.0 s each; inside report 0.01 s; worker CPU 1.7 CPU-s per epoch
+    _write(tmp_path, "worker-a0", {"trial_id": "a", "rank": 0, "enter": 104.0, "libs": 105.0, "imports": 106.0,
+                                   "data": 107.0, "first_epoch": 110.0, "reports": [110.0, 111.0, 112.0, 113.0],
+                                   "report_calls": [109.99, 110.99, 111.99, 112.5], "cpu": [5.0, 6.7, 8.4, 9.0],
+                                   "pid": 2, "end": 113.0})
+    search = {"name": "tp_baseline_packed", "model": "baseline", "layout": "packed", "trials": 1, "epochs": 3}
+    driver = {"searches": [{"name": search["name"], "wall_s": 60.0,
+                            "trials": [{"trial_id": "a", "error": None, "epochs": 3, "fold_execution": "fused"}]}]}
+    # the reference: 0.8 s and 1.6 CPU-s per epoch (2 cores in use); its first epoch is left out
+    refs = {("baseline", "packed"): {"epoch_s": [3.0, 0.8, 0.8], "epoch_cpu_s": [9.0, 1.6, 1.6], "threads": 2,
+                                     "execution": "fused"}}
+    res = Result("x", quick=True)
+    tp.record_layouts(res, [search], driver, tmp_path, refs, 4.0, {"baseline": 0.5})
+    assert res.figures["baseline/packed/epoch_overhead_ms"]["median"] == pytest.approx(200.0)
+    # (1.7 - 1.6) / 2 cores = 50 ms of its own CPU + 10 ms inside report
+    assert res.figures["baseline/packed/epoch_overhead_own_ms"]["median"] == pytest.approx(60.0)
+    assert res.targets["epoch_overhead_ms/baseline/packed"]["holds"] is False
+    assert any("200 ms in all; the trial's own part 60 ms" in n for n in res.notes), res.notes
