@@ -11,8 +11,9 @@ Figures and targets (one run, 2 shared cores; every ratio against a reference me
     :func:`benchmarks.startup.import_floor`); target: packed <= 1.5x floor.
 (c) per-epoch platform overhead: the median over a trial's epochs 2.. of the time between consecutive epoch reports
     of its lead worker (:mod:`benchmarks._timed_trial`; what Tune's ``time_this_iter_s`` measures) minus the
-    median epoch of the same loop (``run_lockstep``, the loop of ``cross_validate``) in one warm process, same config, thread count and fold execution (``auto``: what the
-    trial ran, recorded as ``fold_execution``); target <= 25 ms (packed).
+    median epoch of the same loop (``run_lockstep``, the loop of ``cross_validate``) in one warm process, same
+    config, thread count and fold execution (``auto``: what the trial ran, recorded as ``fold_execution``);
+    target <= 25 ms (packed).
 (d) bytes written to an S3-compatible store (a moto server on 127.0.0.1, every PUT/POST body counted by a WSGI
     wrapper) by a one-trial search at 10 / 40 / 160 epochs of the baseline MLP (patience off) vs the trial's final
     artifacts (its final checkpoint directory); target: the trial's uploads <= 2x its final artifacts.
