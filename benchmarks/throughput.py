@@ -33,6 +33,12 @@ Figures and targets (one run, 2 shared cores; every ratio against a reference me
     kind's CPU seconds meanwhile, and the cores the trial's worker and everything else used while it trained; and
     for (c), per epoch the lead worker's time inside ``ray.train.report`` and its process's CPU seconds against
     the in-process reference's CPU seconds.
+(i) how much of (c) the cores taken by the search's other processes explain: the in-process reference of the
+    census model run alone and beside a synthetic load of as many cores as (h) measured for the other processes
+    (:func:`cpu_load`: spinning processes, their CPU measured); the packed trial's epoch minus the reference
+    epoch beside the load is what the others' cores do not explain (the trial's own per-epoch cost). Its CPU
+    seconds cannot tell that apart: beside a load the reference's torch threads spin while they wait for each
+    other, so its CPU per epoch grows as well.
 
     python -m benchmarks --only throughput
 """
@@ -558,14 +564,6 @@ def record_layouts(res: Result, searches: list[dict], driver: dict, timing: Path
             if ref.get("epoch_cpu_s"):
                 res.figure(f"{tag}/epoch_cpu_in_process_s", ref["epoch_cpu_s"][1:], "CPU s",
                            note="the in-process reference's CPU seconds per epoch")
-            if s["layout"] == "packed" and in_report and len(cpu) == len(in_report) and ref.get("epoch_cpu_s"):
-                ref_cpu, ref_wall = statistics.median(ref["epoch_cpu_s"][1:]), statistics.median(ref["epoch_s"][1:])
-                res.figure(f"{tag}/epoch_overhead_own_ms",
-                           [1000 * ((c - ref_cpu) / (ref_cpu / ref_wall) + w) for c, w in zip(cpu, in_report)], "ms",
-                           note="the trial's own part of epoch_overhead_ms: its worker's CPU seconds beyond the "
-                                "in-process reference's, at the reference's cores in use, plus the time inside "
-                                "ray.train.report; the rest is the cores it shared with the driver and Ray's "
-                                "processes (census)")
         res.extra.setdefault("fold_execution", {})[tag] = {"trials": execs, "in_process": ref["execution"]}
     for model in {s["model"] for s in searches}:
         tag = f"{model}/packed"
@@ -576,14 +574,6 @@ def record_layouts(res: Result, searches: list[dict], driver: dict, timing: Path
         if f"{tag}/epoch_overhead_ms" in res.figures:
             res.target(f"epoch_overhead_ms/{model}/packed", res.figures[f"{tag}/epoch_overhead_ms"]["median"], "<=",
                        25.0, "the same epoch of cross_validate's loop in one warm process, same threads/execution")
-            if f"{tag}/epoch_overhead_own_ms" in res.figures:
-                f = res.figures
-                res.notes.append(
-                    f"per-epoch overhead, {model} packed (measured, same run): {f[f'{tag}/epoch_overhead_ms']['median']:.0f}"
-                    f" ms in all; the trial's own part {f[f'{tag}/epoch_overhead_own_ms']['median']:.0f} ms (worker "
-                    f"CPU {f[f'{tag}/epoch_cpu_s']['median']:.3f} s per epoch vs {f[f'{tag}/epoch_cpu_in_process_s']['median']:.3f}"
-                    f" s in process, {f[f'{tag}/epoch_in_report_ms']['median']:.1f} ms inside ray.train.report); "
-                    "the rest is time its threads waited for the two cores held by the search's other processes")
         if (model, "workers") in per_hour:
             res.figure(f"{model}/trials_per_hour_packed_over_workers",
                        per_hour[(model, "packed")] / per_hour[(model, "workers")], "x")
@@ -833,6 +823,109 @@ def record_gpu(res: Result, quick: bool, tmp: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the benchmark
+# ------------------------------------------------------------------------------------------ (i) contention
+SPIN = r"""
+import sys, time
+duty = float(sys.argv[1])
+while True:  # busy for duty x 10 ms, asleep for the rest of each 10 ms period
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.01 * duty:
+        pass
+    time.sleep(0.01 * (1.0 - duty))
+"""
+
+
+@contextlib.contextmanager
+def cpu_load(cores: float, processes: int = 2):
+    """A synthetic CPU load of about ``cores`` cores while active: ``processes`` Python processes, each busy for
+    ``cores / processes`` of every 10 ms (at most all of it). Yields a :class:`_Load` (its ``procs``: the
+    ``subprocess.Popen`` of each); on exit, also by an exception, every process is killed and waited for, and
+    ``cpu_s`` / ``wall_s`` hold the CPU seconds they used and the seconds the load was on."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    duty = min(1.0, max(0.0, cores / processes))
+    procs = [subprocess.Popen([sys.executable, "-c", SPIN, str(duty)]) for _ in range(processes if duty else 0)]
+    load = _Load(procs, time.perf_counter())
+    try:
+        yield load
+    finally:
+        load.wall_s = time.perf_counter() - load.t0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(p.pid).cpu_times()
+                load.cpu_s += t.user + t.system
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+class _Load:
+    """What :func:`cpu_load` started and, once it ended, the CPU seconds its processes used over its wall time."""
+
+    def __init__(self, procs: list, t0: float):
+        self.procs, self.t0, self.cpu_s, self.wall_s = procs, t0, 0.0, 0.0
+
+
+def beside_load(space: Path, root: Path, threads: int, epochs: int, cores: float) -> dict:
+    """The in-process reference (:func:`in_process`) alone, then beside :func:`cpu_load` of ``cores`` cores.
+    Returns ``{"alone": ..., "load": ..., "cores": cores, "load_cores_used": measured}``."""
+    alone = in_process(space, root, threads, epochs)
+    with cpu_load(cores) as load:
+        loaded = in_process(space, root, threads, epochs)
+    used = load.cpu_s / load.wall_s if load.wall_s else 0.0
+    return {"alone": alone, "load": loaded, "cores": cores, "load_cores_used": used}
+
+
+def record_contention(res: Result, model: str, measured: dict) -> None:
+    """(i) figures from :func:`beside_load`'s ``measured`` and the packed trial's epochs (``<model>/packed/epoch_s``,
+    already recorded): ``contention/*`` and ``<model>/packed/epoch_overhead_beyond_load_ms``, with a note."""
+    alone, loaded = measured["alone"], measured["load"]
+    res.figure("contention/load_cores", measured["cores"], "cores",
+               note="the cores the search's other processes used while the census trial trained (census, median)")
+    res.figure("contention/load_cores_used", measured["load_cores_used"], "cores",
+               note="what the synthetic load's processes used (their CPU seconds over their wall time)")
+    res.figure("contention/epoch_alone_s", alone["epoch_s"][1:], "s", note=f"in-process {model}, alone")
+    res.figure("contention/epoch_beside_load_s", loaded["epoch_s"][1:], "s",
+               note=f"in-process {model}, beside the synthetic load")
+    res.figure("contention/epoch_cpu_alone_s", alone["epoch_cpu_s"][1:], "CPU s", note="alone")
+    res.figure("contention/epoch_cpu_beside_load_s", loaded["epoch_cpu_s"][1:], "CPU s", note="beside the load")
+    a, b = statistics.median(alone["epoch_s"][1:]), statistics.median(loaded["epoch_s"][1:])
+    res.figure("contention/epoch_slowdown_ms", 1000 * (b - a), "ms",
+               note="median epoch beside the load - median epoch alone: what the others' cores cost the plain loop")
+    tag = f"{model}/packed"
+    if f"{tag}/epoch_s" not in res.figures:
+        res.notes.append(f"contention: no packed {model} epochs recorded to compare with")
+        return
+    trial = res.figures[f"{tag}/epoch_s"]["samples"]
+    res.figure(f"{tag}/epoch_overhead_beyond_load_ms", [1000 * (x - b) for x in trial], "ms",
+               note="trial epoch - median in-process epoch beside the synthetic load (contention/*): the trial's "
+                    "own per-epoch cost, what the other processes' cores do not explain")
+    ca, cb = statistics.median(alone["epoch_cpu_s"][1:]), statistics.median(loaded["epoch_cpu_s"][1:])
+    over = res.figures.get(f"{tag}/epoch_overhead_ms", {}).get("median", float("nan"))
+    res.notes.append(
+        f"contention (measured, same run): the plain {model} loop beside a load of {measured['cores']:.2f} cores "
+        f"(the search's other processes, census; the load used {measured['load_cores_used']:.2f}) runs an epoch "
+        f"in {b:.3f} s vs {a:.3f} s alone ({1000 * (b - a):.0f} ms slower) and its CPU per epoch grows from "
+        f"{ca:.2f} to {cb:.2f} s (its threads spin while they wait); the packed trial's per-epoch overhead "
+        f"{over:.0f} ms is {res.figures[f'{tag}/epoch_overhead_beyond_load_ms']['median']:.0f} ms beyond what that "
+        "load explains")
+
+
+def contention_part(res: Result, search: dict, root: Path, cpus: int) -> None:
+    """(i): the census search's model alone and beside a load of the census's other-process cores."""
+    if "census/epochs_other_cores" not in res.figures:
+        res.notes.append("contention: not measured (the census recorded no other-process cores)")
+        return
+    cores = res.figures["census/epochs_other_cores"]["median"]
+    measured = beside_load(Path(search["space"]), root, worker_threads("packed", cpus), min(search["epochs"], 8),
+                           cores)
+    res.extra["contention"] = {"model": search["model"], **measured}
+    record_contention(res, search["model"], measured)
+
+
 def run(quick: bool, out: Path) -> Result:
     from .startup import import_floor
 
@@ -875,6 +968,7 @@ def run(quick: bool, out: Path) -> Result:
         _guarded(res, "layouts", record_layouts, res, layouts, drv, tmp / "timing", refs, statistics.median(floor),
                  first)
         _guarded(res, "census", record_census, res, census, drv, tmp / "timing")
+        _guarded(res, "contention", contention_part, res, census, root, cpus)
         partial = "partial record: the warm-trial, main-job and GPU parts were still running"
         res.notes.append(partial)
         res.write(out)  # a long run cut short keeps (a)-(d); replaced by the complete record below
