@@ -292,14 +292,13 @@ def scheduler_metric(space: SearchSpace) -> str:
 def _build_tuner(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage | str, data_dir: str,
                  n_folds: int, cpus: float, max_concurrent: int, tracking_uri: str) -> Any:
     storage = storage if isinstance(storage, Storage) else resolve_storage(storage)
+    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from search.placement import ReleaseEndedTrials
     from search.trainable import TrialSetup, run_trial
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the trial table says what Optuna's INFO lines would
     metrics = list(space.metrics)
@@ -507,7 +506,10 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         cpus, max_conc = plan.cpus_per_worker, plan.trials_at_once
         tuner = _restored(*_build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri),
                           exp_path, resume)
-        tracker.describe_experiment(_description(space, opts, name, st, data_dir, plan))
+        from search.warmstart import described
+
+        warm = described(tracker.client.get_experiment(exp_id).tags)  # the tags the warm start wrote, if any
+        tracker.describe_experiment(_description(space, opts, name, st, data_dir, plan, warm))
         from search.records.naming import runs_link
 
         link = runs_link(tracking_uri, exp_id, space.metrics[0])
@@ -587,15 +589,17 @@ def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:
 
 
 def _description(space: SearchSpace, opts: SearchOptions, name: str, storage: Storage, data_dir: str,
-                 plan: Plan) -> str:
-    """Markdown description of the search's MLflow experiment: what it is and how to read it."""
+                 plan: Plan, warm: str = "") -> str:
+    """Markdown description of the search's MLflow experiment: what it is and how to read it; ``warm``: the warm
+    start's paragraph (:func:`search.warmstart.described`), placed after the first one."""
     metric = space.metrics[0]
     searched = ", ".join(f"`{p.key}`" for p in space.params) or "(none)"
     return (
         f"**blemore search `{name}`**: hyperparameter search over `{space.path.name}` (preset-based config; "
         f"searched: {searched}) on the release `{data_dir}`, {opts.num_samples or space.num_samples} trials, "
         f"objective `{metric}` (maximised).\n\n"
-        "How to read it: one parent run per trial (named `tNN` + the values searched), with `score`, "
+        + (f"{warm}\n\n" if warm else "")
+        + "How to read it: one parent run per trial (named `tNN` + the values searched), with `score`, "
         "`acc_presence`, `acc_salience` = mean over the folds of the headline threshold protocol "
         "(Score = mean of ACC_presence and ACC_salience); sort by `score` for the best trial. Expand a trial to see "
         "its fold runs: per fold ACC_presence, ACC_salience, the presence threshold `alpha` and salience threshold "

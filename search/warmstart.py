@@ -147,6 +147,25 @@ class WarmStart:
                 "warm_start.replayed": json.dumps(self.replayed)}
 
 
+def described(tags: dict[str, str]) -> str:
+    """One Markdown paragraph for the experiment's description from the ``warm_start.*`` tags that
+    :meth:`WarmStart.tags` wrote: which searches seeded it with how many trials, how many were left out, which
+    configurations ran first. ``""`` for a search that was not warm-started."""
+    if "warm_start.trials" not in tags:
+        return ""
+    used = json.loads(tags.get("warm_start.experiments") or "{}")
+    not_used = json.loads(tags.get("warm_start.not_used") or "{}")
+    replayed = json.loads(tags.get("warm_start.replayed") or "[]")
+    text = (f"Warm-started: {tags['warm_start.trials']} finished trials of earlier searches seeded the sampler ("
+            + (", ".join(f"`{n}`: {k}" for n, k in used.items()) or "none") + ")")
+    if not_used:
+        text += f"; {sum(not_used.values())} not used (" + "; ".join(f"{r}: {c}" for r, c in sorted(not_used.items())) + ")"
+    if replayed:
+        text += (f"; the {len(replayed)} best earlier configuration(s) ran first (runs "
+                 + ", ".join(f"`{r[:8]}`" for r in replayed) + ")")
+    return text + ". Tags `warm_start.*` hold the same."
+
+
 def _dominates(a: Any, b: Any) -> bool:
     """``a`` dominates ``b`` (both maximised): at least as good in every objective, better in one."""
     return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
@@ -436,5 +455,5 @@ def record(client: Any, name: str, data_dir: str | None, warm: WarmStart) -> Non
         client.set_experiment_tag(exp.experiment_id, k, v)
 
 
-__all__ = ["PastTrial", "WarmStart", "build_warm_start", "fixed_mismatch", "past_params", "frozen_trial",
+__all__ = ["PastTrial", "WarmStart", "build_warm_start", "described", "fixed_mismatch", "past_params", "frozen_trial",
            "read_past_trials", "record", "seed_study", "study_of", "warm_start_searcher", "names_of"]

@@ -303,3 +303,38 @@ def test_asha_stops_trials_and_releases_their_workers(tmp_path, tiny, monkeypatc
     # the workers layout (one process per fold) gives `blemore train`'s per-fold numbers too
     _same_as_cross_validate(next(r for r in completed), tmp_path / "asha.yaml", tiny, execution="sequential")
     assert all(r.metrics["fold_execution"] == "sequential" for r in out.results)
+
+
+def test_warm_started_search_runs_the_best_earlier_configurations_first_and_says_so(tmp_path, tiny, capsys):
+    """Issue 20 on a real search: the second search is seeded from the first's trials through the tracking store,
+    runs the first's two best configurations first, and says so on the console, in its tags and in the
+    experiment description the MLflow UI shows."""
+    import json
+    from dataclasses import replace
+
+    from search.runner import run_search
+
+    opts = _opts(tmp_path)
+    assert len(run_search(_space(tmp_path, tiny, "cold"), opts).results) == 3
+    c, cold, _ = _runs(opts.tracking_uri, "cold")
+    best = sorted(cold, key=lambda r: -r.data.metrics["score"])[:2]
+    capsys.readouterr()
+    out = run_search(_space(tmp_path, tiny, "warm"), replace(opts, warm_start=("cold",)))
+    printed = capsys.readouterr().out
+    assert len(out.results) == 3 and not any(r.error for r in out.results)
+    assert "warm start: 3 finished trials seed the sampler ('cold' (3))" in printed, printed
+    assert "warm start: the 2 best earlier configuration(s) run first" in printed, printed
+    tags = c.get_experiment_by_name("warm").tags
+    assert tags["warm_start.trials"] == "3" and json.loads(tags["warm_start.experiments"]) == {"cold": 3}
+    assert sorted(json.loads(tags["warm_start.replayed"])) == sorted(r.info.run_id for r in best)
+    assert "Warm-started: 3 finished trials of earlier searches seeded the sampler (`cold`: 3)" in tags[
+        "mlflow.note.content"]
+    _, warm, _ = _runs(opts.tracking_uri, "warm")
+    keys = ("model.fusion", "model.top_n", "train.lr")
+    first_two = sorted(warm, key=lambda r: r.info.run_name)[:2]  # t01, t02: the trials Tune started first
+
+    def searched(r):
+        return {k: r.data.params.get(k) for k in keys}
+
+    assert all(searched(r)["train.lr"] for r in best + first_two)  # the parent runs carry the searched values
+    assert sorted(map(str, map(searched, first_two))) == sorted(map(str, map(searched, best)))

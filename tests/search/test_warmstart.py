@@ -253,3 +253,26 @@ def test_records_agree_with_what_warm_start_reads(space):
     text = runner._description(space, runner.SearchOptions(), "x", storage, "/data/rel",
                                SimpleNamespace(describe=lambda: "plan"))
     assert warmstart._DESCRIBED_RELEASE.search(text).group(1) == "/data/rel"
+
+
+def test_description_says_what_seeded_the_search(space):
+    """The experiment's description (what the MLflow UI shows above the runs) carries a warm-started search's
+    seeding, read back from the tags the warm start writes; nothing for a cold search."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    import search.runner as runner
+
+    warm = warmstart.WarmStart(used={"first": 6, "other": 2}, not_used=Counter({"trial_status cut": 2}),
+                               replayed=["2a635aa9324944d2986a83baff038080", "270aa432ba1140abbd11ec2bfd11d54c"])
+    warm.trials = [None] * 8
+    text = warmstart.described(warm.tags())
+    assert text.startswith("Warm-started: 8 finished trials of earlier searches seeded the sampler (`first`: 6, "
+                           "`other`: 2); 2 not used (trial_status cut: 2); the 2 best earlier configuration(s) ran "
+                           "first (runs `2a635aa9`, `270aa432`)"), text
+    assert warmstart.described({"mlflow.note.content": "x"}) == ""
+    storage = SimpleNamespace(join=lambda *a: "/st/x", uri="/st")
+    plan = SimpleNamespace(describe=lambda: "plan")
+    desc = runner._description(space, runner.SearchOptions(), "x", storage, "/data/rel", plan, text)
+    assert f"(maximised).\n\n{text}\n\nHow to read it" in desc
+    assert "Warm-started" not in runner._description(space, runner.SearchOptions(), "x", storage, "/data/rel", plan)
