@@ -822,7 +822,6 @@ def record_gpu(res: Result, quick: bool, tmp: Path) -> None:
     res.extra["gpu_fold_execution"] = sorted({t["fold_execution"] for t in done if t["fold_execution"]})
 
 
-# ------------------------------------------------------------------------------------------ the benchmark
 # ------------------------------------------------------------------------------------------ (i) contention
 SPIN = r"""
 import sys, time
@@ -926,6 +925,7 @@ def contention_part(res: Result, search: dict, root: Path, cpus: int) -> None:
     record_contention(res, search["model"], measured)
 
 
+# ------------------------------------------------------------------------------------------ the benchmark
 def run(quick: bool, out: Path) -> Result:
     from .startup import import_floor
 
