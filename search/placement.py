@@ -124,3 +124,94 @@ class ReleaseEndedTrials(Callback):
             return False
         self.released.append(pg_hex)
         return True
+
+
+# ------------------------------------------------------------------------------------------------ a driver's groups
+#: file next to the search's manifest listing the Ray jobs that have driven the search (see :func:`record_driver`)
+DRIVERS_FILE = "ray_drivers.json"
+
+
+def _job_hex() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_job_id()
+
+
+def _cluster_key() -> str:
+    """Node id of the connected cluster's head: a restarted cluster (whose job ids start over) has a new one."""
+    import ray
+
+    heads = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
+    return heads[0] if heads else ""
+
+
+def job_groups(job_hex: str) -> list[str]:
+    """Hex ids of the placement groups that Ray job ``job_hex`` created and that are still held (any state but
+    REMOVED). A placement group's id ends with the id of the job that created it (``ray.PlacementGroupID.of(job)``),
+    also for groups created inside that job's actors, e.g. a Train controller's fold workers' group."""
+    import ray
+
+    tail = job_hex.lower()
+    return sorted(pg for pg, row in ray.util.placement_group_table().items()
+                  if pg.lower().endswith(tail) and row.get("state") != "REMOVED")
+
+
+def _remove(pg_hex: str) -> bool:
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    try:
+        ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_hex))))
+    except Exception as e:  # best effort: say what stays reserved
+        print(f"warning: could not release placement group {pg_hex}: {e!r}", file=sys.stderr)
+        return False
+    return True
+
+
+def release_job_groups(job_hex: str | None = None, settle_s: float = 3.0) -> list[str]:
+    """Remove every placement group still held that Ray job ``job_hex`` (default: this driver's job) created; called
+    when a search's driver is done with the cluster (its trials stopped), so nothing it reserved outlives it.
+
+    Why: a trial stopped while its Train controller was still creating the fold workers' group (e.g. the search ended
+    by a dead tracking server right after a trial started) can leave that group registered after its creator died;
+    Ray's own clean-up then never removes it, and a resumed search's trials wait for its CPUs forever. The table is
+    read twice, ``settle_s`` apart, so that a creation request still in flight is caught. Only call it from a driver
+    that owns its job (a search started by ``blemore``, not a notebook's Ray session, whose own groups share the
+    job id). Returns the ids removed.
+    """
+    job_hex = job_hex or _job_hex()
+    removed: list[str] = []
+    for i in range(2):
+        if i:
+            time.sleep(settle_s)
+        removed += [pg for pg in job_groups(job_hex) if pg not in removed and _remove(pg)]
+    return removed
+
+
+def release_earlier_drivers(storage: Any, name: str) -> list[str]:
+    """On resume: remove the placement groups still held by earlier Ray jobs that drove search ``name`` on this
+    cluster (listed in ``<storage>/<name>/ray_drivers.json``), then add this job to the list. Those jobs are over:
+    the search's name lock (:class:`search.records.store.NameLock`) admits one live driver per name, and this is
+    it. Covers a driver that was killed before it could release its own groups (:func:`release_job_groups`).
+    Returns the ids removed; never raises (a warning says what could not be read or written)."""
+    import json
+
+    from search.storage import read_text, write_text
+
+    removed: list[str] = []
+    try:
+        here, job = _cluster_key(), _job_hex()
+        text = read_text(storage, f"{name}/{DRIVERS_FILE}")
+        rows = json.loads(text) if text else []
+        rows = [r for r in rows if isinstance(r, dict)]
+        for r in rows:
+            if r.get("cluster") == here and r.get("job") and r["job"] != job:
+                removed += [pg for pg in job_groups(str(r["job"])) if _remove(pg)]
+        if removed:
+            print(f"released {len(removed)} placement group(s) an earlier driver of search {name!r} left reserved",
+                  file=sys.stderr)
+        rows = [r for r in rows if r.get("cluster") == here][-50:] + [{"cluster": here, "job": job}]
+        write_text(storage, f"{name}/{DRIVERS_FILE}", json.dumps(rows, indent=1))
+    except Exception as e:  # noqa: BLE001 - best effort: the search runs either way
+        print(f"warning: could not check the placement groups of earlier drivers of {name!r}: {e!r}", file=sys.stderr)
+    return removed

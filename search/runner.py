@@ -502,6 +502,10 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         except (ValueError, OSError) as e:
             raise InputError(" ".join(str(e).split())) from None
         started = _init_ray(opts)
+        if started and opts.address:  # a cluster: what earlier drivers of this search left reserved goes first
+            from search.placement import release_earlier_drivers
+
+            release_earlier_drivers(st, name)
         plan = _checked_plan(ctx, space, opts, st, data_dir, n_folds)
         cpus, max_conc = plan.cpus_per_worker, plan.trials_at_once
         tuner = _restored(*_build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri),
@@ -541,6 +545,8 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
             print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
         lock.release()
         _release_trial_groups()
+        if started and opts.address:  # on a cluster, the job's groups would outlive it (local Ray: shut down below)
+            _release_job_groups()
         # not `if started`: a Ctrl-C inside ray.init (or right after it, before `started` is set) leaves a Ray up
         # that only interpreter exit would stop, with the local Ray's processes already hit by the same SIGINT
         if not ray_was_up and _ray_is_up():
@@ -567,6 +573,21 @@ def _release_trial_groups() -> None:
             release_all_live()
     except Exception as e:  # pragma: no cover - best effort
         print(f"warning: could not release the trials' placement groups: {e!r}", file=sys.stderr)
+
+
+def _release_job_groups() -> None:
+    """Remove every placement group this driver's Ray job still holds (:func:`search.placement.release_job_groups`);
+    best effort, never masks the search's own error."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            from search.placement import release_job_groups
+
+            if gone := release_job_groups():
+                print(f"released {len(gone)} placement group(s) this search's trials left reserved", file=sys.stderr)
+    except Exception as e:  # pragma: no cover - best effort
+        print(f"warning: could not release this job's placement groups: {e!r}", file=sys.stderr)
 
 
 def _fit(tuner: Any, name: str, opts: SearchOptions, exp_path: str) -> Any:

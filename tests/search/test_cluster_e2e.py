@@ -351,6 +351,48 @@ def _job_status(c: SimpleNamespace, sid: str) -> str:
     return "?"
 
 
+def _cluster_state(c: SimpleNamespace) -> str:
+    """What the cluster holds now (for a failure message): resources, live placement groups and actors."""
+    parts = []
+    for args in (("ray", "status"), ("ray", "list", "placement-groups", "--limit", "50"),
+                 ("ray", "list", "actors", "--filter", "state=ALIVE", "--limit", "50"), ("ray", "list", "jobs")):
+        try:
+            p = _sh(c, *args, timeout=60, check=False)
+            parts.append(f"$ {' '.join(args)}\n{(p.stdout + p.stderr)[-4000:]}")
+        except subprocess.TimeoutExpired:
+            parts.append(f"$ {' '.join(args)}: no answer in 60 s")
+    return "\n".join(parts)
+
+
+def _held_groups(c: SimpleNamespace, sid: str) -> list[str]:
+    """Placement groups not REMOVED that the Ray job of submission ``sid`` created (ids, with their state)."""
+    jobs = json.loads(_sh(c, "ray", "list", "jobs", "--format", "json", "--limit", "200").stdout)
+    jid = next(j["job_id"] for j in jobs if j.get("submission_id") == sid)
+    pgs = json.loads(_sh(c, "ray", "list", "placement-groups", "--format", "json", "--limit", "500").stdout)
+    return [f"{g['placement_group_id']} {g['state']}" for g in pgs
+            if g.get("creator_job_id") == jid and g.get("state") != "REMOVED"]
+
+
+def _resume_job(c: SimpleNamespace, name: str, sid: str, timeout: float) -> str:
+    """Submit `blemore resume NAME` as job ``sid`` and wait for it to end; returns the job's logs.
+
+    Raises:
+        AssertionError: the job did not succeed within ``timeout`` s; the message carries its logs and the cluster's
+            state (a resume that hangs says what it waits for instead of a bare subprocess timeout).
+    """
+    _sh(c, str(CLUSTER / "submit_search.sh"), "resume", name, "--storage", c.storage,
+        extra_env={"SUBMIT_ARGS": f"--no-wait --submission-id {sid}"})
+    try:
+        st = _wait(lambda: (s := _job_status(c, sid)) in ("SUCCEEDED", "FAILED", "STOPPED") and s, timeout,
+                   "resume job end", 3)
+    except TimeoutError:
+        st = f"still running after {timeout} s"
+    lp = _sh(c, "ray", "job", "logs", sid, check=False)
+    logs = lp.stdout + lp.stderr
+    assert st == "SUCCEEDED", f"resume job {sid}: {st}\n{logs[-6000:]}\n{_cluster_state(c)}"
+    return logs
+
+
 def test_worker_raylet_killed_mid_search_then_search_finishes(cluster, searched, job_id):
     """The worker node's raylet is SIGKILLed (by its recorded pid) while a trial trains. Every trial spans both
     nodes here (5 fold workers x 0.7 CPU > the worker's 3 CPUs; the head has 1), so the kill takes fold workers
@@ -393,8 +435,7 @@ def test_driver_killed_then_resume_gives_exactly_num_samples_runs(cluster, searc
     _wait(lambda: any(p.info.status == "FINISHED" for p in _runs(c, name)[2]), 500, "first finished trial")
     _sh(c, "ray", "job", "stop", sid, timeout=120)  # SIGTERM, then SIGKILL, to the driver
     _wait(lambda: _job_status(c, sid) in ("STOPPED", "FAILED"), 120, "driver stopped", 2)
-    p = _sh(c, str(CLUSTER / "submit_search.sh"), "resume", name, "--storage", c.storage, timeout=600)
-    assert "succeeded" in p.stdout + p.stderr, (p.stdout + p.stderr)[-3000:]
+    _resume_job(c, name, job_id(name + "-resume"), 600)
     _, _, parents, folds = _runs(c, name)
     tids = [p.data.tags["tune_trial_id"] for p in parents]
     assert len(parents) == n and len(set(tids)) == n, tids
@@ -424,10 +465,14 @@ def test_tracking_server_killed_then_resume_records_every_trial_once(cluster, se
     assert f"MLflow tracking server {c.tracking} stopped answering during the search" in logs, logs[-3000:]
     assert f"blemore resume {name} --storage {c.storage}" in logs, logs[-3000:]
     assert stopped_after < 240, stopped_after
+    # the failed job reserved nothing after it ended (a group left by its last trial blocks the resumed search)
+    deadline = time.time() + 30
+    while (held := _held_groups(c, sid)) and time.time() < deadline:
+        time.sleep(2)
+    assert not held, f"{held}\n{logs[-3000:]}\n{_cluster_state(c)}"
     _sh(c, str(CLUSTER / "start_mlflow.sh"), "--port", str(c.ports["mlflow"]), "--dir", str(c.tmp / "mlflow"),
         timeout=240)
-    p = _sh(c, str(CLUSTER / "submit_search.sh"), "resume", name, "--storage", c.storage, timeout=900)
-    assert "succeeded" in p.stdout + p.stderr, (p.stdout + p.stderr)[-3000:]
+    _resume_job(c, name, job_id(name + "-resume"), 900)
     _, _, parents, folds = _runs(c, name)
     tids = [p.data.tags["tune_trial_id"] for p in parents]
     assert len(parents) == n and len(set(tids)) == n, tids

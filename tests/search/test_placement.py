@@ -115,3 +115,71 @@ def test_every_end_of_an_attempt_schedules_its_groups(hook, monkeypatch):
     getattr(cb, hook)(2, [], _Trial("a"))
     cb.on_step_begin(3, [])
     assert gone == ["aa"]  # b has not ended
+
+
+def _state(ray, pg_hex: str) -> str:
+    return ray.util.placement_group_table().get(pg_hex, {}).get("state", "REMOVED")
+
+
+def test_job_groups_release_what_the_job_and_its_dead_actors_created(local_ray):
+    """A group created inside an actor that then died (a Train controller killed while creating its fold workers'
+    group) stays held while the job lives; release_job_groups finds it by the job id its id ends with and removes
+    it with the driver's own groups; another job's id matches nothing."""
+    import ray as _ray
+    from ray.util import placement_group
+
+    from search.placement import job_groups, release_job_groups
+
+    ray = local_ray
+
+    @_ray.remote(num_cpus=0)
+    class Creator:
+        def make(self) -> str:
+            g = placement_group([{"CPU": 0.25}])
+            _ray.get(g.ready())
+            return g.id.hex()
+
+    a = Creator.remote()
+    orphan = ray.get(a.make.remote())
+    ray.kill(a)
+    own = placement_group([{"CPU": 0.25}])
+    ray.get(own.ready())
+    job = ray.get_runtime_context().get_job_id()
+    assert {orphan, own.id.hex()} <= set(job_groups(job))
+    assert job_groups("ff" * (len(job) // 2)) == []
+    assert _state(ray, orphan) != "REMOVED"  # Ray left it: its creator is dead, its job is not
+    removed = release_job_groups(settle_s=0.0)
+    assert {orphan, own.id.hex()} <= set(removed)
+    assert _state(ray, orphan) == "REMOVED" and _state(ray, own.id.hex()) == "REMOVED"
+    assert job_groups(job) == []
+
+
+def test_resume_releases_the_groups_of_earlier_drivers_of_this_search_only(local_ray, tmp_path, monkeypatch, capsys):
+    """release_earlier_drivers removes what a recorded earlier job of the same search on this cluster still holds,
+    never a group of a job recorded for another cluster, and records the current job."""
+    import json
+
+    from ray.util import placement_group
+
+    import search.placement
+    from search.placement import DRIVERS_FILE, release_earlier_drivers
+    from search.storage import resolve_storage
+
+    ray = local_ray
+    st = resolve_storage(str(tmp_path / "searches"))
+    earlier = ray.get_runtime_context().get_job_id()  # this test's job plays the earlier driver
+    left = placement_group([{"CPU": 0.25}])
+    ray.get(left.ready())
+    here = search.placement._cluster_key()
+    (tmp_path / "searches" / "s").mkdir(parents=True)
+    (tmp_path / "searches" / "s" / DRIVERS_FILE).write_text(json.dumps([{"cluster": "elsewhere", "job": earlier}]))
+    monkeypatch.setattr(search.placement, "_job_hex", lambda: "0a000000")  # the resuming driver
+    assert release_earlier_drivers(st, "s") == []  # recorded on another cluster: the same id is another job here
+    assert _state(ray, left.id.hex()) == "CREATED"
+    rows = json.loads((tmp_path / "searches" / "s" / DRIVERS_FILE).read_text())
+    assert rows == [{"cluster": here, "job": "0a000000"}]
+    rows.insert(0, {"cluster": here, "job": earlier})
+    (tmp_path / "searches" / "s" / DRIVERS_FILE).write_text(json.dumps(rows))
+    assert release_earlier_drivers(st, "s") == [left.id.hex()]
+    assert _state(ray, left.id.hex()) == "REMOVED"
+    assert "released 1 placement group(s) an earlier driver of search 's' left reserved" in capsys.readouterr().err
