@@ -118,9 +118,10 @@ class ReleaseEndedTrials(Callback):
             pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_hex)))
             if ray.util.placement_group_table(pg).get("state", "REMOVED") == "REMOVED":
                 return False
-            ray.util.remove_placement_group(pg)
         except Exception as e:  # best effort: the search goes on; say what stays reserved
             print(f"warning: could not release placement group {pg_hex}: {e!r}", file=sys.stderr)
+            return False
+        if not _remove(pg_hex):
             return False
         self.released.append(pg_hex)
         return True
@@ -157,6 +158,7 @@ def job_groups(job_hex: str) -> list[str]:
 
 
 def _remove(pg_hex: str) -> bool:
+    """Remove placement group ``pg_hex``; False (with a warning naming it) when Ray refused."""
     import ray
     from ray.util.placement_group import PlacementGroup
 
