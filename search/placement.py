@@ -128,7 +128,7 @@ class ReleaseEndedTrials(Callback):
 
 
 # ------------------------------------------------------------------------------------------------ a driver's groups
-#: file next to the search's manifest listing the Ray jobs that have driven the search (see :func:`record_driver`)
+#: file next to the search's manifest listing the Ray jobs that have driven the search (see :func:`release_earlier_drivers`)
 DRIVERS_FILE = "ray_drivers.json"
 
 
