@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,16 +164,24 @@ class NeverReportedFilter(logging.Filter):
         return not (listed and all("were not found" in ln for ln in listed))
 
 
+#: Optuna's warning when a trial reports a step it reported before: a trial that finished after Tune's last state
+#: save runs again on ``resume`` and reports its epochs again (Optuna keeps the first values; one line per epoch)
+OPTUNA_STEP_REPORTED = r"The reported value is ignored because this `step=\d+` is already reported"
+
+
 @contextlib.contextmanager
 def one_line_superseded_uploads() -> Iterator[None]:
-    """While the block runs (``tuner.fit()``): :class:`SupersededUploadFilter` on Tune's experiment-state logger
-    and :class:`NeverReportedFilter` on its analysis logger."""
+    """While the block runs (``tuner.fit()``): :class:`SupersededUploadFilter` on Tune's experiment-state logger,
+    :class:`NeverReportedFilter` on its analysis logger, and Optuna's :data:`OPTUNA_STEP_REPORTED` warning
+    ignored."""
     pairs = [(logging.getLogger(TUNE_STATE_LOGGER), SupersededUploadFilter()),
              (logging.getLogger(TUNE_ANALYSIS_LOGGER), NeverReportedFilter())]
     for log, flt in pairs:
         log.addFilter(flt)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=OPTUNA_STEP_REPORTED, category=UserWarning)
+            yield
     finally:
         for log, flt in pairs:
             log.removeFilter(flt)

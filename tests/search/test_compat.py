@@ -157,3 +157,27 @@ def test_tune_warns_about_never_reported_trials_the_way_the_filter_expects():
     assert not f.filter(rec(f"Failed to fetch metrics for 1 trial(s):\n{cut}"))
     assert f.filter(rec(f"Failed to fetch metrics for 2 trial(s):\n{cut}\n{other}"))
     assert f.filter(rec("something else"))
+
+
+def test_a_repeated_step_report_is_quiet_during_the_search_only():
+    """A trial re-run on resume reports its epochs again: Optuna's "already reported" warning (one per epoch) is
+    ignored while ``tuner.fit()`` runs, and only that warning; outside the block it is Optuna's default again."""
+    import warnings
+
+    import optuna
+
+    from search import compat
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.report(0.1, step=1)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with compat.one_line_superseded_uploads():
+            trial.report(0.2, step=1)
+            warnings.warn("another warning", UserWarning, stacklevel=1)
+        trial.report(0.3, step=1)
+    msgs = [str(w.message) for w in seen]
+    assert "another warning" in msgs
+    assert sum("is already reported" in m for m in msgs) == 1, msgs  # the one after the block
