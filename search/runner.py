@@ -502,10 +502,7 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
         except (ValueError, OSError) as e:
             raise InputError(" ".join(str(e).split())) from None
         started = _init_ray(opts)
-        if started and opts.address:  # a cluster: what earlier drivers of this search left reserved goes first
-            from search.placement import release_earlier_drivers
-
-            release_earlier_drivers(st, name)
+        _release_earlier_drivers(st, name, on_cluster=started and bool(opts.address))
         plan = _checked_plan(ctx, space, opts, st, data_dir, n_folds)
         cpus, max_conc = plan.cpus_per_worker, plan.trials_at_once
         tuner = _restored(*_build_tuner(space, opts, name, st, data_dir, n_folds, cpus, max_conc, tracking_uri),
@@ -545,8 +542,7 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
             print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
         lock.release()
         _release_trial_groups()
-        if started and opts.address:  # on a cluster, the job's groups would outlive it (local Ray: shut down below)
-            _release_job_groups()
+        _release_job_groups(on_cluster=started and bool(opts.address))  # local Ray: shut down below
         # not `if started`: a Ctrl-C inside ray.init (or right after it, before `started` is set) leaves a Ray up
         # that only interpreter exit would stop, with the local Ray's processes already hit by the same SIGINT
         if not ray_was_up and _ray_is_up():
@@ -575,9 +571,21 @@ def _release_trial_groups() -> None:
         print(f"warning: could not release the trials' placement groups: {e!r}", file=sys.stderr)
 
 
-def _release_job_groups() -> None:
-    """Remove every placement group this driver's Ray job still holds (:func:`search.placement.release_job_groups`);
-    best effort, never masks the search's own error."""
+def _release_earlier_drivers(st: Storage, name: str, on_cluster: bool) -> None:
+    """On a cluster this driver joined (``on_cluster``): what earlier drivers of search ``name`` left reserved goes
+    first (:func:`search.placement.release_earlier_drivers`, which also records this driver)."""
+    if on_cluster:
+        from search.placement import release_earlier_drivers
+
+        release_earlier_drivers(st, name)
+
+
+def _release_job_groups(on_cluster: bool) -> None:
+    """On a cluster this driver joined (``on_cluster``; a local Ray is shut down instead), remove every placement
+    group its Ray job still holds (:func:`search.placement.release_job_groups`); best effort, never masks the
+    search's own error."""
+    if not on_cluster:
+        return
     try:
         import ray
 
