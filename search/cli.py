@@ -12,7 +12,10 @@ One error contract for every command (handled here, so that no command can diffe
   follow the same one-line form.
 * runtime failure (anything else): exit code 1, the cause in one line and the path of a log file holding the full
   traceback. Tracebacks go to the terminal only with ``-v``.
-* Ctrl-C: exit code 130.
+* Ctrl-C: exit code 130, also when the command then failed because of it (an error raised while a Ctrl-C was
+  being handled, or any error after this process received SIGINT: e.g. an SQLite write cut by Ctrl-C leaves
+  the store locked for this process, and a later write reports ``database is locked``); the error's traceback
+  goes to the log file, named on the ``interrupted`` line.
 * disk full while writing ``--out``: exit code 1, ``... error: <path>: no space left on device``.
 
 Everything a command prints goes through :func:`search.safety.mask_uri` (credentials in URIs masked), and its
@@ -22,14 +25,17 @@ temporary files live in one folder removed when it ends (:func:`search.safety.co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import os
 import re
+import signal
 import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any, Iterator
 
 from search.errors import InputError
 
@@ -160,8 +166,49 @@ def main(argv: list[str] | None = None) -> int:
     from search.safety import command_tempdir, masked_console
 
     logs = log_dir()  # before the command's own temporary folder becomes tempfile's default
-    with masked_console(), command_tempdir(args.command):
+    with masked_console(), command_tempdir(args.command), _sigint_noted():
         return _run(args, argv, logs)
+
+
+_SIGINT_RECEIVED = False  # set by the SIGINT handler of _sigint_noted while a command runs
+
+
+@contextlib.contextmanager
+def _sigint_noted() -> Iterator[None]:
+    """While the block runs, SIGINT raises KeyboardInterrupt as Python's default handler does and also sets
+    ``_SIGINT_RECEIVED`` (read by :func:`_caused_by_ctrl_c`). Ray Tune replaces the handler while ``tuner.fit``
+    runs and puts this one back after its first SIGINT. Outside the main thread (no handler can be set): nothing."""
+    global _SIGINT_RECEIVED
+    _SIGINT_RECEIVED = False
+
+    def _on_sigint(signum: int, frame: Any) -> None:
+        global _SIGINT_RECEIVED
+        _SIGINT_RECEIVED = True
+        raise KeyboardInterrupt
+
+    try:
+        saved = signal.signal(signal.SIGINT, _on_sigint)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+def _caused_by_ctrl_c(exc: BaseException) -> bool:
+    """True when ``exc`` was raised while a KeyboardInterrupt was handled (one in its ``__context__`` /
+    ``__cause__`` chain, e.g. MLflow's error for the SQLite write the Ctrl-C cut), or after this process received
+    SIGINT (a later write then finds the store locked by the cut one)."""
+    seen: list[BaseException] = []
+    x: BaseException | None = exc
+    while x is not None and all(x is not y for y in seen):
+        if isinstance(x, KeyboardInterrupt):
+            return True
+        seen.append(x)
+        x = x.__cause__ or x.__context__
+    return _SIGINT_RECEIVED
 
 
 def _run(args: argparse.Namespace, argv: list[str], logs: Path) -> int:
@@ -175,6 +222,11 @@ def _run(args: argparse.Namespace, argv: list[str], logs: Path) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
+        if _caused_by_ctrl_c(e):  # the failure is the interruption's consequence: say interrupted, log the error
+            log = _write_log(args.command, argv, e, logs)
+            print(f"{prog}: interrupted" + (f" (then {type(e).__name__}; full log: {log})" if log else ""),
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
         if isinstance(e, _input_error_types()):
             text = e.with_lines() if hasattr(e, "with_lines") else str(e)  # structured lines (config, space)
             print(f"{prog}: error: {one_line(with_yaml_lines(text))}", file=sys.stderr)

@@ -95,3 +95,45 @@ def test_other_exits_and_ctrl_c_without_ray_use_sys_exit(monkeypatch):
     with pytest.raises(SystemExit) as e:
         cli.entry()
     assert e.value.code == 130
+
+
+def _fails_while_handling_ctrl_c(args):
+    """As MLflow does when Ctrl-C cuts an SQLite write: its rollback fails, raised while the interrupt is handled."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise RuntimeError("(sqlite3.OperationalError) database is locked") from None
+
+
+def _fails_after_ctrl_c(args):
+    """SIGINT reaches the process, a library swallows the KeyboardInterrupt; a later write fails on its own."""
+    import os
+    import signal
+
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs at the next bytecode boundary
+            pass
+    except KeyboardInterrupt:
+        pass
+    raise RuntimeError("(sqlite3.OperationalError) database is locked")
+
+
+@pytest.mark.parametrize("command", [_fails_while_handling_ctrl_c, _fails_after_ctrl_c])
+def test_an_error_caused_by_ctrl_c_is_an_interruption_with_the_log(command, tmp_path, monkeypatch, capsys):
+    """Exit 130 and ``interrupted`` (the error's traceback in the log it names), not a runtime failure (exit 1):
+    seen in CI as ``blemore resume`` exiting 1 after a Ctrl-C at start-up."""
+    monkeypatch.setenv("BLEMORE_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setattr(evaluate, "run", command)
+    rc = cli.main(["evaluate", "--predictions", "p.json", "--metadata", "m.csv"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 130 and len(err) == 1, err
+    log = next((tmp_path / "logs").glob("blemore-evaluate-*.log"))
+    assert err[0] == f"blemore evaluate: interrupted (then RuntimeError; full log: {log})"
+    assert "database is locked" in log.read_text()
+    # the next command of the same process starts with no interrupt on record: its failure is a failure
+    monkeypatch.setattr(evaluate, "run", _boom)
+    assert cli.main(["evaluate", "--predictions", "p.json", "--metadata", "m.csv"]) == 1
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
