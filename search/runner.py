@@ -536,19 +536,33 @@ def run_search(space_path: str | Path | SearchSpace, opts: SearchOptions = Searc
                              interrupted=_interrupted(results, opts.num_samples or space.num_samples, elapsed, space),
                              leaked_cpus=leaked, ui_link=link, objectives=tuple(space.metrics))
     finally:
-        try:
-            tracker.close()
-        except Exception as e:  # pragma: no cover - never mask the real error
-            print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
-        lock.release()
-        _release_trial_groups()
-        _release_job_groups(on_cluster=started and bool(opts.address))  # local Ray: shut down below
-        # not `if started`: a Ctrl-C inside ray.init (or right after it, before `started` is set) leaves a Ray up
-        # that only interpreter exit would stop, with the local Ray's processes already hit by the same SIGINT
-        if not ray_was_up and _ray_is_up():
-            import ray
+        _clean_up(tracker, lock, on_cluster=started and bool(opts.address), ray_was_up=ray_was_up)
 
-            ray.shutdown()
+
+def _clean_up(tracker: Any, lock: Any, on_cluster: bool, ray_was_up: bool) -> None:
+    """The end of every search, normal or not: MLflow runs closed, the name lock released, placement groups
+    released, the Ray this search started shut down.
+
+    While an exception propagates, unreachable objects are collected first: an MLflow SQLite write cut by Ctrl-C
+    leaves its connection orphaned, holding the store's write lock until it is collected, and every write of this
+    clean-up would otherwise wait MLflow's SQLite busy timeout (20 s) and fail with ``database is locked``."""
+    if sys.exc_info()[0] is not None:
+        import gc
+
+        gc.collect()
+    try:
+        tracker.close()
+    except Exception as e:  # pragma: no cover - never mask the real error
+        print(f"warning: could not close MLflow runs: {e}", file=sys.stderr)
+    lock.release()
+    _release_trial_groups()
+    _release_job_groups(on_cluster=on_cluster)  # a local Ray is shut down below
+    # not `if started`: a Ctrl-C inside ray.init (or right after it, before `started` is set) leaves a Ray up
+    # that only interpreter exit would stop, with the local Ray's processes already hit by the same SIGINT
+    if not ray_was_up and _ray_is_up():
+        import ray
+
+        ray.shutdown()
 
 
 def _ray_is_up() -> bool:
