@@ -37,7 +37,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from search.errors import InputError
+from search.errors import InputError, exception_chain
 
 #: subcommand modules, in help order
 COMMAND_MODULES: tuple[str, ...] = (
@@ -201,14 +201,7 @@ def _caused_by_ctrl_c(exc: BaseException) -> bool:
     """True when ``exc`` was raised while a KeyboardInterrupt was handled (one in its ``__context__`` /
     ``__cause__`` chain, e.g. MLflow's error for the SQLite write the Ctrl-C cut), or after this process received
     SIGINT (a later write then finds the store locked by the cut one)."""
-    seen: list[BaseException] = []
-    x: BaseException | None = exc
-    while x is not None and all(x is not y for y in seen):
-        if isinstance(x, KeyboardInterrupt):
-            return True
-        seen.append(x)
-        x = x.__cause__ or x.__context__
-    return _SIGINT_RECEIVED
+    return any(isinstance(x, KeyboardInterrupt) for x in exception_chain(exc)) or _SIGINT_RECEIVED
 
 
 def _run(args: argparse.Namespace, argv: list[str], logs: Path) -> int:

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from search.errors import InputError
+from search.errors import InputError, exception_chain
 
 #: free bytes the output's filesystem needs before a command starts writing
 MIN_FREE_BYTES = 16 * 1024 * 1024
@@ -343,15 +343,7 @@ def disk_full_message(exc: BaseException, out: str | Path | None) -> str | None:
     """The one-line "no space left" message for a failure ``exc`` while writing ``out``, or None when the failure
     is something else: an ``OSError`` with ``ENOSPC`` (anywhere in its cause chain), or any failure (e.g. torch's
     ``RuntimeError: file write failed``) while ``out``'s filesystem has less than 1 MiB free."""
-    e: BaseException | None = exc
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:  # a chain may loop back on itself (an exception raised in handling)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            break
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    else:
-        e = None
+    e = next((x for x in exception_chain(exc) if isinstance(x, OSError) and x.errno == errno.ENOSPC), None)
     where = out if out is not None else getattr(e, "filename", None)
     if e is None:
         if out is None:

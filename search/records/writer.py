@@ -17,22 +17,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from search.errors import exception_chain
+
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # writers of this process whose thread was started
 
 
 class TrackingServerDown(RuntimeError):
     """The MLflow tracking server stopped answering during a search (connection refused or timed out after MLflow's
     retries, :data:`search.preflight.MLFLOW_HTTP_ENV`); the search stops so that no more records are lost."""
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the exceptions it was raised from or during, outermost first (cycles cut)."""
-    out: list[BaseException] = []
-    x: BaseException | None = exc
-    while x is not None and all(x is not y for y in out):
-        out.append(x)
-        x = x.__cause__ or x.__context__
-    return out
 
 
 def is_unreachable(exc: BaseException) -> bool:
@@ -43,12 +35,12 @@ def is_unreachable(exc: BaseException) -> bool:
 
     kinds = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError,
              ConnectionError, TimeoutError)
-    return any(isinstance(x, kinds) for x in _chain(exc))
+    return any(isinstance(x, kinds) for x in exception_chain(exc))
 
 
 def root_cause(exc: BaseException) -> str:
     """``"<type>: <message>"`` of the innermost exception ``exc`` was raised from or during, cut to 160 chars."""
-    root = _chain(exc)[-1]
+    root = exception_chain(exc)[-1]
     return f"{type(root).__name__}: {' '.join(str(root).split())}"[:160]
 
 
